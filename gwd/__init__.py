@@ -1,0 +1,3 @@
+"""gwd: a self-hosted API gateway daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,431 @@
+"""Configuration: TOML in, frozen typed objects out.
+
+Everything is validated here, once, before any worker starts: the runtime
+never parses or checks config on the request path.  Every problem is
+reported as ``FILE: key.path: problem`` and all problems are collected, so
+an operator fixes a broken file in one pass.  This module imports no
+runtime code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable, Mapping
+
+BUILTIN_SOURCE = "<built-in default>"
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+ANY_METHOD = "ANY"
+DEFAULT_STAGE = "$default"
+DEFAULT_ROUTE = "$default"
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A config that must not be served; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: Address
+    workers: int
+    drain_timeout: float
+    keepalive_timeout: float
+    backlog: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    access: str
+    level: str
+
+
+@dataclass(frozen=True, slots=True)
+class StageConfig:
+    name: str
+    variables: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One path segment of a route key: a literal, a ``{param}`` or a greedy ``{proxy+}``."""
+
+    text: str
+    kind: str  # "literal" | "param" | "greedy"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteKey:
+    method: str  # an HTTP method, "ANY", or "$default" for the catch-all route
+    segments: tuple[Segment, ...]
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(s.text for s in self.segments if s.kind != "literal")
+
+    def __str__(self) -> str:
+        if self.method == DEFAULT_ROUTE:
+            return DEFAULT_ROUTE
+        path = "/" + "/".join(
+            s.text if s.kind == "literal" else "{" + s.text + ("+}" if s.kind == "greedy" else "}")
+            for s in self.segments
+        )
+        return f"{self.method} {path}"
+
+
+@dataclass(frozen=True, slots=True)
+class MockIntegration:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: str
+
+
+Integration = MockIntegration
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    key: RouteKey
+    integration: Integration
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str
+    server: ServerConfig
+    log: LogConfig
+    stages: tuple[StageConfig, ...]
+    routes: tuple[RouteConfig, ...]
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``"30s"``, ``"250ms"``, ``"5m"`` or ``"1h"``."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f'expected a duration such as "30s" or "250ms", got {text!r}')
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_address(text: str) -> Address:
+    """``HOST:PORT`` or ``[V6HOST]:PORT`` as an :class:`Address`."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f'expected "HOST:PORT" (such as "127.0.0.1:8080" or "[::1]:8080"), got {text!r}')
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"port must be 1-65535, got {port}")
+    return Address(host, int(port))
+
+
+def parse_route_key(text: str) -> RouteKey:
+    """An AWS-style route key: ``METHOD /path/{param}/{proxy+}``, ``ANY /path`` or ``$default``."""
+    if text == DEFAULT_ROUTE:
+        return RouteKey(DEFAULT_ROUTE, ())
+    method, _, path = text.partition(" ")
+    if method not in HTTP_METHODS and method != ANY_METHOD:
+        raise ValueError(
+            f"route key {text!r} must start with ANY or one of {', '.join(sorted(HTTP_METHODS))}"
+            " (upper case), then a space and a path"
+        )
+    if not path.startswith("/"):
+        raise ValueError(f"route key {text!r}: the path must start with '/'")
+    parts = path[1:].split("/") if path != "/" else []
+    segments: list[Segment] = []
+    for index, part in enumerate(parts):
+        segments.append(_parse_segment(text, part, is_last=index == len(parts) - 1))
+    names = [s.text for s in segments if s.kind != "literal"]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"route key {text!r} names parameter {duplicated[0]!r} twice")
+    return RouteKey(method, tuple(segments))
+
+
+def _parse_segment(key: str, part: str, *, is_last: bool) -> Segment:
+    if not part:
+        raise ValueError(f"route key {key!r} has an empty path segment")
+    if part.startswith("{") and part.endswith("}"):
+        inner = part[1:-1]
+        greedy = inner.endswith("+")
+        name = inner[:-1] if greedy else inner
+        if not _PARAM_NAME.match(name):
+            raise ValueError(f"route key {key!r}: {part!r} is not a valid parameter (use {{name}} or {{name+}})")
+        if greedy and not is_last:
+            raise ValueError(f"route key {key!r}: greedy parameter {part!r} must be the last segment")
+        return Segment(name, "greedy" if greedy else "param")
+    if "{" in part or "}" in part:
+        raise ValueError(f"route key {key!r}: segment {part!r} mixes text and a parameter")
+    return Segment(part, "literal")
+
+
+def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read and validate a config file (the built-in default when ``path`` is None).
+
+    ``overrides`` holds command-line settings (``listen``, ``workers``) that
+    win over the file, also on every reload.
+    """
+    overrides = dict(overrides or {})
+    if path is None:
+        source = BUILTIN_SOURCE
+        text = resources.files("gwd").joinpath("default.toml").read_text()
+    else:
+        source = path
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
+    return _ConfigReader(source, overrides).read(data)
+
+
+class _Table:
+    """A TOML table being read: typed look-ups that record problems under a key path."""
+
+    def __init__(self, reader: _ConfigReader, data: Mapping[str, Any], path: str) -> None:
+        self._reader = reader
+        self._data = data
+        self._path = path
+        self._seen: set[str] = set()
+
+    def key_path(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def problem(self, key: str, message: str) -> None:
+        self._reader.problem(self.key_path(key), message)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any, what: str) -> Any:
+        self._seen.add(key)
+        if key not in self._data:
+            return default
+        value = self._data[key]
+        # bool is an int in Python, never in a config.
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            self.problem(key, f"expected {what}, got {_describe(value)}")
+            return default
+        if not isinstance(value, kind):
+            self.problem(key, f"expected {what}, got {_describe(value)}")
+            return default
+        return value
+
+    def require(self, key: str, hint: str) -> bool:
+        """Record a problem if ``key`` is absent; True if present."""
+        if key in self._data:
+            return True
+        self.problem(key, f"missing: {hint}")
+        return False
+
+    def string(self, key: str, default: str | None) -> str | None:
+        return self.get(key, str, default, "a string")
+
+    def parsed(self, key: str, default: Any, parse: Callable[[str], Any]) -> Any:
+        raw = self.string(key, None)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            self.problem(key, str(exc))
+            return default
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.get(key, int, default, "an integer")
+        if not low <= value <= high:
+            self.problem(key, f"must be between {low} and {high}, got {value}")
+            return default
+        return value
+
+    def duration(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.parsed(key, default, parse_duration)
+        if not low <= value <= high:
+            self.problem(key, f"must be between {_seconds(low)} and {_seconds(high)}, got {_seconds(value)}")
+            return default
+        return value
+
+    def table(self, key: str) -> _Table:
+        return _Table(self._reader, self.get(key, dict, {}, "a table"), self.key_path(key))
+
+    def string_map(self, key: str) -> dict[str, str]:
+        table = self.get(key, dict, {}, "a table of strings")
+        result = {}
+        for name, value in table.items():
+            if isinstance(value, str):
+                result[name] = value
+            else:
+                self._reader.problem(f"{self.key_path(key)}.{name}", f"expected a string, got {_describe(value)}")
+        return result
+
+    def tables(self, key: str) -> list[_Table]:
+        items = self.get(key, list, [], "an array of tables ([[" + key + "]])")
+        tables = []
+        for index, item in enumerate(items):
+            path = f"{self.key_path(key)}[{index}]"
+            if isinstance(item, dict):
+                tables.append(_Table(self._reader, item, path))
+            else:
+                self._reader.problem(path, f"expected a table, got {_describe(item)}")
+        return tables
+
+    def finish(self) -> None:
+        """Report keys nobody asked for: a typo must not be silently ignored."""
+        for key in self._data:
+            if key not in self._seen:
+                self.problem(key, "unknown key")
+
+
+class _ConfigReader:
+    def __init__(self, source: str, overrides: Mapping[str, Any]) -> None:
+        self.source = source
+        self.overrides = overrides
+        self.problems: list[str] = []
+
+    def problem(self, key_path: str, message: str) -> None:
+        self.problems.append(f"{self.source}: {key_path}: {message}")
+
+    def read(self, data: Mapping[str, Any]) -> Config:
+        root = _Table(self, data, "")
+        server = self._server(root.table("server"))
+        log = self._log(root.table("log"))
+        stages = self._stages(root.tables("stages"))
+        routes = self._routes(root.tables("routes"), stages)
+        root.finish()
+        if self.problems:
+            raise ConfigError(self.problems)
+        return Config(self.source, server, log, stages, routes, self.overrides)
+
+    def _server(self, table: _Table) -> ServerConfig:
+        listen = table.parsed("listen", Address("127.0.0.1", 8080), parse_address)
+        workers = table.integer("workers", 0, 0, 1024)
+        if "listen" in self.overrides:
+            listen = self.overrides["listen"]
+        if "workers" in self.overrides:
+            workers = self.overrides["workers"]
+        config = ServerConfig(
+            listen=listen,
+            workers=workers or default_worker_count(),
+            drain_timeout=table.duration("drain_timeout", 30.0, 0.0, 3600.0),
+            keepalive_timeout=table.duration("keepalive_timeout", 75.0, 0.0, 3600.0),
+            backlog=table.integer("backlog", 2048, 1, 65535),
+        )
+        table.finish()
+        return config
+
+    def _log(self, table: _Table) -> LogConfig:
+        access = table.string("access", "stdout")
+        if access not in ("stdout", "off") and not access.startswith("/"):
+            table.problem("access", f'expected "stdout", "off" or an absolute file path, got {access!r}')
+        elif access.startswith("/") and not os.path.isdir(os.path.dirname(access)):
+            table.problem("access", f"directory {os.path.dirname(access)!r} does not exist")
+        level = table.string("level", "info")
+        if level not in _LOG_LEVELS:
+            table.problem("level", f"expected one of {', '.join(_LOG_LEVELS)}, got {level!r}")
+        table.finish()
+        return LogConfig(access=access, level=level)
+
+    def _stages(self, tables: list[_Table]) -> tuple[StageConfig, ...]:
+        stages: list[StageConfig] = []
+        seen: set[str] = set()
+        for table in tables:
+            table.require("name", "every stage needs a name")
+            name = table.string("name", None)
+            if name is None:
+                pass
+            elif name != DEFAULT_STAGE and not _STAGE_NAME.match(name):
+                table.problem("name", f'{name!r} is not a stage name (letters, digits, "-", "_", or "$default")')
+            elif name in seen:
+                table.problem("name", f"stage {name!r} is defined twice")
+            variables = table.string_map("variables")
+            table.finish()
+            if name is not None:
+                seen.add(name)
+                stages.append(StageConfig(name, variables))
+        return tuple(stages) or (StageConfig(DEFAULT_STAGE, {}),)
+
+    def _routes(self, tables: list[_Table], stages: tuple[StageConfig, ...]) -> tuple[RouteConfig, ...]:
+        routes: list[RouteConfig] = []
+        first_seen: dict[tuple, str] = {}
+        for table in tables:
+            key = None
+            if table.require("route", 'every route needs a key such as "GET /pets/{id}"'):
+                key = table.parsed("route", None, parse_route_key)
+            integration = self._integration(table.table("integration"), key, stages)
+            table.finish()
+            if key is None or integration is None:
+                continue
+            # Parameter names do not tell routes apart: GET /a/{x} and GET /a/{y} collide.
+            shape = (key.method, tuple((s.kind, s.text if s.kind == "literal" else "") for s in key.segments))
+            if shape in first_seen:
+                table.problem("route", f"{str(key)!r} duplicates {first_seen[shape]}")
+                continue
+            first_seen[shape] = f"{table.key_path('route')} ({str(key)!r})"
+            routes.append(RouteConfig(key, integration))
+        return tuple(routes)
+
+    def _integration(
+        self, table: _Table, key: RouteKey | None, stages: tuple[StageConfig, ...]
+    ) -> Integration | None:
+        if not table.require("type", 'say which integration serves the route (type = "mock")'):
+            table.finish()
+            return None
+        kind = table.string("type", None)
+        if kind is None:
+            return None
+        if kind != "mock":
+            table.problem("type", f'unknown integration type {kind!r} (supported: "mock")')
+            return None
+        status = table.integer("status", 200, 100, 599)
+        headers = table.string_map("headers")
+        body = table.string("body", "")
+        for name in _STAGE_VARIABLE.findall(body):
+            for stage in stages:
+                if name not in stage.variables:
+                    table.problem("body", f"uses ${{stageVariables.{name}}} but stage {stage.name!r} does not define it")
+        table.finish()
+        lowered = {name.lower() for name in headers}
+        if "content-type" not in lowered:
+            headers["content-type"] = "application/json"
+        return MockIntegration(status=status, headers=tuple(headers.items()), body=body)
+
+
+def default_worker_count() -> int:
+    """One worker per CPU this process may run on (respects cgroup/affinity limits)."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
+def _describe(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}
+    return f"{names.get(type(value), type(value).__name__)} ({value!r})" if not isinstance(value, (dict, list)) else names[type(value)]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"

@@ -1,0 +1,162 @@
+"""JSON access log: one line per request, AWS ``$context`` field names.
+
+Lines are buffered and written in batches (at most ``FLUSH_INTERVAL`` late,
+or at once when ``FLUSH_BYTES`` are waiting), so a request costs a list
+append, not a system call.  A worker killed with SIGKILL loses at most its
+last interval of lines; every graceful exit flushes.  Batches written to a
+pipe or socket (stdout under journald) are cut at line boundaries into
+writes of at most ``PIPE_BUF`` bytes, which the kernel keeps whole, so lines
+from different workers never interleave.  Files are opened ``O_APPEND``,
+which keeps each write whole as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+import stat
+import time
+
+import orjson
+
+from gwd.pipeline.exchange import Exchange
+
+FLUSH_INTERVAL = 0.2
+FLUSH_BYTES = 64 * 1024
+
+log = logging.getLogger("gwd.accesslog")
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class AccessLog:
+    """Writes access-log lines to stdout or to a file that SIGUSR1 reopens."""
+
+    __slots__ = (
+        "_target",
+        "_fd",
+        "_chunk_limit",
+        "_pending",
+        "_pending_bytes",
+        "_flush_handle",
+        "_clf_second",
+        "_clf_text",
+        "_failing",
+    )
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+        self._fd = -1
+        self._chunk_limit = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._clf_second = -1
+        self._clf_text = ""
+        self._failing = False
+        self._open()
+
+    def _open(self) -> None:
+        if self._target == "stdout":
+            self._fd = 1
+        else:
+            self._fd = os.open(self._target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        is_file = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        self._chunk_limit = 0 if is_file else select.PIPE_BUF
+
+    def reopen(self) -> None:
+        """Flush, then reopen a file target (after logrotate moved it away)."""
+        self.flush()
+        if self._target != "stdout":
+            old = self._fd
+            self._open()
+            os.close(old)
+
+    def close(self) -> None:
+        self.flush()
+        if self._target != "stdout":
+            os.close(self._fd)
+
+    def record(self, exchange: Exchange, status: int, response_length: int, started: float, finished: float) -> None:
+        """Queue the line for one finished request (times from ``time.time()``)."""
+        request = exchange.request
+        version = request.version
+        line = orjson.dumps(
+            {
+                "requestId": exchange.request_id,
+                "ip": request.remote,
+                "requestTime": self._clf_time(started),
+                "requestTimeEpoch": int(started * 1000),
+                "httpMethod": request.method,
+                "routeKey": exchange.route_key,
+                "path": request.path,
+                "status": status,
+                "protocol": f"HTTP/{version.major}.{version.minor}",
+                "responseLength": response_length,
+                "responseLatency": round((finished - started) * 1000, 3),
+                "integrationLatency": exchange.integration_latency,
+                "userAgent": request.headers.get("User-Agent"),
+                "stage": exchange.stage,
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        self._pending.append(line)
+        self._pending_bytes += len(line)
+        if self._pending_bytes >= FLUSH_BYTES:
+            self.flush()
+        elif self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._pending:
+            return
+        lines, self._pending, self._pending_bytes = self._pending, [], 0
+        try:
+            for chunk in self._chunks(lines):
+                _write_all(self._fd, chunk)
+        except OSError as exc:
+            # Serving goes on without the log; say so once, not once per batch.
+            if not self._failing:
+                log.error("cannot write the access log %s: %s; dropping lines until it works again", self._target, exc)
+            self._failing = True
+        else:
+            self._failing = False
+
+    def _chunks(self, lines: list[bytes]) -> list[bytes]:
+        if not self._chunk_limit:
+            return [b"".join(lines)]
+        chunks: list[bytes] = []
+        chunk: list[bytes] = []
+        size = 0
+        for line in lines:
+            if size and size + len(line) > self._chunk_limit:
+                chunks.append(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+        chunks.append(b"".join(chunk))
+        return chunks
+
+    def _clf_time(self, epoch: float) -> str:
+        """``25/Nov/2026:07:50:29 +0000``, formatted once per second."""
+        second = int(epoch)
+        if second != self._clf_second:
+            t = time.gmtime(second)
+            self._clf_second = second
+            self._clf_text = (
+                f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+            )
+        return self._clf_text
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

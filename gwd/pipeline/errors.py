@@ -1,0 +1,33 @@
+"""Gateway errors: how a stage says "answer the client with this status".
+
+A stage raises :class:`GatewayError`; the pipeline entry renders it, in one
+place, as AWS-style JSON ``{"message": ...}``.  Bodies are encoded once per
+error kind, not per request.
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+
+class GatewayError(Exception):
+    """A client-facing failure with its HTTP status and message."""
+
+    __slots__ = ("status", "body", "headers")
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = orjson.dumps({"message": message})
+        self.headers = headers
+
+    def render(self) -> web.Response:
+        response = web.Response(status=self.status, body=self.body, content_type="application/json")
+        if self.headers:
+            response.headers.update(self.headers)
+        return response
+
+
+NOT_FOUND = GatewayError(404, "Not Found")
+INTERNAL_ERROR = GatewayError(500, "Internal Server Error")

@@ -1,0 +1,103 @@
+"""The pipeline entry: request id, route match, the route's chain, errors, access log.
+
+This is the one place that turns a :class:`GatewayError` or an unexpected
+exception into a response, and the one place that writes the access log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import NamedTuple
+
+from aiohttp import web
+
+from gwd.config import Config
+from gwd.pipeline.accesslog import AccessLog
+from gwd.pipeline.chain import build_route_handler
+from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
+from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.routing import Router, StageResolver, split_path
+from gwd.pipeline.types import Handler
+
+log = logging.getLogger("gwd.pipeline")
+
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class RouteTarget(NamedTuple):
+    """What a route key resolves to under one stage."""
+
+    route_key: str
+    param_names: tuple[str, ...]
+    handler: Handler
+
+
+class Gateway:
+    """Serves requests for one loaded config; a reload builds a new one in new workers."""
+
+    __slots__ = ("_stages", "_access_log", "_draining")
+
+    def __init__(self, config: Config, access_log: AccessLog | None) -> None:
+        routers: dict[str, tuple[str, Router[RouteTarget]]] = {}
+        for stage in config.stages:
+            targets = [
+                (route.key, RouteTarget(str(route.key), route.key.param_names, build_route_handler(route, stage)))
+                for route in config.routes
+            ]
+            routers[stage.name] = (stage.name, Router(targets))
+        self._stages = StageResolver(routers)
+        self._access_log = access_log
+        self._draining = False
+
+    def start_draining(self) -> None:
+        """From now on every response says ``Connection: close``.
+
+        A keep-alive client then learns to open its next connection elsewhere
+        instead of racing the close of an idle one.
+        """
+        self._draining = True
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """aiohttp's low-level request handler."""
+        started = time.time()
+        started_clock = time.perf_counter()
+        request_id = request.headers.get("X-Request-Id")
+        if request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id):
+            request_id = str(uuid.uuid4())
+        exchange = Exchange(request, request_id)
+        try:
+            response = await self._dispatch(exchange)
+        except GatewayError as error:
+            response = error.render()
+        except Exception:
+            log.exception("request %s %s %s failed", request_id, request.method, request.path)
+            response = INTERNAL_ERROR.render()
+        headers = response.headers
+        headers["X-Request-Id"] = request_id
+        headers["Server"] = "gwd"
+        if self._draining:
+            response.force_close()
+        if self._access_log is not None:
+            body = response.body if isinstance(response, web.Response) else None
+            length = len(body) if isinstance(body, bytes) else 0
+            self._access_log.record(exchange, response.status, length, started, started + time.perf_counter() - started_clock)
+        return response
+
+    async def _dispatch(self, exchange: Exchange) -> web.StreamResponse:
+        request = exchange.request
+        found = self._stages.resolve(split_path(request.rel_url.raw_path))
+        if found is None:
+            return NOT_FOUND.render()
+        (stage_name, router), segments = found
+        exchange.stage = stage_name
+        matched = router.match(request.method, segments)
+        if matched is None:
+            return NOT_FOUND.render()
+        target, values = matched
+        exchange.route_key = target.route_key
+        if values:
+            exchange.path_params = dict(zip(target.param_names, values))
+        return await target.handler(exchange)

@@ -1,0 +1,135 @@
+"""Route matching: stage prefix, then a segment trie built once at config load.
+
+Matching walks the request path one segment at a time, so its cost depends
+on the path's depth, not on how many routes exist.  At every segment a
+literal child is tried before a ``{param}`` child, and a ``{param}`` before
+a greedy ``{proxy+}``; the first complete match in that order is the most
+specific route, whatever order the config file lists them in.  At the same
+path an exact method beats ``ANY``.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, Sequence, TypeVar
+from urllib.parse import unquote
+
+from gwd.config import ANY_METHOD, DEFAULT_ROUTE, DEFAULT_STAGE, RouteKey
+
+T = TypeVar("T")
+
+
+class _Node(Generic[T]):
+    __slots__ = ("literals", "param", "greedy", "methods")
+
+    def __init__(self) -> None:
+        self.literals: dict[str, _Node[T]] = {}
+        self.param: _Node[T] | None = None
+        self.greedy: _Node[T] | None = None
+        self.methods: dict[str, T] = {}
+
+    def target(self, method: str) -> T | None:
+        methods = self.methods
+        if not methods:
+            return None
+        found = methods.get(method)
+        if found is None:
+            if method == "HEAD":
+                found = methods.get("GET")
+            if found is None:
+                found = methods.get(ANY_METHOD)
+        return found
+
+
+class Router(Generic[T]):
+    """Maps (method, path segments) to the target registered for the best route key.
+
+    ``match`` returns the target and the values of the route's parameters in
+    path order (a greedy parameter's value is the rest of the path).
+    """
+
+    __slots__ = ("_root", "_fallback")
+
+    def __init__(self, routes: Sequence[tuple[RouteKey, T]]) -> None:
+        self._root: _Node[T] = _Node()
+        self._fallback: T | None = None
+        for key, target in routes:
+            if key.method == DEFAULT_ROUTE:
+                self._fallback = target
+                continue
+            node = self._root
+            for segment in key.segments:
+                if segment.kind == "literal":
+                    node = node.literals.setdefault(segment.text, _Node())
+                elif segment.kind == "param":
+                    node = node.param = node.param or _Node()
+                else:
+                    node = node.greedy = node.greedy or _Node()
+            node.methods[key.method] = target
+
+    def match(self, method: str, segments: list[str]) -> tuple[T, list[str]] | None:
+        values: list[str] = []
+        target = _descend(self._root, method, segments, 0, values)
+        if target is not None:
+            return target, values
+        if self._fallback is not None:
+            return self._fallback, []
+        return None
+
+
+def _descend(node: _Node[T], method: str, segments: list[str], index: int, values: list[str]) -> T | None:
+    if index == len(segments):
+        return node.target(method)
+    segment = segments[index]
+    child = node.literals.get(segment)
+    if child is not None:
+        found = _descend(child, method, segments, index + 1, values)
+        if found is not None:
+            return found
+    if node.param is not None and segment:
+        values.append(segment)
+        found = _descend(node.param, method, segments, index + 1, values)
+        if found is not None:
+            return found
+        values.pop()
+    if node.greedy is not None:
+        rest = "/".join(segments[index:])
+        if rest:
+            found = node.greedy.target(method)
+            if found is not None:
+                values.append(rest)
+                return found
+    return None
+
+
+def split_path(raw_path: str) -> list[str]:
+    """The percent-decoded segments of a raw request path.
+
+    Splitting happens before decoding, so an encoded ``%2F`` stays inside its
+    segment instead of creating a new one.
+    """
+    if raw_path == "/" or not raw_path:
+        return []
+    segments = raw_path[1:].split("/") if raw_path[0] == "/" else raw_path.split("/")
+    for index, segment in enumerate(segments):
+        if "%" in segment:
+            segments[index] = unquote(segment)
+    return segments
+
+
+class StageResolver(Generic[T]):
+    """Picks the stage a path addresses: ``/NAME/...`` for a named stage, else ``$default``."""
+
+    __slots__ = ("_named", "_default")
+
+    def __init__(self, stages: dict[str, T]) -> None:
+        self._default = stages.get(DEFAULT_STAGE)
+        self._named = {name: stage for name, stage in stages.items() if name != DEFAULT_STAGE}
+
+    def resolve(self, segments: list[str]) -> tuple[T, list[str]] | None:
+        if segments:
+            stage = self._named.get(segments[0])
+            if stage is not None:
+                return stage, segments[1:]
+        if self._default is not None:
+            return self._default, segments
+        return None

@@ -1,0 +1,405 @@
+"""The pre-fork supervisor: one listening socket, N worker processes, signals.
+
+It knows processes, sockets and config files, and nothing of HTTP: what a
+worker does is the ``run_worker`` callable it is given.
+
+Signal handlers only queue the signal; the main loop does the work.
+
+- SIGTERM: stop accepting, let workers drain (``drain_timeout``), exit 0.
+- SIGINT, SIGQUIT: the same, with at most 1 s for in-flight requests.
+- SIGHUP: re-read the config; if it is valid, start a new generation of
+  workers and, once every one of them accepts, drain the old generation.
+  If it is invalid, log why and keep serving the old config.
+- SIGUSR1: forwarded to workers, which reopen their access log files.
+
+A worker that dies is replaced at once; one that keeps dying young is
+restarted with exponentially growing delays, so a broken deployment does
+not become a fork storm.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from setproctitle import setproctitle
+
+from gwd.config import Config, ConfigError
+from gwd.sockets import bind_listener
+
+log = logging.getLogger("gwd.supervisor")
+
+STABLE_AFTER = 10.0
+"""A worker that lived this long before dying restarts without delay."""
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+KILL_MARGIN = 2.0
+"""Seconds past a worker's drain timeout before it is killed outright."""
+QUICK_DRAIN_TIMEOUT = 1.0
+RELOAD_READY_TIMEOUT = 60.0
+"""How long a reload's new workers have to start accepting before the reload is abandoned."""
+WORKER_BOOT_ERROR = 3
+"""Exit code a worker uses when it cannot start (see :mod:`gwd.worker`)."""
+
+
+class WorkerMain(Protocol):
+    def __call__(
+        self, config: Config, listener: socket.socket, slot: int, ready_fd: int, supervisor_pid: int
+    ) -> int: ...
+
+
+@dataclass(slots=True, eq=False)
+class Generation:
+    """The workers started for one loaded config."""
+
+    number: int
+    config: Config
+    listener: socket.socket
+    started_at: float
+    failures: dict[int, int] = field(default_factory=dict)
+    respawn_at: dict[int, float] = field(default_factory=dict)
+    announced_ready: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class WorkerProcess:
+    pid: int
+    slot: int
+    generation: Generation
+    started_at: float
+    ready_fd: int
+    ready: bool = False
+    kill_at: float | None = None
+
+
+class Supervisor:
+    """Runs workers for a config and keeps them running until told to stop."""
+
+    def __init__(self, config: Config, load_config: Callable[[], Config], run_worker: WorkerMain) -> None:
+        self._load_config = load_config
+        self._run_worker = run_worker
+        self._current = Generation(1, config, bind_listener(config.server.listen, config.server.backlog), time.monotonic())
+        self._pending: Generation | None = None
+        self._workers: dict[int, WorkerProcess] = {}
+        self._signals: list[int] = []
+        self._stopping = False
+        self._wakeup_read, self._wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def run(self) -> int:
+        """The main loop; returns the exit code once every worker is gone."""
+        setproctitle(f"gwd: supervisor {self._current.config.source}")
+        self._install_signal_handlers()
+        server = self._current.config.server
+        log.info(
+            "listening on http://%s with %d workers (config %s, pid %d)",
+            server.listen,
+            server.workers,
+            self._current.config.source,
+            os.getpid(),
+        )
+        while True:
+            self._handle_signals()
+            self._reap_workers()
+            now = time.monotonic()
+            self._kill_overdue_workers(now)
+            if self._stopping:
+                if not self._workers:
+                    break
+            else:
+                self._spawn_due_workers(now)
+                self._announce_readiness()
+                self._advance_reload(now)
+            self._wait(self._next_deadline(now) - now)
+        log.info("all workers exited; bye")
+        return 0
+
+    # Signals
+
+    def _install_signal_handlers(self) -> None:
+        signal.set_wakeup_fd(self._wakeup_write)
+        for signum in (
+            signal.SIGTERM,
+            signal.SIGINT,
+            signal.SIGQUIT,
+            signal.SIGHUP,
+            signal.SIGUSR1,
+            signal.SIGCHLD,
+        ):
+            signal.signal(signum, self._queue_signal)
+
+    def _queue_signal(self, signum: int, frame: object) -> None:
+        self._signals.append(signum)
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            if signum == signal.SIGTERM:
+                self._stop(self._current.config.server.drain_timeout, signal.SIGTERM)
+            elif signum in (signal.SIGINT, signal.SIGQUIT):
+                self._stop(min(QUICK_DRAIN_TIMEOUT, self._current.config.server.drain_timeout), signum)
+            elif signum == signal.SIGHUP:
+                self._reload()
+            elif signum == signal.SIGUSR1:
+                log.info("SIGUSR1: telling workers to reopen their log files")
+                self._signal_workers(list(self._workers.values()), signal.SIGUSR1)
+
+    # Workers
+
+    def _spawn_worker(self, generation: Generation, slot: int) -> None:
+        ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(ready_read, False)
+        supervisor_pid = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(ready_read)
+            os.close(ready_write)
+            log.error("cannot fork worker %d: %s", slot, exc)
+            self._schedule_respawn(generation, slot, time.monotonic(), lived=0.0)
+            return
+        if pid == 0:
+            os.close(ready_read)
+            self._become_worker(generation, slot, ready_write, supervisor_pid)
+        os.close(ready_write)
+        now = time.monotonic()
+        self._workers[pid] = WorkerProcess(pid, slot, generation, now, ready_read)
+        generation.respawn_at.pop(slot, None)
+        log.info("started worker %d (pid %d)", slot, pid)
+
+    def _become_worker(self, generation: Generation, slot: int, ready_fd: int, supervisor_pid: int) -> None:
+        """In the forked child: drop the supervisor's state, run the worker, never return."""
+        code = WORKER_BOOT_ERROR
+        try:
+            os.close(self._wakeup_read)
+            os.close(self._wakeup_write)
+            for worker in self._workers.values():
+                if worker.ready_fd >= 0:
+                    os.close(worker.ready_fd)
+            for other in (self._current, self._pending):
+                if other is not None and other.listener is not generation.listener:
+                    other.listener.close()
+            code = self._run_worker(generation.config, generation.listener, slot, ready_fd, supervisor_pid)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    def _spawn_due_workers(self, now: float) -> None:
+        generation = self._current
+        running = {w.slot for w in self._workers.values() if w.generation is generation and w.kill_at is None}
+        for slot in range(1, generation.config.server.workers + 1):
+            if slot not in running and generation.respawn_at.get(slot, 0.0) <= now:
+                self._spawn_worker(generation, slot)
+
+    def _announce_readiness(self) -> None:
+        """Say once when the first generation is fully up: the moment a service is "started"."""
+        generation = self._current
+        if generation.announced_ready:
+            return
+        ready = sum(1 for w in self._workers.values() if w.generation is generation and w.ready)
+        if ready == generation.config.server.workers:
+            generation.announced_ready = True
+            log.info("ready: %d workers accepting connections", ready)
+
+    def _reap_workers(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            # waitpid(-1) reaps any child; only workers are tracked.
+            worker = self._workers.pop(pid, None)
+            if worker is not None:
+                self._worker_exited(worker, status)
+
+    def _worker_exited(self, worker: WorkerProcess, status: int) -> None:
+        if worker.ready_fd >= 0:
+            self._read_ready(worker)
+            if worker.ready_fd >= 0:
+                os.close(worker.ready_fd)
+                worker.ready_fd = -1
+        reason = _describe_exit(status)
+        now = time.monotonic()
+        generation = worker.generation
+        if worker.kill_at is not None or self._stopping:
+            log.info("worker %d (pid %d) %s", worker.slot, worker.pid, reason)
+        elif generation is self._pending:
+            log.error("new worker %d (pid %d) %s before it was ready; reload abandoned", worker.slot, worker.pid, reason)
+            self._abandon_reload(now)
+        elif generation is self._current:
+            lived = now - worker.started_at
+            delay = self._schedule_respawn(generation, worker.slot, now, lived)
+            log.warning(
+                "worker %d (pid %d) %s after %.1fs; restarting it %s",
+                worker.slot,
+                worker.pid,
+                reason,
+                lived,
+                f"in {delay:g}s" if delay else "now",
+            )
+
+    def _schedule_respawn(self, generation: Generation, slot: int, now: float, lived: float) -> float:
+        failures = 1 if lived >= STABLE_AFTER else generation.failures.get(slot, 0) + 1
+        generation.failures[slot] = failures
+        delay = 0.0 if failures == 1 else min(BACKOFF_FIRST * 2 ** (failures - 2), BACKOFF_MAX)
+        generation.respawn_at[slot] = now + delay
+        return delay
+
+    def _retire(self, workers: list[WorkerProcess], signum: int, drain_timeout: float, now: float) -> None:
+        """Ask workers to drain and exit; kill them if they are still there after the drain timeout."""
+        for worker in workers:
+            deadline = now + drain_timeout + KILL_MARGIN
+            worker.kill_at = deadline if worker.kill_at is None else min(worker.kill_at, deadline)
+        self._signal_workers(workers, signum)
+
+    def _signal_workers(self, workers: list[WorkerProcess], signum: int) -> None:
+        for worker in workers:
+            try:
+                os.kill(worker.pid, signum)
+            except ProcessLookupError:
+                pass  # exited; the reaper will see it
+
+    def _kill_overdue_workers(self, now: float) -> None:
+        for worker in self._workers.values():
+            if worker.kill_at is not None and now >= worker.kill_at:
+                log.warning("worker %d (pid %d) did not finish draining in time; killing it", worker.slot, worker.pid)
+                worker.kill_at = float("inf")
+                self._signal_workers([worker], signal.SIGKILL)
+
+    def _read_ready(self, worker: WorkerProcess) -> None:
+        try:
+            data = os.read(worker.ready_fd, 64)
+        except BlockingIOError:
+            return
+        if data:
+            worker.ready = True
+        else:
+            os.close(worker.ready_fd)
+            worker.ready_fd = -1
+
+    # Stop and reload
+
+    def _stop(self, drain_timeout: float, signum: int) -> None:
+        now = time.monotonic()
+        if not self._stopping:
+            log.info("%s: stopping; in-flight requests have %gs to finish", signal.Signals(signum).name, drain_timeout)
+            self._stopping = True
+            for generation in (self._current, self._pending):
+                if generation is not None:
+                    generation.listener.close()
+        self._retire(list(self._workers.values()), signum, drain_timeout, now)
+
+    def _reload(self) -> None:
+        if self._stopping:
+            return
+        log.info("SIGHUP: reloading %s", self._current.config.source)
+        try:
+            config = self._load_config()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("%s", problem)
+            log.error("reload failed: the config above has errors; still serving the previous config")
+            return
+        now = time.monotonic()
+        if self._pending is not None:
+            log.warning("a newer SIGHUP supersedes the reload in progress")
+            self._abandon_reload(now)
+        old = self._current.config.server
+        listener = self._current.listener
+        if (config.server.listen, config.server.backlog) != (old.listen, old.backlog):
+            try:
+                listener = bind_listener(config.server.listen, config.server.backlog)
+            except OSError as exc:
+                log.error("reload failed: %s; still serving the previous config", exc)
+                return
+        self._pending = Generation(self._current.number + 1, config, listener, now)
+        for slot in range(1, config.server.workers + 1):
+            self._spawn_worker(self._pending, slot)
+
+    def _advance_reload(self, now: float) -> None:
+        pending = self._pending
+        if pending is None:
+            return
+        workers = [w for w in self._workers.values() if w.generation is pending]
+        if len(workers) == pending.config.server.workers and all(w.ready for w in workers):
+            old = self._current
+            pending.announced_ready = True
+            self._current, self._pending = pending, None
+            retiring = [w for w in self._workers.values() if w.generation is old]
+            self._retire(retiring, signal.SIGTERM, old.config.server.drain_timeout, now)
+            if old.listener is not pending.listener:
+                old.listener.close()
+            setproctitle(f"gwd: supervisor {pending.config.source}")
+            log.info(
+                "reload complete: %d new workers serving; %d old workers draining",
+                len(workers),
+                len(retiring),
+            )
+        elif now - pending.started_at > RELOAD_READY_TIMEOUT:
+            log.error("reload abandoned: new workers not ready after %gs", RELOAD_READY_TIMEOUT)
+            self._abandon_reload(now)
+
+    def _abandon_reload(self, now: float) -> None:
+        pending, self._pending = self._pending, None
+        assert pending is not None
+        workers = [w for w in self._workers.values() if w.generation is pending]
+        self._retire(workers, signal.SIGTERM, pending.config.server.drain_timeout, now)
+        if pending.listener is not self._current.listener:
+            pending.listener.close()
+
+    # Waiting
+
+    def _next_deadline(self, now: float) -> float:
+        deadlines = [now + 1.0]
+        deadlines += [w.kill_at for w in self._workers.values() if w.kill_at is not None]
+        if not self._stopping:
+            deadlines += self._current.respawn_at.values()
+        return max(now, min(deadlines))
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep until a signal, a worker's readiness byte, or the timeout."""
+        waiting = {w.ready_fd: w for w in self._workers.values() if w.ready_fd >= 0}
+        try:
+            readable, _, _ = select.select([self._wakeup_read, *waiting], [], [], timeout)
+        except InterruptedError:
+            return
+        for fd in readable:
+            if fd == self._wakeup_read:
+                _drain_pipe(fd)
+            else:
+                self._read_ready(waiting[fd])
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _describe_exit(status: int) -> str:
+    """Why a worker ended, in words."""
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return "exited"
+    if code == WORKER_BOOT_ERROR:
+        return "failed to start (see its error above)"
+    if code > 0:
+        return f"exited with code {code}"
+    name = signal.Signals(-code).name
+    if name == "SIGKILL":
+        return "was killed by SIGKILL (perhaps out of memory)"
+    return f"was killed by {name}"

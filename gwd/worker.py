@@ -1,0 +1,143 @@
+"""A worker process: one uvloop event loop serving the pipeline on the shared socket.
+
+This module joins the two halves of gwd: it takes a forked process from the
+supervisor and runs the HTTP pipeline in it.  The supervisor never imports
+it; the CLI hands :func:`run_worker` to the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+
+import uvloop
+from aiohttp import web
+from setproctitle import setproctitle
+
+from gwd.config import Config
+from gwd.pipeline.accesslog import AccessLog
+from gwd.pipeline.gateway import Gateway
+from gwd.supervisor import WORKER_BOOT_ERROR
+
+log = logging.getLogger("gwd.worker")
+
+PARENT_CHECK_INTERVAL = 0.25
+DRAIN_GRACE = 1.0
+"""While draining, how long keep-alive connections are still served (with ``Connection: close``)
+before idle ones are closed, and how long a just-accepted connection has to send its request."""
+ORPHAN_DRAIN_TIMEOUT = 1.0
+QUICK_DRAIN_TIMEOUT = 1.0
+
+
+def run_worker(config: Config, listener: socket.socket, slot: int, ready_fd: int, supervisor_pid: int) -> int:
+    """Serve until told to stop; return the process's exit code.
+
+    Writes one byte to ``ready_fd`` once it accepts connections.
+    """
+    setproctitle(f"gwd: worker {slot}")
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    # Reloading is the supervisor's job; a worker must not die of a HUP sent to the group.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    worker = Worker(config, listener, supervisor_pid)
+    try:
+        try:
+            loop.run_until_complete(worker.start())
+        except Exception:
+            log.exception("worker %d failed to start", slot)
+            return WORKER_BOOT_ERROR
+        os.write(ready_fd, b"R")
+        os.close(ready_fd)
+        loop.run_until_complete(worker.serve_until_drained())
+        return 0
+    finally:
+        loop.close()
+
+
+class Worker:
+    """Serves one config on a listening socket it shares with its siblings."""
+
+    __slots__ = (
+        "_config",
+        "_listener",
+        "_supervisor_pid",
+        "_access_log",
+        "_gateway",
+        "_server",
+        "_listening",
+        "_stop",
+        "_drain_timeout",
+    )
+
+    def __init__(self, config: Config, listener: socket.socket, supervisor_pid: int) -> None:
+        self._config = config
+        self._listener = listener
+        self._supervisor_pid = supervisor_pid
+        self._access_log: AccessLog | None = None
+        self._gateway: Gateway | None = None
+        self._server: web.Server | None = None
+        self._listening: asyncio.AbstractServer | None = None
+        self._stop: asyncio.Event | None = None
+        self._drain_timeout = config.server.drain_timeout
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, self._config.server.drain_timeout)
+        quick = min(QUICK_DRAIN_TIMEOUT, self._config.server.drain_timeout)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, quick)
+        loop.add_signal_handler(signal.SIGQUIT, self.request_stop, quick)
+        if self._config.log.access != "off":
+            self._access_log = AccessLog(self._config.log.access)
+            loop.add_signal_handler(signal.SIGUSR1, self._access_log.reopen)
+        self._gateway = Gateway(self._config, self._access_log)
+        self._server = web.Server(
+            self._gateway.handle,
+            access_log=None,
+            keepalive_timeout=self._config.server.keepalive_timeout,
+        )
+        self._listening = await loop.create_server(self._server, sock=self._listener, backlog=self._config.server.backlog)
+        loop.call_later(PARENT_CHECK_INTERVAL, self._check_parent)
+
+    def request_stop(self, drain_timeout: float) -> None:
+        assert self._stop is not None
+        if not self._stop.is_set():
+            self._drain_timeout = drain_timeout
+            self._stop.set()
+
+    def _check_parent(self) -> None:
+        """Leave with the supervisor: an orphan would hold the port with nobody managing it."""
+        if os.getppid() != self._supervisor_pid:
+            log.warning("supervisor %d is gone; draining and exiting", self._supervisor_pid)
+            self.request_stop(min(ORPHAN_DRAIN_TIMEOUT, self._drain_timeout))
+            return
+        asyncio.get_running_loop().call_later(PARENT_CHECK_INTERVAL, self._check_parent)
+
+    async def serve_until_drained(self) -> None:
+        """Serve until a stop is requested, then drain.
+
+        Stop accepting; for a short grace keep serving connections, each
+        response closing its connection; then close idle connections, give
+        in-flight requests the rest of the drain timeout, and cancel what is
+        left.
+        """
+        assert self._stop is not None and self._gateway is not None
+        assert self._server is not None and self._listening is not None
+        await self._stop.wait()
+        self._listening.close()
+        self._gateway.start_draining()
+        loop = asyncio.get_running_loop()
+        drain_deadline = loop.time() + self._drain_timeout
+        grace_deadline = loop.time() + min(DRAIN_GRACE, self._drain_timeout)
+        while self._server.connections and loop.time() < grace_deadline:
+            await asyncio.sleep(0.05)
+        self._server.pre_shutdown()
+        await self._server.shutdown(max(0.0, drain_deadline - loop.time()))
+        if self._access_log is not None:
+            self._access_log.close()
