@@ -27,7 +27,7 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
+STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -101,6 +101,7 @@ class MockIntegration:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: str
+    delay: float
 
 
 Integration = MockIntegration
@@ -406,7 +407,8 @@ class _ConfigReader:
         status = table.integer("status", 200, 100, 599)
         headers = table.string_map("headers")
         body = table.string("body", "")
-        for name in _STAGE_VARIABLE.findall(body):
+        delay = table.duration("delay", 0.0, 0.0, 300.0)
+        for name in STAGE_VARIABLE.findall(body):
             for stage in stages:
                 if name not in stage.variables:
                     table.problem("body", f"uses ${{stageVariables.{name}}} but stage {stage.name!r} does not define it")
@@ -414,7 +416,7 @@ class _ConfigReader:
         lowered = {name.lower() for name in headers}
         if "content-type" not in lowered:
             headers["content-type"] = "application/json"
-        return MockIntegration(status=status, headers=tuple(headers.items()), body=body)
+        return MockIntegration(status=status, headers=tuple(headers.items()), body=body, delay=delay)
 
 
 def default_worker_count() -> int:

@@ -2,30 +2,30 @@
 
 The body template is rendered against the stage's variables and split into
 literal parts and parameter slots at config load; a request only joins
-parts.
+parts.  An optional ``delay`` simulates a slow backend.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from aiohttp import web
 
-from gwd.config import MockIntegration, RouteKey, StageConfig
+from gwd.config import STAGE_VARIABLE, MockIntegration, RouteKey, StageConfig
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.types import Handler
-
-_STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
 
 
 def build(integration: MockIntegration, key: RouteKey, stage: StageConfig) -> Handler:
     """A handler answering every request with the configured response."""
-    body = _STAGE_VARIABLE.sub(lambda m: stage.variables[m.group(1)], integration.body)
+    body = STAGE_VARIABLE.sub(lambda m: stage.variables[m.group(1)], integration.body)
     parts = _split_template(body, key.param_names)
     status = integration.status
     headers = integration.headers
+    delay = integration.delay
 
-    if len(parts) == 1:
+    if len(parts) == 1 and not delay:
         constant = parts[0].encode()
 
         async def respond_constant(exchange: Exchange) -> web.StreamResponse:
@@ -34,6 +34,8 @@ def build(integration: MockIntegration, key: RouteKey, stage: StageConfig) -> Ha
         return respond_constant
 
     async def respond_templated(exchange: Exchange) -> web.StreamResponse:
+        if delay:
+            await asyncio.sleep(delay)
         params = exchange.path_params
         # Odd indexes hold parameter names, even ones literal text.
         text = "".join(params[part] if i % 2 else part for i, part in enumerate(parts))

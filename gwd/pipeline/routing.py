@@ -61,9 +61,13 @@ class Router(Generic[T]):
                 if segment.kind == "literal":
                     node = node.literals.setdefault(segment.text, _Node())
                 elif segment.kind == "param":
-                    node = node.param = node.param or _Node()
+                    if node.param is None:
+                        node.param = _Node()
+                    node = node.param
                 else:
-                    node = node.greedy = node.greedy or _Node()
+                    if node.greedy is None:
+                        node.greedy = _Node()
+                    node = node.greedy
             node.methods[key.method] = target
 
     def match(self, method: str, segments: list[str]) -> tuple[T, list[str]] | None:

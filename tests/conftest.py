@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from support import Daemon
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Callable[..., Daemon]:
+    """Start ``gwd run`` with a config text; every daemon started is stopped at teardown."""
+    started: list[Daemon] = []
+
+    def start(config: str | None, workers: int | None = 2, wait: bool = True, extra_args: tuple[str, ...] = ()) -> Daemon:
+        directory = tmp_path / f"daemon{len(started)}"
+        directory.mkdir()
+        daemon = Daemon(directory, config, workers=workers, extra_args=extra_args)
+        started.append(daemon)
+        return daemon.start(wait=wait)
+
+    yield start
+    for daemon in started:
+        daemon.stop()

@@ -1,0 +1,72 @@
+"""SIGHUP: a changed config is picked up under load without a failed request; a bad one is refused."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from support import LoadClient, wait_for
+
+BEFORE = """
+[[routes]]
+route = "GET /hello"
+integration = { type = "mock", body = '{"version": 1}' }
+"""
+
+AFTER = """
+[[routes]]
+route = "GET /hello"
+integration = { type = "mock", body = '{"version": 2}' }
+
+[[routes]]
+route = "GET /new"
+integration = { type = "mock", status = 201, body = '{"new": true}' }
+"""
+
+
+@pytest.mark.parametrize("keepalive", [False, True], ids=["fresh-connections", "keep-alive"])
+def test_reload_under_load_fails_no_request(start_daemon, keepalive):
+    daemon = start_daemon(BEFORE, workers=2)
+    old_workers = set(daemon.worker_pids())
+    assert daemon.get("/new").status == 404
+    with LoadClient(daemon.port, "/hello", threads=6, keepalive=keepalive) as load:
+        load.wait_for_requests(300)
+        daemon.config_path.write_text(AFTER)
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: "reload complete" in daemon.stderr(), 20, "the reload to complete")
+        wait_for(lambda: not old_workers & set(daemon.worker_pids()), 20, "old workers to drain and exit")
+        load.wait_for_requests(300)
+    print(f"ok={load.ok} retries={load.retries}")
+    assert load.failures == [], load.failures[:5]
+    assert daemon.get("/new").status == 201
+    assert daemon.get("/hello").json() == {"version": 2}
+    assert len(daemon.worker_pids()) == 2
+
+
+def test_reload_with_invalid_config_keeps_serving_the_old_one(start_daemon):
+    daemon = start_daemon(BEFORE, workers=2)
+    workers = set(daemon.worker_pids())
+    daemon.config_path.write_text(BEFORE + '\n[server]\ndrain_timeout = "soon"\n')
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in daemon.stderr(), 10, "the reload to be refused")
+    assert "server.drain_timeout" in daemon.stderr()
+    assert daemon.get("/hello").json() == {"version": 1}
+    assert set(daemon.worker_pids()) == workers
+
+
+def test_reload_applies_the_new_worker_count(start_daemon):
+    daemon = start_daemon(BEFORE + "\n[server]\nworkers = 1\n", workers=None)
+    assert len(daemon.worker_pids()) == 1
+    daemon.config_path.write_text(BEFORE + "\n[server]\nworkers = 3\n")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "reload complete" in daemon.stderr(), 20, "the reload")
+    wait_for(lambda: len(daemon.worker_pids()) == 3, 20, "three workers")
+
+
+def test_command_line_workers_still_win_after_reload(start_daemon):
+    daemon = start_daemon(BEFORE + "\n[server]\nworkers = 1\n", workers=2)
+    assert len(daemon.worker_pids()) == 2
+    daemon.config_path.write_text(BEFORE + "\n[server]\nworkers = 3\n")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "reload complete" in daemon.stderr(), 20, "the reload")
+    wait_for(lambda: len(daemon.worker_pids()) == 2, 20, "two workers")

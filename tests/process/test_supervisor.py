@@ -1,0 +1,131 @@
+"""The supervisor with real processes and real signals: workers, restarts, backoff, stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from datetime import datetime
+
+from support import LoadClient, process_alive, request, wait_for
+
+HELLO = """
+[[routes]]
+route = "GET /hello"
+integration = { type = "mock", body = '{"message": "hi"}' }
+
+[[routes]]
+route = "GET /slow"
+integration = { type = "mock", delay = "2s", body = '{"slow": true}' }
+"""
+
+
+def test_ps_shows_one_supervisor_and_its_workers(start_daemon):
+    daemon = start_daemon(HELLO, workers=2)
+    listing = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True).stdout
+    supervisors = [line for line in listing.splitlines() if line.split()[0] == str(daemon.pid)]
+    workers = [line for line in listing.splitlines() if line.split()[1] == str(daemon.pid)]
+    assert len(supervisors) == 1 and "gwd: supervisor" in supervisors[0]
+    assert len(workers) == 2
+    assert sorted(line.split(None, 2)[2] for line in workers) == ["gwd: worker 1", "gwd: worker 2"]
+
+
+def test_killed_worker_is_replaced_within_a_second_while_clients_barely_notice(start_daemon):
+    daemon = start_daemon(HELLO, workers=2)
+    with LoadClient(daemon.port, "/hello", threads=4) as load:
+        load.wait_for_requests(200)
+        victim = daemon.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        pids = wait_for(
+            lambda: (p := daemon.worker_pids()) and len(p) == 2 and victim not in p and p,
+            5,
+            "a replacement worker",
+            interval=0.01,
+        )
+        replaced_after = time.monotonic() - killed_at
+        load.wait_for_requests(200)
+    assert replaced_after < 1.0, f"replacement took {replaced_after:.2f}s"
+    assert victim not in pids
+    # Each client thread has at most one request in flight, on a fresh connection:
+    # only those that the killed worker had accepted may fail.
+    assert len(load.failures) <= load.threads, load.failures
+    assert "was killed by SIGKILL" in daemon.stderr()
+
+
+def test_worker_that_cannot_start_is_restarted_with_growing_delays(start_daemon, tmp_path):
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    daemon = start_daemon(HELLO + f'\n[log]\naccess = "{log_dir}/access.log"\n', workers=1)
+    # A real fault: the access log's directory vanishes, so new workers cannot open it.
+    shutil.rmtree(log_dir)
+    os.kill(daemon.worker_pids()[0], signal.SIGKILL)
+    delays = wait_for(
+        lambda: (found := re.findall(r"restarting it in ([\d.]+)s", daemon.stderr())) and len(found) >= 3 and found,
+        20,
+        "three delayed restarts",
+    )
+    delays = [float(d) for d in delays]
+    assert delays[:3] == sorted(delays[:3]) and delays[0] < delays[1] < delays[2], delays
+    assert "failed to start" in daemon.stderr()
+    spawns = [
+        datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        for stamp in re.findall(r"^(\S+) INFO .*started worker 1 ", daemon.stderr(), re.M)
+    ]
+    # spawns: the first worker, its immediate replacement after SIGKILL, then one per delayed restart.
+    gaps = [later - earlier for earlier, later in zip(spawns[1:], spawns[2:])]
+    assert len(gaps) >= 2, spawns
+    assert gaps[0] >= delays[0] and gaps[1] >= delays[1] and gaps[1] > gaps[0], (gaps, delays)
+    # Once the fault is gone, the worker comes back by itself.
+    log_dir.mkdir()
+    wait_for(lambda: request(daemon.port, "GET", "/hello").status == 200 if daemon.worker_pids() else False, 30, "recovery")
+
+
+def test_sigterm_lets_a_slow_request_finish_and_exits_zero(start_daemon):
+    daemon = start_daemon(HELLO, workers=2)
+    result: dict = {}
+
+    def slow_request() -> None:
+        result["reply"] = request(daemon.port, "GET", "/slow", timeout=20)
+
+    client = threading.Thread(target=slow_request)
+    client.start()
+    # The request is in flight once the mock is sleeping in a worker: give the bytes time to arrive.
+    wait_for(lambda: daemon.worker_pids(), 5, "workers")
+    time.sleep(0.3)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(20) == 0
+    client.join(5)
+    assert result["reply"].status == 200 and result["reply"].json() == {"slow": True}
+    assert time.monotonic() - started >= 1.0  # it waited for the request rather than cutting it off
+    assert "SIGTERM: stopping" in daemon.stderr()
+    # The port is closed after exit.
+    try:
+        request(daemon.port, "GET", "/hello", timeout=2)
+        raise AssertionError("daemon still answers after exit")
+    except ConnectionRefusedError:
+        pass
+
+
+def test_sigint_stops_quickly(start_daemon):
+    daemon = start_daemon(HELLO + '\n[server]\ndrain_timeout = "30s"\n', workers=2)
+    started = time.monotonic()
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait_exit(10) == 0
+    assert time.monotonic() - started < 5
+
+
+def test_workers_leave_when_the_supervisor_is_killed(start_daemon):
+    daemon = start_daemon(HELLO, workers=2)
+    workers = daemon.worker_pids()
+    assert len(workers) == 2
+    daemon.signal(signal.SIGKILL)
+    daemon.wait_exit(5)
+    killed_at = time.monotonic()
+    wait_for(lambda: not any(process_alive(pid) for pid in workers), 2.0, "orphaned workers to exit")
+    assert time.monotonic() - killed_at <= 2.0

@@ -1,0 +1,256 @@
+"""Helpers for tests that run the real daemon: start it, talk to it, watch its processes."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02) -> object:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> object:
+        return orjson.loads(self.body)
+
+
+def request(port: int, method: str, path: str, headers: dict[str, str] | None = None, timeout: float = 10) -> Reply:
+    """One request on a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        conn.close()
+
+
+def process_children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (from /proc)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: fields start after the last ')'.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.append(int(entry))
+    return children
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Daemon:
+    """``gwd run`` as a subprocess on a free loopback port, its stdout and stderr in files."""
+
+    def __init__(self, tmp_path: Path, config: str | None, workers: int | None = 2, extra_args: tuple[str, ...] = ()) -> None:
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.config_path = tmp_path / "gwd.toml"
+        if config is not None:
+            self.config_path.write_text(config)
+        self.stdout_path = tmp_path / "stdout.log"
+        self.stderr_path = tmp_path / "stderr.log"
+        self.workers = workers
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.seen_workers: set[int] = set()
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "gwd",
+            "run",
+            "-c",
+            str(self.config_path),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            *(["--workers", str(self.workers)] if self.workers is not None else []),
+            *self.extra_args,
+        ]
+
+    def start(self, wait: bool = True) -> Daemon:
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.stdout_path, "wb"),
+            stderr=open(self.stderr_path, "wb"),
+            cwd=ROOT,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        wait_for(lambda: "ready:" in self.stderr() or self.proc.poll() is not None, timeout, "the daemon to be ready")
+        assert self.proc.poll() is None, f"daemon exited with {self.proc.returncode}:\n{self.stderr()}"
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def access_lines(self) -> list[dict]:
+        return [orjson.loads(line) for line in self.stdout_path.read_bytes().splitlines() if line.strip()]
+
+    def worker_pids(self) -> list[int]:
+        pids = process_children(self.pid)
+        self.seen_workers.update(pids)
+        return pids
+
+    def get(self, path: str, **kwargs) -> Reply:
+        return request(self.port, "GET", path, **kwargs)
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """Leave nothing running, whatever state the test left the daemon in."""
+        if self.proc is None:
+            return
+        self.worker_pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for pid in self.seen_workers:
+            if process_alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@dataclass
+class LoadClient:
+    """Threads sending GETs in a loop until stopped; counts successes and failures.
+
+    ``keepalive=False`` opens a fresh connection per request, so a failure
+    means a request the daemon accepted and did not answer.  With
+    ``keepalive=True`` each thread reuses one connection and, as RFC 9112
+    §9.3.1 lets clients do, retries an idempotent request once when a
+    reused connection was closed before any response byte arrived.
+    """
+
+    port: int
+    path: str
+    threads: int = 4
+    keepalive: bool = False
+    expect_status: int = 200
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    retries: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> LoadClient:
+        for _ in range(self.threads):
+            thread = threading.Thread(target=self._loop, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(20)
+
+    def wait_for_requests(self, count: int, timeout: float = 20) -> None:
+        start = self.ok
+        wait_for(lambda: self.ok >= start + count, timeout, f"{count} more successful requests")
+
+    def _loop(self) -> None:
+        conn: http.client.HTTPConnection | None = None
+        while not self._stop.is_set():
+            if conn is None or not self.keepalive:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                status = self._send(conn, reused=self.keepalive and conn.sock is not None)
+            except (OSError, http.client.HTTPException) as exc:
+                with self._lock:
+                    self.failures.append(repr(exc))
+                conn.close()
+                conn = None
+                continue
+            with self._lock:
+                if status == self.expect_status:
+                    self.ok += 1
+                else:
+                    self.failures.append(f"status {status}")
+            if not self.keepalive:
+                conn.close()
+        if conn is not None:
+            conn.close()
+
+    def _send(self, conn: http.client.HTTPConnection, reused: bool) -> int:
+        try:
+            conn.request("GET", self.path)
+            response = conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            conn.close()
+            with self._lock:
+                self.retries += 1
+            conn.request("GET", self.path)
+            response = conn.getresponse()
+        response.read()
+        if response.getheader("Connection", "").lower() == "close":
+            conn.close()
+        return response.status

@@ -1,0 +1,153 @@
+"""The gwd command: check, run, version, as an operator types them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from support import ROOT, Daemon, free_port, process_children, request, wait_for
+
+import gwd
+
+BROKEN_CONFIGS = [
+    # (config text, key path that must be named, words of the problem)
+    ("[server]\nlisten = 8080\n", "server.listen", "expected a string"),
+    ('[server]\nlisten = "localhost"\n', "server.listen", "HOST:PORT"),
+    ('[server]\nlisten = "127.0.0.1:70000"\n', "server.listen", "port must be"),
+    ("[server]\nworkers = -1\n", "server.workers", "between 0 and 1024"),
+    ('[server]\nworkers = "two"\n', "server.workers", "expected an integer"),
+    ('[server]\ndrain_timeout = "30"\n', "server.drain_timeout", "duration"),
+    ('[server]\ndrain_timeout = "30 seconds"\n', "server.drain_timeout", "duration"),
+    ("[server]\nlisten_port = 80\n", "server.listen_port", "unknown key"),
+    ('[log]\naccess = "stderr"\n', "log.access", '"stdout", "off" or an absolute file path'),
+    ('[log]\naccess = "/no/such/dir/access.log"\n', "log.access", "does not exist"),
+    ('[[routes]]\nroute = "FETCH /x"\nintegration = { type = "mock" }\n', "routes[0].route", "must start with ANY"),
+    ('[[routes]]\nroute = "GET x"\nintegration = { type = "mock" }\n', "routes[0].route", "must start with '/'"),
+    ('[[routes]]\nroute = "GET /a/{proxy+}/b"\nintegration = { type = "mock" }\n', "routes[0].route", "last segment"),
+    ('[[routes]]\nroute = "GET /a/{id}/{id}"\nintegration = { type = "mock" }\n', "routes[0].route", "twice"),
+    ('[[routes]]\nroute = "GET /a/x{id}"\nintegration = { type = "mock" }\n', "routes[0].route", "mixes text"),
+    (
+        '[[routes]]\nroute = "GET /a/{x}"\nintegration = { type = "mock" }\n'
+        '[[routes]]\nroute = "GET /a/{y}"\nintegration = { type = "mock" }\n',
+        "routes[1].route",
+        "duplicates routes[0].route",
+    ),
+    ('[[routes]]\nroute = "GET /a"\nintegration = { type = "lambda" }\n', "routes[0].integration.type", "unknown"),
+    ('[[routes]]\nroute = "GET /a"\n', "routes[0].integration.type", "missing"),
+    ('[[routes]]\nroute = "GET /a"\nintegration = { type = "mock", status = 700 }\n', "routes[0].integration.status", "between 100 and 599"),
+    ('[[routes]]\nroute = "GET /a"\nintegration = { type = "mock", headers = { x = 1 } }\n', "routes[0].integration.headers.x", "expected a string"),
+    ('[[routes]]\nintegration = { type = "mock" }\n', "routes[0].route", "missing"),
+    (
+        '[[stages]]\nname = "prod"\n[[routes]]\nroute = "GET /a"\n'
+        'integration = { type = "mock", body = "${stageVariables.color}" }\n',
+        "routes[0].integration.body",
+        "stage 'prod' does not define it",
+    ),
+    ('[[stages]]\nname = "a/b"\n', "stages[0].name", "not a stage name"),
+    ('[[stages]]\nname = "prod"\n[[stages]]\nname = "prod"\n', "stages[1].name", "defined twice"),
+    ("[server\n", "invalid TOML", ""),
+]
+
+
+def gwd_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gwd", *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+@pytest.mark.parametrize("text,key_path,problem", BROKEN_CONFIGS, ids=[c[1] + ":" + c[2] for c in BROKEN_CONFIGS])
+def test_check_names_file_key_and_problem(tmp_path, text, key_path, problem):
+    path = tmp_path / "broken.toml"
+    path.write_text(text)
+    result = gwd_command("check", "-c", str(path))
+    assert result.returncode == 78, result
+    assert f"{path}: {key_path}" in result.stderr
+    assert problem in result.stderr
+
+
+def test_check_reports_every_problem_at_once(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text('[server]\nworkers = -1\ndrain_timeout = "x"\n[log]\nlevel = "loud"\n')
+    result = gwd_command("check", "-c", str(path))
+    assert result.returncode == 78
+    for key in ("server.workers", "server.drain_timeout", "log.level"):
+        assert f"{path}: {key}:" in result.stderr
+    assert "3 problem(s)" in result.stderr
+
+
+def test_check_accepts_the_shipped_configs():
+    for path in sorted((ROOT / "etc").glob("*.toml")):
+        result = gwd_command("check", "-c", str(path))
+        assert result.returncode == 0, result.stderr
+        assert "OK" in result.stdout
+    assert gwd_command("check").returncode == 0  # the built-in default
+
+
+def test_check_of_a_missing_file(tmp_path):
+    result = gwd_command("check", "-c", str(tmp_path / "nope.toml"))
+    assert result.returncode == 78
+    assert "nope.toml: cannot read: No such file or directory" in result.stderr
+
+
+def test_run_with_a_broken_config_starts_no_worker(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text('[server]\ndrain_timeout = "forever"\n')
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gwd", "run", "-c", str(path), "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    # Watch for children for as long as the process lives: there must never be one.
+    children_seen = []
+    while proc.poll() is None:
+        children_seen += process_children(proc.pid)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 78
+    assert children_seen == []
+    assert "server.drain_timeout" in stderr and "nothing was started" in stderr
+
+
+def test_run_with_a_port_in_use_fails_clearly(tmp_path, start_daemon):
+    daemon = start_daemon('[[routes]]\nroute = "GET /a"\nintegration = { type = "mock" }\n', workers=1)
+    result = subprocess.run(
+        [sys.executable, "-m", "gwd", "run", "--listen", f"127.0.0.1:{daemon.port}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{daemon.port}: Address already in use" in result.stderr
+
+
+def test_version():
+    result = gwd_command("version")
+    assert result.returncode == 0 and result.stdout.strip() == f"gwd {gwd.__version__}"
+
+
+def test_installed_command_serves_the_builtin_default_on_8080(tmp_path):
+    """The README's first command: `gwd run` with no arguments answers on 127.0.0.1:8080."""
+    daemon = Daemon(tmp_path, None, workers=None)
+    daemon.command = lambda: ["gwd", "run"]  # the console script pip installed, exactly as typed
+    daemon.start()
+    try:
+        reply = request(8080, "GET", "/hello")
+        assert reply.status == 200
+        assert reply.json() == {"message": "Hello from gwd"}
+        assert reply.headers["content-type"] == "application/json"
+    finally:
+        daemon.stop()
+
+
+def test_example_config_is_served(start_daemon):
+    daemon = start_daemon((ROOT / "etc" / "gwd.toml").read_text(), workers=2)
+    assert daemon.get("/prod/hello").json() == {"message": "Hello from prod"}
+    assert daemon.get("/beta/hello").json() == {"message": "Hello from beta"}
+    assert daemon.get("/prod/pokedex/bulbasaur").json() == {"name": "bulbasaur"}
+    assert daemon.get("/prod/pokedex/pikachu").json() == {"name": "pikachu", "type": "electric"}
+    assert daemon.get("/prod/files/a/b/c.txt").body == b"you asked for a/b/c.txt\n"
+    assert request(daemon.port, "POST", "/prod/orders").status == 201
+    assert daemon.get("/hello").status == 404
+    wait_for(lambda: len(daemon.access_lines()) >= 7, 5, "access log lines")
