@@ -6,6 +6,7 @@ exception into a response, and the one place that writes the access log.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -38,7 +39,7 @@ class RouteTarget(NamedTuple):
 class Gateway:
     """Serves requests for one loaded config; a reload builds a new one in new workers."""
 
-    __slots__ = ("_stages", "_access_log", "_draining")
+    __slots__ = ("_stages", "_access_log", "_draining", "_id_prefix", "_id_counter")
 
     def __init__(self, config: Config, access_log: AccessLog | None) -> None:
         routers: dict[str, tuple[str, Router[RouteTarget]]] = {}
@@ -51,6 +52,10 @@ class Gateway:
         self._stages = StageResolver(routers)
         self._access_log = access_log
         self._draining = False
+        # Request ids look like UUIDs: a random prefix per gateway (so per worker and
+        # per reload) and a counter, which costs far less than uuid4()'s syscall.
+        self._id_prefix = str(uuid.uuid4())[:24]
+        self._id_counter = itertools.count()
 
     def start_draining(self) -> None:
         """From now on every response says ``Connection: close``.
@@ -66,7 +71,7 @@ class Gateway:
         started_clock = time.perf_counter()
         request_id = request.headers.get("X-Request-Id")
         if request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id):
-            request_id = str(uuid.uuid4())
+            request_id = f"{self._id_prefix}{next(self._id_counter) & 0xFFFFFFFFFFFF:012x}"
         exchange = Exchange(request, request_id)
         try:
             response = await self._dispatch(exchange)

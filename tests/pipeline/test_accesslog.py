@@ -6,7 +6,7 @@ import os
 import select
 import threading
 
-from gwd.pipeline.accesslog import AccessLog
+from gwd.pipeline.accesslog import AccessLog, format_clf_time
 
 
 def test_pipe_writes_are_whole_lines_of_at_most_pipe_buf(tmp_path, monkeypatch):
@@ -47,8 +47,6 @@ def test_regular_file_gets_one_write_per_batch(tmp_path, monkeypatch):
     assert (tmp_path / "access.log").read_bytes() == (b"x" * 100 + b"\n") * 100
 
 
-def test_clf_time(tmp_path):
-    log = AccessLog(str(tmp_path / "access.log"))
-    assert log._clf_time(1795593378.9) == "25/Nov/2026:07:56:18 +0000"
-    assert log._clf_time(0) == "01/Jan/1970:00:00:00 +0000"
-    log.close()
+def test_clf_time():
+    assert format_clf_time(1795593378) == "25/Nov/2026:07:56:18 +0000"
+    assert format_clf_time(0) == "01/Jan/1970:00:00:00 +0000"

@@ -1,0 +1,122 @@
+"""Shared pieces of the load tests: start gwd, drive it with wrk, summarise rounds.
+
+Everything listens on 127.0.0.1, every run is bounded in time, and every
+process started here is stopped before the script exits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_tools(*names: str) -> None:
+    """Exit with install advice when a tool is missing; never install anything silently."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        sys.exit(f"missing {', '.join(missing)}: install with `apt-get install {' '.join(missing)}` (Debian packages)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_gwd(config: str, workers: int) -> Iterator[int]:
+    """Run ``gwd run`` on a config text; yield its port once every worker accepts."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="gwd-load-") as tmp:
+        path = Path(tmp) / "gwd.toml"
+        path.write_text(config.replace("{tmp}", tmp))
+        stderr_path = Path(tmp) / "stderr.log"
+        with open(stderr_path, "wb") as stderr, open(os.devnull, "wb") as devnull:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gwd", "run", "-c", str(path), "--listen", f"127.0.0.1:{port}", "--workers", str(workers)],
+                stdout=devnull,
+                stderr=stderr,
+                cwd=ROOT,
+            )
+            try:
+                deadline = time.monotonic() + 30
+                while "ready:" not in stderr_path.read_text():
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        sys.exit(f"gwd did not start:\n{stderr_path.read_text()}")
+                    time.sleep(0.05)
+                yield port
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+@dataclass
+class WrkResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def run_wrk(url: str, seconds: int, connections: int = 64, threads: int = 1) -> WrkResult:
+    output = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx:
+        errors += int(non_2xx.group(1))
+    return WrkResult(rps, _percentile(output, "50%"), _percentile(output, "99%"), errors)
+
+
+def _percentile(output: str, label: str) -> float:
+    value, unit = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+@dataclass
+class Summary:
+    name: str
+    rounds: list[WrkResult]
+
+    @property
+    def median_rps(self) -> float:
+        return statistics.median(r.requests_per_second for r in self.rounds)
+
+    def row(self, reference: Summary | None) -> str:
+        rates = [r.requests_per_second for r in self.rounds]
+        ratio = f"{self.median_rps / reference.median_rps:.2f}x" if reference else "-"
+        return (
+            f"{self.name:<28} {self.median_rps:>10,.0f} {min(rates):>10,.0f}-{max(rates):<10,.0f}"
+            f" {statistics.median(r.p50_ms for r in self.rounds):>8.2f} {statistics.median(r.p99_ms for r in self.rounds):>8.2f}"
+            f" {sum(r.errors for r in self.rounds):>7} {ratio:>8}"
+        )
+
+
+def print_table(summaries: list[Summary], reference: Summary, reference_label: str) -> None:
+    print(f"{'system':<28} {'req/s med':>10} {'req/s min-max':>21} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs ' + reference_label:>8}")
+    for summary in summaries:
+        print(summary.row(reference))
