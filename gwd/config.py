@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, Mapping
 
@@ -120,7 +120,6 @@ class Config:
     log: LogConfig
     stages: tuple[StageConfig, ...]
     routes: tuple[RouteConfig, ...]
-    overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 def parse_duration(text: str) -> float:
@@ -230,11 +229,9 @@ class _Table:
         if key not in self._data:
             return default
         value = self._data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
         # bool is an int in Python, never in a config.
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            self.problem(key, f"expected {what}, got {_describe(value)}")
-            return default
-        if not isinstance(value, kind):
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             self.problem(key, f"expected {what}, got {_describe(value)}")
             return default
         return value
@@ -322,7 +319,7 @@ class _ConfigReader:
         root.finish()
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(self.source, server, log, stages, routes, self.overrides)
+        return Config(self.source, server, log, stages, routes)
 
     def _server(self, table: _Table) -> ServerConfig:
         listen = table.parsed("listen", Address("127.0.0.1", 8080), parse_address)
@@ -426,7 +423,8 @@ def default_worker_count() -> int:
 
 def _describe(value: Any) -> str:
     names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}
-    return f"{names.get(type(value), type(value).__name__)} ({value!r})" if not isinstance(value, (dict, list)) else names[type(value)]
+    name = names.get(type(value), type(value).__name__)
+    return name if isinstance(value, (dict, list)) else f"{name} ({value!r})"
 
 
 def _seconds(value: float) -> str:

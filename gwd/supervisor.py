@@ -99,7 +99,7 @@ class Supervisor:
         self._install_signal_handlers()
         server = self._current.config.server
         log.info(
-            "listening on http://%s with %d workers (config %s, pid %d)",
+            "listening on http://%s with %d worker(s) (config %s, pid %d)",
             server.listen,
             server.workers,
             self._current.config.source,
@@ -172,7 +172,7 @@ class Supervisor:
         now = time.monotonic()
         self._workers[pid] = WorkerProcess(pid, slot, generation, now, ready_read)
         generation.respawn_at.pop(slot, None)
-        log.info("started worker %d (pid %d)", slot, pid)
+        log.info("started worker %d (pid %d, generation %d)", slot, pid, generation.number)
 
     def _become_worker(self, generation: Generation, slot: int, ready_fd: int, supervisor_pid: int) -> None:
         """In the forked child: drop the supervisor's state, run the worker, never return."""
@@ -209,7 +209,7 @@ class Supervisor:
         ready = sum(1 for w in self._workers.values() if w.generation is generation and w.ready)
         if ready == generation.config.server.workers:
             generation.announced_ready = True
-            log.info("ready: %d workers accepting connections", ready)
+            log.info("ready: %d worker(s) accepting connections", ready)
 
     def _reap_workers(self) -> None:
         while True:
@@ -236,7 +236,7 @@ class Supervisor:
         if worker.kill_at is not None or self._stopping:
             log.info("worker %d (pid %d) %s", worker.slot, worker.pid, reason)
         elif generation is self._pending:
-            log.error("new worker %d (pid %d) %s before it was ready; reload abandoned", worker.slot, worker.pid, reason)
+            log.error("new worker %d (pid %d) %s before the reload completed; reload abandoned", worker.slot, worker.pid, reason)
             self._abandon_reload(now)
         elif generation is self._current:
             lived = now - worker.started_at
@@ -343,8 +343,10 @@ class Supervisor:
                 old.listener.close()
             setproctitle(f"gwd: supervisor {pending.config.source}")
             log.info(
-                "reload complete: %d new workers serving; %d old workers draining",
+                "reload complete: generation %d (%d workers) serving %s; %d old workers draining",
+                pending.number,
                 len(workers),
+                pending.config.source,
                 len(retiring),
             )
         elif now - pending.started_at > RELOAD_READY_TIMEOUT:
