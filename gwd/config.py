@@ -9,9 +9,11 @@ runtime code.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
+from urllib.parse import urlsplit
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, Mapping
@@ -55,6 +57,8 @@ class ServerConfig:
     drain_timeout: float
     keepalive_timeout: float
     backlog: int
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    upstream_keepalive: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,27 @@ class MockIntegration:
     delay: float
 
 
-Integration = MockIntegration
+@dataclass(frozen=True, slots=True)
+class HttpIntegration:
+    uri: str  # a template: {param}, {proxy} and ${stageVariables.NAME}
+    method: str | None  # None: the client's method
+    timeout: float
+    connect_timeout: float
+    preserve_host: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BackendUri:
+    """An http(s) URI split for the proxy; ``path`` may still hold ``{param}`` slots."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    query: str
+
+
+Integration = MockIntegration | HttpIntegration
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +165,28 @@ def parse_address(text: str) -> Address:
     if not 0 < int(port) < 65536:
         raise ValueError(f"port must be 1-65535, got {port}")
     return Address(host, int(port))
+
+
+def parse_backend_uri(text: str) -> BackendUri:
+    """An ``http://host[:port]/path[?query]`` URI (stage variables already substituted)."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{text!r} must be an http:// or https:// URI")
+    if not parts.hostname:
+        raise ValueError(f"{text!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{text!r} must not carry credentials")
+    if parts.fragment:
+        raise ValueError(f"{text!r} must not have a #fragment")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ValueError(f"{text!r} has an invalid port") from None
+    return BackendUri(parts.scheme, parts.hostname, port, parts.path or "/", parts.query)
+
+
+def substitute_stage_variables(text: str, stage: StageConfig) -> str:
+    return STAGE_VARIABLE.sub(lambda m: stage.variables[m.group(1)], text)
 
 
 def parse_route_key(text: str) -> RouteKey:
@@ -334,9 +380,20 @@ class _ConfigReader:
             drain_timeout=table.duration("drain_timeout", 30.0, 0.0, 3600.0),
             keepalive_timeout=table.duration("keepalive_timeout", 75.0, 0.0, 3600.0),
             backlog=table.integer("backlog", 2048, 1, 65535),
+            trusted_proxies=self._networks(table, "trusted_proxies"),
+            upstream_keepalive=table.integer("upstream_keepalive", 64, 0, 65535),
         )
         table.finish()
         return config
+
+    def _networks(self, table: _Table, key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        networks = []
+        for index, item in enumerate(table.get(key, list, [], "an array of CIDRs")):
+            try:
+                networks.append(ipaddress.ip_network(item))
+            except (TypeError, ValueError) as exc:
+                self.problem(f"{table.key_path(key)}[{index}]", f"not a CIDR such as \"10.0.0.0/8\": {exc}")
+        return tuple(networks)
 
     def _log(self, table: _Table) -> LogConfig:
         access = table.string("access", "stdout")
@@ -396,24 +453,68 @@ class _ConfigReader:
             table.finish()
             return None
         kind = table.string("type", None)
-        if kind is None:
-            return None
-        if kind != "mock":
-            table.problem("type", f'unknown integration type {kind!r} (supported: "mock")')
-            return None
+        if kind == "mock":
+            return self._mock(table, stages)
+        if kind == "http":
+            return self._http(table, key, stages)
+        if kind is not None:
+            table.problem("type", f'unknown integration type {kind!r} (supported: "mock", "http")')
+        table.finish()
+        return None
+
+    def _check_stage_variables(self, table: _Table, key: str, text: str, stages: tuple[StageConfig, ...]) -> bool:
+        ok = True
+        for name in STAGE_VARIABLE.findall(text):
+            for stage in stages:
+                if name not in stage.variables:
+                    table.problem(key, f"uses ${{stageVariables.{name}}} but stage {stage.name!r} does not define it")
+                    ok = False
+        return ok
+
+    def _mock(self, table: _Table, stages: tuple[StageConfig, ...]) -> MockIntegration:
         status = table.integer("status", 200, 100, 599)
         headers = table.string_map("headers")
         body = table.string("body", "")
         delay = table.duration("delay", 0.0, 0.0, 300.0)
-        for name in STAGE_VARIABLE.findall(body):
-            for stage in stages:
-                if name not in stage.variables:
-                    table.problem("body", f"uses ${{stageVariables.{name}}} but stage {stage.name!r} does not define it")
+        self._check_stage_variables(table, "body", body, stages)
         table.finish()
         lowered = {name.lower() for name in headers}
         if "content-type" not in lowered:
             headers["content-type"] = "application/json"
         return MockIntegration(status=status, headers=tuple(headers.items()), body=body, delay=delay)
+
+    def _http(self, table: _Table, key: RouteKey | None, stages: tuple[StageConfig, ...]) -> HttpIntegration | None:
+        uri = None
+        if table.require("uri", 'the backend to forward to, such as "http://127.0.0.1:9000/{proxy}"'):
+            uri = table.string("uri", None)
+        method = table.string("method", None)
+        if method is not None and method not in HTTP_METHODS:
+            table.problem("method", f"expected one of {', '.join(sorted(HTTP_METHODS))}, got {method!r}")
+        integration = HttpIntegration(
+            uri=uri or "",
+            method=method,
+            timeout=table.duration("timeout", 29.0, 0.05, 3600.0),
+            connect_timeout=table.duration("connect_timeout", 5.0, 0.05, 600.0),
+            preserve_host=table.get("preserve_host", bool, False, "true or false"),
+        )
+        table.finish()
+        if uri is None or not self._check_stage_variables(table, "uri", uri, stages):
+            return None
+        slots = set(re.findall(r"\{([^{}]*)\}", STAGE_VARIABLE.sub("", uri)))
+        known = set(key.param_names) if key is not None else set()
+        for slot in sorted(slots - known):
+            table.problem("uri", f"{{{slot}}} is not a path parameter of the route")
+        for stage in stages:
+            try:
+                backend = parse_backend_uri(substitute_stage_variables(uri, stage))
+            except ValueError as exc:
+                where = f" (stage {stage.name!r})" if STAGE_VARIABLE.search(uri) else ""
+                table.problem("uri", f"{exc}{where}")
+                return None
+            if "{" in backend.query:
+                table.problem("uri", "path parameters may only appear in the path")
+                return None
+        return integration
 
 
 def default_worker_count() -> int:

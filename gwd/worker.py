@@ -100,6 +100,8 @@ class Worker:
         self._server = web.Server(
             self._gateway.handle,
             access_log=None,
+            # A client that goes away cancels its request, and so the backend call.
+            handler_cancellation=True,
             keepalive_timeout=self._config.server.keepalive_timeout,
         )
         self._listening = await loop.create_server(self._server, sock=self._listener, backlog=self._config.server.backlog)
@@ -139,5 +141,6 @@ class Worker:
             await asyncio.sleep(0.05)
         self._server.pre_shutdown()
         await self._server.shutdown(max(0.0, drain_deadline - loop.time()))
+        self._gateway.close()
         if self._access_log is not None:
             self._access_log.close()

@@ -103,6 +103,7 @@ class AccessLog:
                 # Milliseconds with microsecond resolution; cheaper than round(x, 3).
                 "responseLatency": int((finished - started) * 1_000_000) / 1000,
                 "integrationLatency": exchange.integration_latency,
+                "integrationError": exchange.integration_error,
                 "userAgent": request.headers.get("User-Agent"),
                 "stage": exchange.stage,
             },

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from gwd.config import MockIntegration, RouteConfig, StageConfig
-from gwd.pipeline import mock
+from gwd.config import Config, HttpIntegration, MockIntegration, RouteConfig, StageConfig
+from gwd.pipeline import mock, proxy
 from gwd.pipeline.types import Handler
+from gwd.pipeline.upstream import UpstreamPools
 
 Middleware = Callable[[RouteConfig, StageConfig, Handler], Handler]
 
@@ -27,11 +28,16 @@ MIDDLEWARE: tuple[Middleware, ...] = ()
 """Stages that wrap the integration, outermost first (see the module docstring)."""
 
 
-def build_route_handler(route: RouteConfig, stage: StageConfig) -> Handler:
-    """The complete handler for one route served under one stage."""
+def build_route_handler(route: RouteConfig, stage: StageConfig, config: Config, pools: UpstreamPools) -> Handler:
+    """The complete handler for one route served under one stage.
+
+    ``pools`` holds the worker's backend connections, shared by every route.
+    """
     integration = route.integration
     if isinstance(integration, MockIntegration):
         handler = mock.build(integration, route.key, stage)
+    elif isinstance(integration, HttpIntegration):
+        handler = proxy.build(integration, route.key, stage, pools, config.server.trusted_proxies)
     else:  # config validation admits no other type
         raise TypeError(f"no integration builder for {type(integration).__name__}")
     for middleware in reversed(MIDDLEWARE):

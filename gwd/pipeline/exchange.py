@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiohttp.web import BaseRequest
+from aiohttp.web import BaseRequest, StreamResponse
 
 
 class Exchange:
@@ -15,17 +15,35 @@ class Exchange:
     __slots__ = (
         "request",
         "request_id",
+        "draining",
         "stage",
         "route_key",
         "path_params",
         "integration_latency",
+        "integration_error",
+        "response_length",
     )
 
-    def __init__(self, request: BaseRequest, request_id: str) -> None:
+    def __init__(self, request: BaseRequest, request_id: str, draining: bool) -> None:
         self.request = request
         self.request_id = request_id
+        self.draining = draining
         self.stage = "-"
         self.route_key = "-"
         self.path_params: dict[str, str] = {}
-        # Milliseconds spent in the integration; None when none ran.
+        # Milliseconds until the integration's response head; None when none ran.
         self.integration_latency: float | None = None
+        # Why a backend failed (refused, reset, timeout, ...); None when it did not.
+        self.integration_error: str | None = None
+        # Body bytes of a response the integration streamed itself; None for a buffered one.
+        self.response_length: int | None = None
+
+    def stamp(self, response: StreamResponse) -> None:
+        """Add the headers every gwd response carries; streaming integrations call it before prepare()."""
+        headers = response.headers
+        headers["X-Request-Id"] = self.request_id
+        headers["Server"] = "gwd"
+        if self.draining:
+            # A keep-alive client learns to open its next connection elsewhere
+            # instead of racing the close of an idle one.
+            response.force_close()

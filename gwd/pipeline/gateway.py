@@ -22,6 +22,7 @@ from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.routing import Router, StageResolver, split_path
 from gwd.pipeline.types import Handler
+from gwd.pipeline.upstream import UpstreamPools
 
 log = logging.getLogger("gwd.pipeline")
 
@@ -39,13 +40,17 @@ class RouteTarget(NamedTuple):
 class Gateway:
     """Serves requests for one loaded config; a reload builds a new one in new workers."""
 
-    __slots__ = ("_stages", "_access_log", "_draining", "_id_prefix", "_id_counter")
+    __slots__ = ("_stages", "_access_log", "_draining", "_id_prefix", "_id_counter", "_pools")
 
     def __init__(self, config: Config, access_log: AccessLog | None) -> None:
+        self._pools = UpstreamPools(config.server.upstream_keepalive)
         routers: dict[str, tuple[str, Router[RouteTarget]]] = {}
         for stage in config.stages:
             targets = [
-                (route.key, RouteTarget(str(route.key), route.key.param_names, build_route_handler(route, stage)))
+                (
+                    route.key,
+                    RouteTarget(str(route.key), route.key.param_names, build_route_handler(route, stage, config, self._pools)),
+                )
                 for route in config.routes
             ]
             routers[stage.name] = (stage.name, Router(targets))
@@ -57,12 +62,12 @@ class Gateway:
         self._id_prefix = str(uuid.uuid4())[:24]
         self._id_counter = itertools.count()
 
-    def start_draining(self) -> None:
-        """From now on every response says ``Connection: close``.
+    def close(self) -> None:
+        """Close backend connections; call once no request is in flight."""
+        self._pools.close()
 
-        A keep-alive client then learns to open its next connection elsewhere
-        instead of racing the close of an idle one.
-        """
+    def start_draining(self) -> None:
+        """From now on every response says ``Connection: close``."""
         self._draining = True
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -72,7 +77,7 @@ class Gateway:
         request_id = request.headers.get("X-Request-Id")
         if request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id):
             request_id = f"{self._id_prefix}{next(self._id_counter) & 0xFFFFFFFFFFFF:012x}"
-        exchange = Exchange(request, request_id)
+        exchange = Exchange(request, request_id, self._draining)
         try:
             response = await self._dispatch(exchange)
         except GatewayError as error:
@@ -80,14 +85,13 @@ class Gateway:
         except Exception:
             log.exception("request %s %s %s failed", request_id, request.method, request.path)
             response = INTERNAL_ERROR.render()
-        headers = response.headers
-        headers["X-Request-Id"] = request_id
-        headers["Server"] = "gwd"
-        if self._draining:
-            response.force_close()
+        if not response.prepared:
+            exchange.stamp(response)
         if self._access_log is not None:
-            body = response.body if isinstance(response, web.Response) else None
-            length = len(body) if isinstance(body, bytes) else 0
+            length = exchange.response_length
+            if length is None:
+                body = response.body if isinstance(response, web.Response) else None
+                length = len(body) if isinstance(body, bytes) else 0
             self._access_log.record(exchange, response.status, length, started, started + time.perf_counter() - started_clock)
         return response
 

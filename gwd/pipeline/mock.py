@@ -8,19 +8,19 @@ parts.  An optional ``delay`` simulates a slow backend.
 from __future__ import annotations
 
 import asyncio
-import re
 
 from aiohttp import web
 
-from gwd.config import STAGE_VARIABLE, MockIntegration, RouteKey, StageConfig
+from gwd.config import MockIntegration, RouteKey, StageConfig, substitute_stage_variables
 from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.templates import split_params
 from gwd.pipeline.types import Handler
 
 
 def build(integration: MockIntegration, key: RouteKey, stage: StageConfig) -> Handler:
     """A handler answering every request with the configured response."""
-    body = STAGE_VARIABLE.sub(lambda m: stage.variables[m.group(1)], integration.body)
-    parts = _split_template(body, key.param_names)
+    body = substitute_stage_variables(integration.body, stage)
+    parts = split_params(body, key.param_names)
     status = integration.status
     headers = integration.headers
     delay = integration.delay
@@ -43,13 +43,3 @@ def build(integration: MockIntegration, key: RouteKey, stage: StageConfig) -> Ha
 
     return respond_templated
 
-
-def _split_template(body: str, param_names: tuple[str, ...]) -> list[str]:
-    """``"a {x} b"`` -> ``["a ", "x", " b"]``: only the route's own parameters are slots.
-
-    Other braces (JSON objects) are left as they are.
-    """
-    if not param_names:
-        return [body]
-    pattern = re.compile("\\{(" + "|".join(re.escape(name) for name in param_names) + ")\\}")
-    return pattern.split(body)

@@ -91,6 +91,7 @@ def test_access_log_lines_have_the_context_fields(start_daemon, tmp_path):
         "responseLength",
         "responseLatency",
         "integrationLatency",
+        "integrationError",
         "userAgent",
         "stage",
     }

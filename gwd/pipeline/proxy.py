@@ -1,0 +1,340 @@
+"""HTTP integration: forward the request to a backend and its response to the client.
+
+Header rules follow RFC 9110 §7.6: hop-by-hop headers, and those the
+``Connection`` header names, are dropped both ways; ``X-Forwarded-For``,
+``X-Forwarded-Proto``, ``X-Forwarded-Host`` and ``Via`` are added; ``Host``
+is the backend's unless the route preserves the client's.  Bodies stream
+both ways untouched (no decompression, no redirects followed).  A small
+response with a known length is read whole and sent with its head in one
+write; anything else streams.
+
+Failures: a refused, reset or broken backend is ``502 Bad Gateway``; one
+that does not answer within ``timeout`` is ``504``.  An idempotent request
+that failed on a reused keep-alive connection before any response byte
+arrived is retried once on a new connection (the backend may have closed
+the idle connection just as it was reused); nothing else is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from urllib.parse import quote
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gwd.config import HttpIntegration, RouteKey, StageConfig, parse_backend_uri, substitute_stage_variables
+from gwd.pipeline.errors import GatewayError
+from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.templates import split_params
+from gwd.pipeline.types import Handler
+from gwd.pipeline.upstream import UpstreamConnection, UpstreamError, UpstreamPools, UpstreamResponse
+
+log = logging.getLogger("gwd.proxy")
+
+BUFFER_LIMIT = 64 * 1024
+"""Responses up to this size with a known length are sent in one piece."""
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+# RFC 9110 §7.6.1 and the fields every proxy treats as hop-by-hop.  Framing
+# (Content-Length, Transfer-Encoding) is recomputed for each hop; the
+# X-Forwarded-*, Via and X-Request-Id values are replaced by ours.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_REQUEST_REPLACED = _HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"expect",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-request-id",
+    b"via",
+}
+_RESPONSE_REPLACED = _HOP_BY_HOP | {b"content-length", b"server"}
+
+BAD_GATEWAY = GatewayError(502, "Bad Gateway")
+GATEWAY_TIMEOUT = GatewayError(504, "Endpoint request timed out")
+
+# RFC 3986 pchar minus "/": what a path parameter may keep unencoded.
+_SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
+
+
+class ProxyTarget:
+    """A backend URI template made ready for one (stage, route) at config load."""
+
+    __slots__ = ("path_parts", "query", "host_header", "greedy_names", "pool_key")
+
+    def __init__(self, integration: HttpIntegration, key: RouteKey, stage: StageConfig) -> None:
+        backend = parse_backend_uri(substitute_stage_variables(integration.uri, stage))
+        self.path_parts = split_params(backend.path, key.param_names)
+        self.query = backend.query
+        default_port = 443 if backend.scheme == "https" else 80
+        host = f"[{backend.host}]" if ":" in backend.host else backend.host
+        self.host_header = host if backend.port == default_port else f"{host}:{backend.port}"
+        self.greedy_names = frozenset(s.text for s in key.segments if s.kind == "greedy")
+        self.pool_key = (backend.scheme, backend.host, backend.port)
+
+    def request_target(self, exchange: Exchange) -> str:
+        parts = self.path_parts
+        if len(parts) == 1:
+            path = parts[0]
+        else:
+            params = exchange.path_params
+            path = "".join(
+                quote(params[part], safe=_SEGMENT_SAFE + "/" if part in self.greedy_names else _SEGMENT_SAFE)
+                if i % 2
+                else part
+                for i, part in enumerate(parts)
+            )
+        client_query = exchange.request.rel_url.raw_query_string
+        if self.query and client_query:
+            return f"{path}?{self.query}&{client_query}"
+        if self.query or client_query:
+            return f"{path}?{self.query or client_query}"
+        return path
+
+
+def build(
+    integration: HttpIntegration,
+    key: RouteKey,
+    stage: StageConfig,
+    pools: UpstreamPools,
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> Handler:
+    """A handler forwarding every request of the route to its backend."""
+    target = ProxyTarget(integration, key, stage)
+    pool = pools.get(*target.pool_key)
+    method_override = integration.method
+    timeout = integration.timeout
+    connect_timeout = integration.connect_timeout
+    preserve_host = integration.preserve_host
+    host_header = target.host_header.encode()
+
+    async def forward(exchange: Exchange) -> web.StreamResponse:
+        request = exchange.request
+        method = method_override or request.method
+        head_only = method == "HEAD"
+        head, body_mode = _request_head(exchange, method, target.request_target(exchange), host_header, preserve_host, trusted_proxies)
+        connection = pool.take_idle()
+        reused = connection is not None
+        sent_at = time.perf_counter()
+        try:
+            while True:
+                if connection is None:
+                    connection = await pool.connect(connect_timeout)
+                try:
+                    connection.send_head(head, head_only)
+                    if body_mode:
+                        await _send_body(connection, request, chunked=body_mode == "chunked")
+                    async with asyncio.timeout(timeout):
+                        response = await connection.read_head()
+                    break
+                except UpstreamError as error:
+                    # The backend may have closed an idle connection just as we reused it.
+                    if not (reused and method in IDEMPOTENT and not connection.received_any and not body_mode):
+                        raise
+                    log.debug("request %s: retrying on a new connection after %s", exchange.request_id, error)
+                    connection.close()
+                    connection, reused = None, False
+            exchange.integration_latency = int((time.perf_counter() - sent_at) * 1_000_000) / 1000
+            return await _respond(exchange, connection, response, head_only, timeout)
+        except TimeoutError:
+            raise _failure(exchange, connection, "timeout", f"no response within {timeout:g}s", GATEWAY_TIMEOUT) from None
+        except UpstreamError as error:
+            reply = GATEWAY_TIMEOUT if error.kind == "timeout" else BAD_GATEWAY
+            raise _failure(exchange, connection, error.kind, str(error), reply) from None
+        except BaseException:
+            # The client went away (cancellation) or something broke: the backend exchange is abandoned.
+            if connection is not None:
+                connection.close()
+            raise
+
+    return forward
+
+
+def _failure(
+    exchange: Exchange, connection: UpstreamConnection | None, kind: str, detail: str, reply: GatewayError
+) -> GatewayError:
+    if connection is not None:
+        connection.close()
+    exchange.integration_error = kind
+    log.warning("request %s: backend failed (%s): %s", exchange.request_id, kind, detail)
+    return reply
+
+
+def _request_head(
+    exchange: Exchange,
+    method: str,
+    target: str,
+    host_header: bytes,
+    preserve_host: bool,
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> tuple[bytes, str | None]:
+    """The request line and headers for the backend, and how the body travels (None, "length", "chunked")."""
+    request = exchange.request
+    raw_headers = request.raw_headers
+    connection_tokens: set[bytes] = set()
+    client_host = b""
+    forwarded_for = b""
+    forwarded_proto = b""
+    content_length = b""
+    chunked = False
+    lines = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
+    for name, value in raw_headers:
+        lowered = name.lower()
+        if lowered in _REQUEST_REPLACED:
+            if lowered == b"connection":
+                connection_tokens.update(token.strip().lower() for token in value.split(b","))
+            elif lowered == b"host":
+                client_host = value
+            elif lowered == b"x-forwarded-for":
+                forwarded_for = forwarded_for + b", " + value if forwarded_for else value
+            elif lowered == b"x-forwarded-proto":
+                forwarded_proto = value
+            elif lowered == b"content-length":
+                content_length = value
+            elif lowered == b"transfer-encoding":
+                chunked = True
+            continue
+        lines.append(name + b": " + value + b"\r\n")
+    if connection_tokens:
+        lines = [line for line in lines if line.split(b":", 1)[0].lower() not in connection_tokens]
+    peer = request.remote or ""
+    trusted = bool(trusted_proxies) and _is_trusted(peer, trusted_proxies)
+    peer_bytes = peer.encode()
+    if trusted and forwarded_for:
+        lines.append(b"X-Forwarded-For: " + forwarded_for + b", " + peer_bytes + b"\r\n")
+    else:
+        lines.append(b"X-Forwarded-For: " + peer_bytes + b"\r\n")
+    lines.append(b"X-Forwarded-Proto: " + (forwarded_proto if trusted and forwarded_proto else b"http") + b"\r\n")
+    if client_host:
+        lines.append(b"X-Forwarded-Host: " + client_host + b"\r\n")
+    lines.append(b"Host: " + (client_host if preserve_host and client_host else host_header) + b"\r\n")
+    via = request.headers.get("Via")
+    version = request.version
+    hop = f"{version.major}.{version.minor} gwd".encode()
+    lines.append(b"Via: " + (via.encode("latin-1", "replace") + b", " + hop if via else hop) + b"\r\n")
+    lines.append(b"X-Request-Id: " + exchange.request_id.encode() + b"\r\n")
+    body_mode = None
+    if chunked:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+        body_mode = "chunked"
+    elif content_length and content_length != b"0":
+        lines.append(b"Content-Length: " + content_length + b"\r\n")
+        body_mode = "length"
+    elif method in ("POST", "PUT", "PATCH"):
+        lines.append(b"Content-Length: 0\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines), body_mode
+
+
+def _is_trusted(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+async def _send_body(connection: UpstreamConnection, request: web.BaseRequest, chunked: bool) -> None:
+    content = request.content
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            break
+        if chunked:
+            await connection.send_body(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            await connection.send_body(chunk)
+    if chunked:
+        await connection.send_body(b"0\r\n\r\n")
+
+
+def _response_headers(response: UpstreamResponse) -> CIMultiDict[str]:
+    tokens: set[bytes] = set()
+    for name, value in response.headers:
+        if name.lower() == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in response.headers:
+        lowered = name.lower()
+        if lowered in _RESPONSE_REPLACED or lowered in tokens:
+            continue
+        headers.add(name.decode("latin-1"), value.decode("latin-1"))
+    return headers
+
+
+async def _respond(
+    exchange: Exchange, connection: UpstreamConnection, response: UpstreamResponse, head_only: bool, timeout: float
+) -> web.StreamResponse:
+    headers = _response_headers(response)
+    length = response.content_length
+    if head_only or response.status in (204, 304):
+        # No body, but the length the body would have had is the backend's to state.
+        if length is not None and response.status != 204:
+            headers["Content-Length"] = str(length)
+        connection.release()
+        return web.Response(status=response.status, headers=headers)
+    if length is not None and length <= BUFFER_LIMIT:
+        parts = []
+        async with asyncio.timeout(timeout):
+            while (chunk := await connection.read_body()) is not None:
+                parts.append(chunk)
+        connection.release()
+        return web.Response(status=response.status, headers=headers, body=b"".join(parts))
+    return await _stream(exchange, connection, response.status, headers, length, timeout)
+
+
+async def _stream(
+    exchange: Exchange,
+    connection: UpstreamConnection,
+    status: int,
+    headers: CIMultiDict[str],
+    length: int | None,
+    timeout: float,
+) -> web.StreamResponse:
+    reply = web.StreamResponse(status=status, headers=headers)
+    if length is not None:
+        reply.content_length = length
+    exchange.stamp(reply)
+    await reply.prepare(exchange.request)
+    sent = 0
+    try:
+        while True:
+            async with asyncio.timeout(timeout):
+                chunk = await connection.read_body()
+            if chunk is None:
+                break
+            await reply.write(chunk)
+            sent += len(chunk)
+    except (UpstreamError, TimeoutError) as error:
+        # The head is already on its way: all that is left is to cut the client off.
+        kind = error.kind if isinstance(error, UpstreamError) else "timeout"
+        exchange.integration_error = kind
+        exchange.response_length = sent
+        log.warning("request %s: backend failed mid-body (%s) after %d bytes", exchange.request_id, kind, sent)
+        connection.close()
+        transport = exchange.request.transport
+        if transport is not None:
+            transport.abort()
+        return reply
+    exchange.response_length = sent
+    connection.release()
+    await reply.write_eof()
+    return reply

@@ -1,0 +1,362 @@
+"""HTTP/1.1 connections to backends: a keep-alive pool per backend, parsed with httptools.
+
+aiohttp's ClientSession does far more per request than a gateway needs
+(cookie jars, redirects, URL objects, tracing signals, decompression) and
+holds a proxy to about 0.2x nginx's rate; a plain asyncio protocol with the
+httptools (llhttp) parser does one buffered write per request head and hands
+body bytes through untouched.
+
+Flow control both ways keeps memory flat whatever the body size: reading
+from the backend pauses while the client has not taken what was read, and
+writing to the backend waits while the socket's buffer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import ssl
+from typing import Any
+
+import httptools
+
+READ_HIGH_WATER = 256 * 1024
+READ_LOW_WATER = 64 * 1024
+IDLE_TIMEOUT = 60.0
+"""Idle pooled connections are closed after this (backends often close sooner; a retry covers that race)."""
+
+
+class UpstreamError(Exception):
+    """A backend failure; ``kind`` says which: refused, reset, timeout, tls, dns or protocol."""
+
+    def __init__(self, kind: str, detail: str, *, response_started: bool = False) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.response_started = response_started
+
+
+class UpstreamResponse:
+    """The head of a backend response; the body is read from its connection."""
+
+    __slots__ = ("status", "headers", "content_length", "chunked")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], content_length: int | None, chunked: bool) -> None:
+        self.status = status
+        self.headers = headers
+        self.content_length = content_length
+        self.chunked = chunked
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to a backend, carrying one request at a time."""
+
+    __slots__ = (
+        "_pool",
+        "_transport",
+        "_parser",
+        "_headers",
+        "_response",
+        "_body",
+        "_body_bytes",
+        "_complete",
+        "_head_only",
+        "_keep_alive",
+        "_error",
+        "_waiter",
+        "_drain_waiter",
+        "_write_paused",
+        "_read_paused",
+        "_idle_handle",
+        "_received_any",
+        "_closed",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self._pool = pool
+        self._transport: asyncio.Transport | None = None
+        self._parser: Any = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._response: UpstreamResponse | None = None
+        self._body: collections.deque[bytes] = collections.deque()
+        self._body_bytes = 0
+        self._complete = False
+        self._head_only = False
+        self._keep_alive = False
+        self._error: UpstreamError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._read_paused = False
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._received_any = False
+        self._closed = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._received_any = True
+        if self._parser is None:
+            # Bytes while idle: the backend broke the protocol; never reuse this connection.
+            self._fail(UpstreamError("protocol", "data from an idle connection"))
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamError("protocol", "unexpected protocol upgrade", response_started=self._response is not None))
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError("protocol", f"invalid response: {exc}", response_started=self._response is not None))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._pool.forget(self)
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        if self._parser is not None and not self._complete:
+            response = self._response
+            if response is not None and response.content_length is None and not response.chunked:
+                # A body delimited by the connection's end is complete now.
+                self._keep_alive = False
+                self._complete = True
+                self._wake()
+            else:
+                detail = "connection closed" if exc is None else str(exc) or type(exc).__name__
+                self._fail(UpstreamError("reset", detail, response_started=response is not None))
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(UpstreamError("reset", "connection closed while sending"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        if 100 <= status < 200:
+            # Interim responses (100 Continue, 103 Early Hints) are not forwarded.
+            self._headers = []
+            return
+        content_length = None
+        chunked = False
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                content_length = int(value)
+            elif lowered == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        self._response = UpstreamResponse(status, self._headers, content_length, chunked)
+        self._keep_alive = parser.should_keep_alive()
+        if self._head_only:
+            # A response to HEAD has no body, whatever Content-Length says.
+            self._complete = True
+            self._parser = None
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._body_bytes += len(body)
+        if self._body_bytes > READ_HIGH_WATER and not self._read_paused and self._transport is not None:
+            self._read_paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._response is None:
+            return  # the end of an interim response
+        self._complete = True
+        self._wake()
+
+    # Used by the integration
+
+    @property
+    def reusable(self) -> bool:
+        return not self._closed and self._error is None
+
+    @property
+    def received_any(self) -> bool:
+        return self._received_any
+
+    def send_head(self, head: bytes, head_only: bool) -> None:
+        """Start a request: write its head; the body, if any, follows with :meth:`send_body`."""
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        if self._closed:
+            raise UpstreamError("reset", "connection closed before the request was sent")
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers = []
+        self._response = None
+        self._complete = False
+        self._head_only = head_only
+        self._received_any = False
+        assert self._transport is not None
+        self._transport.write(head)
+
+    async def send_body(self, chunk: bytes) -> None:
+        if self._closed:
+            raise UpstreamError("reset", "connection closed while sending")
+        assert self._transport is not None
+        self._transport.write(chunk)
+        if self._write_paused:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+
+    async def read_head(self) -> UpstreamResponse:
+        while self._response is None:
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+        return self._response
+
+    async def read_body(self) -> bytes | None:
+        """The next piece of the body, or None at its end."""
+        while True:
+            if self._body:
+                chunk = self._body.popleft()
+                self._body_bytes -= len(chunk)
+                if self._read_paused and self._body_bytes < READ_LOW_WATER and self._transport is not None:
+                    self._read_paused = False
+                    self._transport.resume_reading()
+                return chunk
+            if self._complete:
+                return None
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+
+    def release(self) -> None:
+        """The exchange is over: pool the connection if it can carry another request, else close it."""
+        if self._complete and self._keep_alive and self.reusable and not self._body:
+            self._parser = None
+            self._pool.put_idle(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.abort()
+        self._closed = True
+        self._pool.forget(self)
+
+    def start_idle_timer(self, timeout: float) -> None:
+        self._idle_handle = asyncio.get_running_loop().call_later(timeout, self.close)
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self._error is None:
+            self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+class UpstreamPool:
+    """Keep-alive connections to one backend (scheme, host, port), at most ``max_idle`` of them idle."""
+
+    __slots__ = ("host", "port", "_ssl", "_server_hostname", "_max_idle", "_idle", "_all")
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None, max_idle: int) -> None:
+        self.host = host
+        self.port = port
+        self._ssl = tls
+        self._server_hostname = host if tls is not None else None
+        self._max_idle = max_idle
+        self._idle: list[UpstreamConnection] = []
+        self._all: set[UpstreamConnection] = set()
+
+    def take_idle(self) -> UpstreamConnection | None:
+        """The most recently used idle connection (the least likely to have been closed by the backend)."""
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.reusable:
+                return connection
+        return None
+
+    async def connect(self, timeout: float) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, connection = await loop.create_connection(
+                    lambda: UpstreamConnection(self),
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self._server_hostname,
+                )
+        except TimeoutError:
+            raise UpstreamError("timeout", f"connect to {self.host}:{self.port} timed out after {timeout:g}s") from None
+        except ConnectionRefusedError:
+            raise UpstreamError("refused", f"{self.host}:{self.port} refused the connection") from None
+        except ssl.SSLError as exc:
+            raise UpstreamError("tls", f"TLS handshake with {self.host}:{self.port} failed: {exc.reason or exc}") from None
+        except OSError as exc:
+            kind = "dns" if isinstance(exc, socket.gaierror) else "refused"
+            raise UpstreamError(kind, f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
+        self._all.add(connection)
+        return connection
+
+    def put_idle(self, connection: UpstreamConnection) -> None:
+        if len(self._idle) >= self._max_idle:
+            connection.close()
+            return
+        connection.start_idle_timer(IDLE_TIMEOUT)
+        self._idle.append(connection)
+
+    def forget(self, connection: UpstreamConnection) -> None:
+        self._all.discard(connection)
+        try:
+            self._idle.remove(connection)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        for connection in list(self._all):
+            connection.close()
+        self._idle.clear()
+
+
+class UpstreamPools:
+    """Every backend pool of one worker, so routes to the same backend share connections."""
+
+    __slots__ = ("_pools", "_max_idle")
+
+    def __init__(self, max_idle: int) -> None:
+        self._pools: dict[tuple[str, str, int], UpstreamPool] = {}
+        self._max_idle = max_idle
+
+    def get(self, scheme: str, host: str, port: int) -> UpstreamPool:
+        key = (scheme, host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            tls = ssl.create_default_context() if scheme == "https" else None
+            pool = self._pools[key] = UpstreamPool(host, port, tls, self._max_idle)
+        return pool
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
