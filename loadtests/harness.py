@@ -53,19 +53,68 @@ def running_gwd(config: str, workers: int) -> Iterator[int]:
                 cwd=ROOT,
             )
             try:
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + 60
                 while "ready:" not in stderr_path.read_text():
                     if proc.poll() is not None or time.monotonic() > deadline:
                         sys.exit(f"gwd did not start:\n{stderr_path.read_text()}")
                     time.sleep(0.05)
                 yield port
             finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop(proc)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"{what} did not start (exit code {proc.poll()})")
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def running_nginx(server_blocks: str, workers: int, ports: list[int]) -> Iterator[None]:
+    """nginx in the foreground with the given ``server { }`` blocks, in a scratch prefix."""
+    with tempfile.TemporaryDirectory(prefix="gwd-load-nginx-") as prefix:
+        os.chmod(prefix, 0o755)
+        conf = Path(prefix) / "nginx.conf"
+        conf.write_text(
+            f"""
+worker_processes {workers};
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    {server_blocks.replace("{prefix}", prefix)}
+}}
+"""
+        )
+        proc = subprocess.Popen(["nginx", "-p", prefix, "-c", str(conf), "-g", "daemon off;"])
+        try:
+            for port in ports:
+                wait_for_port(port, proc, "nginx")
+            yield
+        finally:
+            stop(proc)
 
 
 @dataclass
@@ -106,17 +155,21 @@ class Summary:
     def median_rps(self) -> float:
         return statistics.median(r.requests_per_second for r in self.rounds)
 
+    @property
+    def median_p99(self) -> float:
+        return statistics.median(r.p99_ms for r in self.rounds)
+
     def row(self, reference: Summary | None) -> str:
         rates = [r.requests_per_second for r in self.rounds]
         ratio = f"{self.median_rps / reference.median_rps:.2f}x" if reference else "-"
         return (
-            f"{self.name:<28} {self.median_rps:>10,.0f} {min(rates):>10,.0f}-{max(rates):<10,.0f}"
-            f" {statistics.median(r.p50_ms for r in self.rounds):>8.2f} {statistics.median(r.p99_ms for r in self.rounds):>8.2f}"
-            f" {sum(r.errors for r in self.rounds):>7} {ratio:>8}"
+            f"{self.name:<24} {self.median_rps:>10,.0f} {min(rates):>10,.0f}-{max(rates):<10,.0f}"
+            f" {statistics.median(r.p50_ms for r in self.rounds):>8.2f} {self.median_p99:>8.2f}"
+            f" {sum(r.errors for r in self.rounds):>7} {ratio:>9}"
         )
 
 
 def print_table(summaries: list[Summary], reference: Summary, reference_label: str) -> None:
-    print(f"{'system':<28} {'req/s med':>10} {'req/s min-max':>21} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs ' + reference_label:>8}")
+    print(f"{'system':<24} {'req/s med':>10} {'req/s min-max':>21} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs ' + reference_label:>9}")
     for summary in summaries:
         print(summary.row(reference))

@@ -47,6 +47,13 @@ BROKEN_CONFIGS = [
     ('[[stages]]\nname = "a/b"\n', "stages[0].name", "not a stage name"),
     ('[[stages]]\nname = "prod"\n[[stages]]\nname = "prod"\n', "stages[1].name", "defined twice"),
     ("[server\n", "invalid TOML", ""),
+    ('[server]\ntrusted_proxies = ["10.0.0.0/33"]\n', "server.trusted_proxies[0]", "not a CIDR"),
+    ('[[routes]]\nroute = "GET /a"\nintegration = { type = "http" }\n', "routes[0].integration.uri", "missing"),
+    ('[[routes]]\nroute = "GET /a"\nintegration = { type = "http", uri = "ftp://x/" }\n', "routes[0].integration.uri", "http:// or https://"),
+    ('[[routes]]\nroute = "GET /a/{id}"\nintegration = { type = "http", uri = "http://x/{name}" }\n', "routes[0].integration.uri", "{name} is not a path parameter"),
+    ('[[routes]]\nroute = "GET /a"\nintegration = { type = "http", uri = "http://x:99999/" }\n', "routes[0].integration.uri", "invalid port"),
+    ('[[routes]]\nroute = "GET /a"\nintegration = { type = "http", uri = "http://x/", timeout = "0s" }\n', "routes[0].integration.timeout", "between"),
+    ('[[routes]]\nroute = "GET /a"\nintegration = { type = "http", uri = "http://x/", method = "get" }\n', "routes[0].integration.method", "expected one of"),
 ]
 
 

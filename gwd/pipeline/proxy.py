@@ -17,13 +17,13 @@ the idle connection just as it was reused); nothing else is retried.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import time
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict
 
 from gwd.config import HttpIntegration, RouteKey, StageConfig, parse_backend_uri, substitute_stage_variables
@@ -67,6 +67,8 @@ _REQUEST_REPLACED = _HOP_BY_HOP | {
     b"via",
 }
 _RESPONSE_REPLACED = _HOP_BY_HOP | {b"content-length", b"server"}
+
+_VIA = {HttpVersion11: b"1.1 gwd", HttpVersion10: b"1.0 gwd"}
 
 BAD_GATEWAY = GatewayError(502, "Bad Gateway")
 GATEWAY_TIMEOUT = GatewayError(504, "Endpoint request timed out")
@@ -139,23 +141,24 @@ def build(
                 if connection is None:
                     connection = await pool.connect(connect_timeout)
                 try:
-                    connection.send_head(head, head_only)
+                    connection.send_head(head, head_only, timeout)
                     if body_mode:
+                        if request.headers.get("Expect", "").lower() == "100-continue":
+                            # The client waits for this before sending its body (RFC 9110 §10.1.1).
+                            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                         await _send_body(connection, request, chunked=body_mode == "chunked")
-                    async with asyncio.timeout(timeout):
-                        response = await connection.read_head()
+                    response = await connection.read_head()
                     break
                 except UpstreamError as error:
                     # The backend may have closed an idle connection just as we reused it.
-                    if not (reused and method in IDEMPOTENT and not connection.received_any and not body_mode):
+                    stale = error.kind == "reset" and reused and not connection.received_any
+                    if not (stale and method in IDEMPOTENT and not body_mode):
                         raise
                     log.debug("request %s: retrying on a new connection after %s", exchange.request_id, error)
                     connection.close()
                     connection, reused = None, False
             exchange.integration_latency = int((time.perf_counter() - sent_at) * 1_000_000) / 1000
-            return await _respond(exchange, connection, response, head_only, timeout)
-        except TimeoutError:
-            raise _failure(exchange, connection, "timeout", f"no response within {timeout:g}s", GATEWAY_TIMEOUT) from None
+            return await _respond(exchange, connection, response, head_only)
         except UpstreamError as error:
             reply = GATEWAY_TIMEOUT if error.kind == "timeout" else BAD_GATEWAY
             raise _failure(exchange, connection, error.kind, str(error), reply) from None
@@ -193,6 +196,7 @@ def _request_head(
     client_host = b""
     forwarded_for = b""
     forwarded_proto = b""
+    via = b""
     content_length = b""
     chunked = False
     lines = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
@@ -207,6 +211,8 @@ def _request_head(
                 forwarded_for = forwarded_for + b", " + value if forwarded_for else value
             elif lowered == b"x-forwarded-proto":
                 forwarded_proto = value
+            elif lowered == b"via":
+                via = via + b", " + value if via else value
             elif lowered == b"content-length":
                 content_length = value
             elif lowered == b"transfer-encoding":
@@ -226,10 +232,8 @@ def _request_head(
     if client_host:
         lines.append(b"X-Forwarded-Host: " + client_host + b"\r\n")
     lines.append(b"Host: " + (client_host if preserve_host and client_host else host_header) + b"\r\n")
-    via = request.headers.get("Via")
-    version = request.version
-    hop = f"{version.major}.{version.minor} gwd".encode()
-    lines.append(b"Via: " + (via.encode("latin-1", "replace") + b", " + hop if via else hop) + b"\r\n")
+    hop = _VIA.get(request.version) or b"%d.%d gwd" % request.version
+    lines.append(b"Via: " + (via + b", " + hop if via else hop) + b"\r\n")
     lines.append(b"X-Request-Id: " + exchange.request_id.encode() + b"\r\n")
     body_mode = None
     if chunked:
@@ -267,21 +271,15 @@ async def _send_body(connection: UpstreamConnection, request: web.BaseRequest, c
 
 
 def _response_headers(response: UpstreamResponse) -> CIMultiDict[str]:
-    tokens: set[bytes] = set()
-    for name, value in response.headers:
-        if name.lower() == b"connection":
-            tokens.update(token.strip().lower() for token in value.split(b","))
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in response.headers:
-        lowered = name.lower()
-        if lowered in _RESPONSE_REPLACED or lowered in tokens:
-            continue
-        headers.add(name.decode("latin-1"), value.decode("latin-1"))
-    return headers
+    """The backend's headers minus hop-by-hop ones, those its ``Connection`` names, and ours."""
+    dropped = _RESPONSE_REPLACED | response.connection_tokens if response.connection_tokens else _RESPONSE_REPLACED
+    return CIMultiDict(
+        [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers if name.lower() not in dropped]
+    )
 
 
 async def _respond(
-    exchange: Exchange, connection: UpstreamConnection, response: UpstreamResponse, head_only: bool, timeout: float
+    exchange: Exchange, connection: UpstreamConnection, response: UpstreamResponse, head_only: bool
 ) -> web.StreamResponse:
     headers = _response_headers(response)
     length = response.content_length
@@ -293,21 +291,15 @@ async def _respond(
         return web.Response(status=response.status, headers=headers)
     if length is not None and length <= BUFFER_LIMIT:
         parts = []
-        async with asyncio.timeout(timeout):
-            while (chunk := await connection.read_body()) is not None:
-                parts.append(chunk)
+        while (chunk := await connection.read_body()) is not None:
+            parts.append(chunk)
         connection.release()
         return web.Response(status=response.status, headers=headers, body=b"".join(parts))
-    return await _stream(exchange, connection, response.status, headers, length, timeout)
+    return await _stream(exchange, connection, response.status, headers, length)
 
 
 async def _stream(
-    exchange: Exchange,
-    connection: UpstreamConnection,
-    status: int,
-    headers: CIMultiDict[str],
-    length: int | None,
-    timeout: float,
+    exchange: Exchange, connection: UpstreamConnection, status: int, headers: CIMultiDict[str], length: int | None
 ) -> web.StreamResponse:
     reply = web.StreamResponse(status=status, headers=headers)
     if length is not None:
@@ -316,16 +308,12 @@ async def _stream(
     await reply.prepare(exchange.request)
     sent = 0
     try:
-        while True:
-            async with asyncio.timeout(timeout):
-                chunk = await connection.read_body()
-            if chunk is None:
-                break
+        while (chunk := await connection.read_body()) is not None:
             await reply.write(chunk)
             sent += len(chunk)
-    except (UpstreamError, TimeoutError) as error:
+    except UpstreamError as error:
         # The head is already on its way: all that is left is to cut the client off.
-        kind = error.kind if isinstance(error, UpstreamError) else "timeout"
+        kind = error.kind
         exchange.integration_error = kind
         exchange.response_length = sent
         log.warning("request %s: backend failed mid-body (%s) after %d bytes", exchange.request_id, kind, sent)

@@ -239,3 +239,25 @@ integration = {{ type = "http", uri = "http://127.0.0.1:{garbage_port}/" }}
     daemon = start_daemon(proxy_config(backend, extra), workers=1)
     assert daemon.get("/garbage").status == 502
     listener.close()
+
+
+def test_via_is_appended_to_the_clients(gateway, backend):
+    gateway.get("/api/x", headers={"Via": "1.0 corporate-proxy"})
+    assert backend.received[0].header("Via") == "1.0 corporate-proxy, 1.1 gwd"
+
+
+def test_expect_100_continue_is_answered_before_the_body(gateway, backend):
+    body = b"x" * 5000
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/upload-digest HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        reply = b""
+        while b"}" not in reply:
+            reply += sock.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 200")
+    assert orjson.loads(reply.split(b"\r\n\r\n", 1)[1])["length"] == len(body)
+    assert "expect" not in backend.received[0].header_names()

@@ -1,0 +1,152 @@
+"""The proxy benchmark: gwd against the direct backend, nginx and an Express gateway, in one run.
+
+    python3 loadtests/proxy.py [--seconds 10] [--rounds 3] [--workers 2]
+
+Starts, on 127.0.0.1 only:
+  - the backend: nginx answering a small JSON body itself (one worker), the
+    fastest backend this machine has, so the proxies are what is measured;
+  - nginx as a reverse proxy, configured as in production: upstream
+    keep-alive, HTTP/1.1 to the backend, a buffered access log;
+  - gwd with --workers N and its access log on (to a file);
+  - the Express gateway (Node cluster + http-proxy-middleware) when `node` is
+    installed and `npm install` has been run in loadtests/express;
+  - gwd with a 5-route and with a 5,000-route table, for the cost of routing.
+
+Each system gets a warm-up, then the same `wrk -t1 -c64 -d{seconds}s` run per
+round, rounds interleaved.  Prints requests/s (median, min-max), p50 and
+p99 latency, and ratios to the direct backend and to nginx; then checks the
+performance bar and exits non-zero if any part fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from harness import Summary, free_port, require_tools, run_wrk, running_gwd, running_nginx, stop, wait_for_port
+
+EXPRESS_DIR = Path(__file__).resolve().parent / "express"
+BODY = '{"message":"hello from the backend"}'
+
+
+@contextmanager
+def running_express(port: int, backend_url: str, workers: int) -> Iterator[None]:
+    proc = subprocess.Popen(
+        ["node", str(EXPRESS_DIR / "gateway.js"), str(port), backend_url, str(workers)],
+        stdout=subprocess.DEVNULL,
+        cwd=EXPRESS_DIR,
+    )
+    try:
+        wait_for_port(port, proc, "the Express gateway")
+        yield
+    finally:
+        stop(proc)
+
+
+def gwd_proxy_config(backend_port: int, access_log: str) -> str:
+    return f"""
+[log]
+access = "{access_log}"
+
+[[routes]]
+route = "GET /hello"
+integration = {{ type = "http", uri = "http://127.0.0.1:{backend_port}/hello" }}
+"""
+
+
+def gwd_routing_config(backend_port: int, routes: int) -> str:
+    """``routes`` routes of the shapes real APIs have; the measured one is the last in the file."""
+    lines = ['[log]\naccess = "{tmp}/access.log"\n']
+    for i in range(routes - 1):
+        lines.append(f'[[routes]]\nroute = "GET /svc{i}/items/{{id}}"\nintegration = {{ type = "http", uri = "http://127.0.0.1:{backend_port}/hello" }}\n')
+    lines.append(f'[[routes]]\nroute = "GET /hello"\nintegration = {{ type = "http", uri = "http://127.0.0.1:{backend_port}/hello" }}\n')
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="gwd, nginx proxy and Express worker processes")
+    args = parser.parse_args()
+    require_tools("wrk", "nginx")
+    with_express = shutil.which("node") is not None and (EXPRESS_DIR / "node_modules").is_dir()
+    if not with_express:
+        print("Express gateway skipped: needs `node` and `npm install` in loadtests/express", file=sys.stderr)
+
+    backend_port, nginx_port, express_port = free_port(), free_port(), free_port()
+    backend_server = f"""
+    server {{
+        listen 127.0.0.1:{backend_port} backlog=4096;
+        access_log off;
+        location / {{ default_type application/json; return 200 '{BODY}'; }}
+    }}
+"""
+    proxy_servers = f"""
+    upstream backend {{
+        server 127.0.0.1:{backend_port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{nginx_port} backlog=4096;
+        access_log {{prefix}}/access.log combined buffer=64k flush=1s;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+"""
+    systems: dict[str, int] = {}
+    with ExitStack() as stack:
+        stack.enter_context(running_nginx(backend_server, 1, [backend_port]))
+        stack.enter_context(running_nginx(proxy_servers, args.workers, [nginx_port]))
+        systems["direct backend (nginx)"] = backend_port
+        systems["nginx proxy"] = nginx_port
+        systems["gwd proxy"] = stack.enter_context(running_gwd(gwd_proxy_config(backend_port, "{tmp}/access.log"), args.workers))
+        if with_express:
+            stack.enter_context(running_express(express_port, f"http://127.0.0.1:{backend_port}", args.workers))
+            systems["express gateway"] = express_port
+        systems["gwd, 5 routes"] = stack.enter_context(running_gwd(gwd_routing_config(backend_port, 5), args.workers))
+        systems["gwd, 5000 routes"] = stack.enter_context(running_gwd(gwd_routing_config(backend_port, 5000), args.workers))
+        for port in systems.values():
+            run_wrk(f"http://127.0.0.1:{port}/hello", 2)
+        summaries = {name: Summary(name, []) for name in systems}
+        for round_number in range(args.rounds):
+            for name, port in systems.items():
+                summaries[name].rounds.append(run_wrk(f"http://127.0.0.1:{port}/hello", args.seconds))
+            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+
+    direct, nginx, gwd = summaries["direct backend (nginx)"], summaries["nginx proxy"], summaries["gwd proxy"]
+    header = f"{'system':<24} {'req/s med':>10} {'req/s min-max':>21} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs direct':>9} {'vs nginx':>9}"
+    print(f"wrk -t1 -c64 -d{args.seconds}s, {args.rounds} interleaved rounds, {args.workers} workers per proxy")
+    print(header)
+    for summary in summaries.values():
+        print(summary.row(direct) + f" {summary.median_rps / nginx.median_rps:>8.2f}x")
+
+    checks = [
+        ("gwd req/s >= 0.35x nginx", gwd.median_rps / nginx.median_rps, 0.35, True),
+        ("gwd p99 <= 3x nginx p99", gwd.median_p99 / nginx.median_p99, 3.0, False),
+        ("5000-route table >= 0.95x 5-route table", summaries["gwd, 5000 routes"].median_rps / summaries["gwd, 5 routes"].median_rps, 0.95, True),
+    ]
+    if with_express:
+        checks.append(("gwd req/s >= 3x Express", gwd.median_rps / summaries["express gateway"].median_rps, 3.0, True))
+    errors = sum(r.errors for s in summaries.values() for r in s.rounds)
+    failed = errors > 0
+    print(f"{'PASS' if not errors else 'FAIL'}: {errors} socket errors or non-2xx responses")
+    for label, value, bar, at_least in checks:
+        ok = value >= bar if at_least else value <= bar
+        failed |= not ok
+        print(f"{'PASS' if ok else 'FAIL'}: {label}: {value:.2f}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
