@@ -79,7 +79,8 @@ class Gateway:
             request_id = f"{self._id_prefix}{next(self._id_counter) & 0xFFFFFFFFFFFF:012x}"
         exchange = Exchange(request, request_id, self._draining)
         try:
-            response = await self._dispatch(exchange)
+            handler = self._route(exchange)
+            response = NOT_FOUND.render() if handler is None else await handler(exchange)
         except GatewayError as error:
             response = error.render()
         except Exception:
@@ -90,23 +91,24 @@ class Gateway:
         if self._access_log is not None:
             length = exchange.response_length
             if length is None:
-                body = response.body if isinstance(response, web.Response) else None
-                length = len(body) if isinstance(body, bytes) else 0
+                # Streamed responses set response_length; everything else is a web.Response.
+                length = len(response.body or b"")
             self._access_log.record(exchange, response.status, length, started, started + time.perf_counter() - started_clock)
         return response
 
-    async def _dispatch(self, exchange: Exchange) -> web.StreamResponse:
+    def _route(self, exchange: Exchange) -> Handler | None:
+        """The matched route's handler, with the exchange's stage, route key and parameters set."""
         request = exchange.request
         found = self._stages.resolve(split_path(request.rel_url.raw_path))
         if found is None:
-            return NOT_FOUND.render()
+            return None
         (stage_name, router), segments = found
         exchange.stage = stage_name
         matched = router.match(request.method, segments)
         if matched is None:
-            return NOT_FOUND.render()
+            return None
         target, values = matched
         exchange.route_key = target.route_key
         if values:
             exchange.path_params = dict(zip(target.param_names, values))
-        return await target.handler(exchange)
+        return target.handler

@@ -288,13 +288,18 @@ async def _respond(
         if length is not None and response.status != 204:
             headers["Content-Length"] = str(length)
         connection.release()
+        exchange.response_length = 0
         return web.Response(status=response.status, headers=headers)
     if length is not None and length <= BUFFER_LIMIT:
-        parts = []
-        while (chunk := await connection.read_body()) is not None:
-            parts.append(chunk)
+        body = connection.complete_body()
+        if body is None:
+            parts = []
+            while (chunk := await connection.read_body()) is not None:
+                parts.append(chunk)
+            body = b"".join(parts)
         connection.release()
-        return web.Response(status=response.status, headers=headers, body=b"".join(parts))
+        exchange.response_length = len(body)
+        return web.Response(status=response.status, headers=headers, body=body)
     return await _stream(exchange, connection, response.status, headers, length)
 
 

@@ -75,6 +75,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_pool",
         "_transport",
         "_parser",
+        "_busy",
         "_headers",
         "_response",
         "_body",
@@ -98,6 +99,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._pool = pool
         self._transport: asyncio.Transport | None = None
         self._parser: Any = None
+        self._busy = False
         self._headers: list[tuple[bytes, bytes]] = []
         self._response: UpstreamResponse | None = None
         self._body: collections.deque[bytes] = collections.deque()
@@ -121,10 +123,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._parser = httptools.HttpResponseParser(self)
 
     def data_received(self, data: bytes) -> None:
         self._received_any = True
-        if self._parser is None:
+        if not self._busy:
             # Bytes while idle: the backend broke the protocol; never reuse this connection.
             self._fail(UpstreamError("protocol", "data from an idle connection"))
             self.close()
@@ -139,7 +142,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._pool.forget(self)
-        if self._parser is not None and not self._complete:
+        if self._busy and not self._complete:
             response = self._response
             if response is not None and response.content_length is None and not response.chunked:
                 # A body delimited by the connection's end is complete now.
@@ -186,9 +189,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._response = UpstreamResponse(status, self._headers, content_length, chunked, tokens)
         self._keep_alive = parser.should_keep_alive()
         if self._head_only:
-            # A response to HEAD has no body, whatever Content-Length says.
+            # A response to HEAD has no body, whatever Content-Length says, but the
+            # parser would wait for one: the next response gets a fresh parser.
             self._complete = True
-            self._parser = None
+            self._parser = httptools.HttpResponseParser(self)
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -225,7 +229,7 @@ class UpstreamConnection(asyncio.Protocol):
         """
         if self._closed:
             raise UpstreamError("reset", "connection closed before the request was sent")
-        self._parser = httptools.HttpResponseParser(self)
+        self._busy = True
         self._headers = []
         self._response = None
         self._complete = False
@@ -255,6 +259,15 @@ class UpstreamConnection(asyncio.Protocol):
             await self._wait()
         return self._response
 
+    def complete_body(self) -> bytes | None:
+        """The whole body if it has all arrived (the usual case for a small one), else None."""
+        if not self._complete:
+            return None
+        body = b"".join(self._body)
+        self._body.clear()
+        self._body_bytes = 0
+        return body
+
     async def read_body(self) -> bytes | None:
         """The next piece of the body, or None at its end."""
         while True:
@@ -275,7 +288,7 @@ class UpstreamConnection(asyncio.Protocol):
         """The exchange is over: pool the connection if it can carry another request, else close it."""
         self._deadline = 0.0
         if self._complete and self._keep_alive and self.reusable and not self._body:
-            self._parser = None
+            self._busy = False
             self._idle_since = self._pool.loop.time()
             self._pool.put_idle(self)
         else:
@@ -293,7 +306,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._deadline = 0.0
             self._fail(UpstreamError("timeout", f"no progress for {self._timeout:g}s", response_started=self._response is not None))
             self.close()
-        elif self._parser is None and now - self._idle_since >= IDLE_TIMEOUT:
+        elif not self._busy and now - self._idle_since >= IDLE_TIMEOUT:
             self.close()
 
     def _fail(self, error: UpstreamError) -> None:
