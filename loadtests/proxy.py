@@ -94,7 +94,7 @@ def main() -> int:
     }}
     server {{
         listen 127.0.0.1:{nginx_port} backlog=4096;
-        access_log {{prefix}}/access.log combined buffer=64k flush=1s;
+        access_log {{prefix}}/access.log;
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
