@@ -70,8 +70,6 @@ _RESPONSE_REPLACED = _HOP_BY_HOP | {b"content-length", b"server"}
 
 _VIA = {HttpVersion11: b"1.1 gwd", HttpVersion10: b"1.0 gwd"}
 
-BAD_GATEWAY = GatewayError(502, "Bad Gateway")
-GATEWAY_TIMEOUT = GatewayError(504, "Endpoint request timed out")
 
 # RFC 3986 pchar minus "/": what a path parameter may keep unencoded.
 _SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
@@ -160,8 +158,7 @@ def build(
             exchange.integration_latency = int((time.perf_counter() - sent_at) * 1_000_000) / 1000
             return await _respond(exchange, connection, response, head_only)
         except UpstreamError as error:
-            reply = GATEWAY_TIMEOUT if error.kind == "timeout" else BAD_GATEWAY
-            raise _failure(exchange, connection, error.kind, str(error), reply) from None
+            raise _failure(exchange, connection, error) from None
         except BaseException:
             # The client went away (cancellation) or something broke: the backend exchange is abandoned.
             if connection is not None:
@@ -171,14 +168,15 @@ def build(
     return forward
 
 
-def _failure(
-    exchange: Exchange, connection: UpstreamConnection | None, kind: str, detail: str, reply: GatewayError
-) -> GatewayError:
+def _failure(exchange: Exchange, connection: UpstreamConnection | None, error: UpstreamError) -> GatewayError:
+    """Abandon the backend exchange; the client gets 504 for a timeout, else 502."""
     if connection is not None:
         connection.close()
-    exchange.integration_error = kind
-    log.warning("request %s: backend failed (%s): %s", exchange.request_id, kind, detail)
-    return reply
+    exchange.integration_error = error.kind
+    log.warning("request %s: backend failed: %s", exchange.request_id, error)
+    if error.kind == "timeout":
+        return GatewayError(504, "Endpoint request timed out")
+    return GatewayError(502, "Bad Gateway")
 
 
 def _request_head(

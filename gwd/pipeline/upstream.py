@@ -41,10 +41,9 @@ _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close"})
 class UpstreamError(Exception):
     """A backend failure; ``kind`` says which: refused, reset, timeout, tls, dns or protocol."""
 
-    def __init__(self, kind: str, detail: str, *, response_started: bool = False) -> None:
+    def __init__(self, kind: str, detail: str) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
-        self.response_started = response_started
 
 
 class UpstreamResponse:
@@ -135,9 +134,9 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(UpstreamError("protocol", "unexpected protocol upgrade", response_started=self._response is not None))
+            self._fail(UpstreamError("protocol", "unexpected protocol upgrade"))
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError("protocol", f"invalid response: {exc}", response_started=self._response is not None))
+            self._fail(UpstreamError("protocol", f"invalid response: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -151,7 +150,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._wake()
             else:
                 detail = "connection closed" if exc is None else str(exc) or type(exc).__name__
-                self._fail(UpstreamError("reset", detail, response_started=response is not None))
+                self._fail(UpstreamError("reset", detail))
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_exception(self._error or UpstreamError("reset", "connection closed while sending"))
 
@@ -304,7 +303,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Called by the sweep: fail a request past its deadline, close a connection idle too long."""
         if self._deadline and now >= self._deadline:
             self._deadline = 0.0
-            self._fail(UpstreamError("timeout", f"no progress for {self._timeout:g}s", response_started=self._response is not None))
+            self._fail(UpstreamError("timeout", f"no progress for {self._timeout:g}s"))
             self.close()
         elif not self._busy and now - self._idle_since >= IDLE_TIMEOUT:
             self.close()
