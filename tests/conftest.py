@@ -12,10 +12,16 @@ def start_daemon(tmp_path: Path) -> Callable[..., Daemon]:
     """Start ``gwd run`` with a config text; every daemon started is stopped at teardown."""
     started: list[Daemon] = []
 
-    def start(config: str | None, workers: int | None = 2, wait: bool = True, extra_args: tuple[str, ...] = ()) -> Daemon:
+    def start(
+        config: str | None,
+        workers: int | None = 2,
+        wait: bool = True,
+        extra_args: tuple[str, ...] = (),
+        listen: bool = True,
+    ) -> Daemon:
         directory = tmp_path / f"daemon{len(started)}"
         directory.mkdir()
-        daemon = Daemon(directory, config, workers=workers, extra_args=extra_args)
+        daemon = Daemon(directory, config, workers=workers, extra_args=extra_args, listen=listen)
         started.append(daemon)
         return daemon.start(wait=wait)
 

@@ -87,7 +87,14 @@ def process_alive(pid: int) -> bool:
 class Daemon:
     """``gwd run`` as a subprocess on a free loopback port, its stdout and stderr in files."""
 
-    def __init__(self, tmp_path: Path, config: str | None, workers: int | None = 2, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        config: str | None,
+        workers: int | None = 2,
+        extra_args: tuple[str, ...] = (),
+        listen: bool = True,
+    ) -> None:
         self.tmp_path = tmp_path
         self.port = free_port()
         self.config_path = tmp_path / "gwd.toml"
@@ -97,6 +104,7 @@ class Daemon:
         self.stderr_path = tmp_path / "stderr.log"
         self.workers = workers
         self.extra_args = extra_args
+        self.listen = listen  # False: the config file's server.listen decides
         self.proc: subprocess.Popen[bytes] | None = None
         self.seen_workers: set[int] = set()
 
@@ -108,8 +116,7 @@ class Daemon:
             "run",
             "-c",
             str(self.config_path),
-            "--listen",
-            f"127.0.0.1:{self.port}",
+            *(["--listen", f"127.0.0.1:{self.port}"] if self.listen else []),
             *(["--workers", str(self.workers)] if self.workers is not None else []),
             *self.extra_args,
         ]

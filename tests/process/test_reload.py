@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from support import LoadClient, wait_for
+from support import LoadClient, free_port, request, wait_for
 
 BEFORE = """
 [[routes]]
@@ -70,3 +70,22 @@ def test_command_line_workers_still_win_after_reload(start_daemon):
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: "reload complete" in daemon.stderr(), 20, "the reload")
     wait_for(lambda: len(daemon.worker_pids()) == 2, 20, "two workers")
+
+
+def test_reload_moves_to_a_new_listen_address(start_daemon):
+    old_port, new_port = free_port(), free_port()
+    daemon = start_daemon(BEFORE + f'\n[server]\nlisten = "127.0.0.1:{old_port}"\n', workers=1, listen=False)
+    assert request(old_port, "GET", "/hello").status == 200
+    daemon.config_path.write_text(BEFORE + f'\n[server]\nlisten = "127.0.0.1:{new_port}"\n')
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "reload complete" in daemon.stderr(), 20, "the reload")
+    assert request(new_port, "GET", "/hello").status == 200
+
+    def old_port_closed() -> bool:
+        try:
+            request(old_port, "GET", "/hello", timeout=2)
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    wait_for(old_port_closed, 20, "the old address to close")
