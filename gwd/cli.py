@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import Any, Sequence
 
@@ -81,11 +82,16 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     setup_logging(config.log.level)
     # Imported here so that `gwd check` stays light.
+    from gwd.buckets import BucketTable
     from gwd.supervisor import Supervisor
     from gwd.worker import run_worker
 
+    # Created before any fork, so every worker of every generation shares it.
+    buckets = BucketTable(config.throttle.table_size)
     try:
-        supervisor = Supervisor(config, lambda: load_config(args.config, overrides), run_worker)
+        supervisor = Supervisor(
+            config, lambda: load_config(args.config, overrides), functools.partial(run_worker, buckets=buckets)
+        )
     except OSError as exc:
         print(f"gwd: {exc}", file=sys.stderr)
         return EXIT_RUNTIME

@@ -68,9 +68,33 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Limit:
+    """A token bucket: ``rate`` requests per second on average, bursts of up to ``burst``."""
+
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimit:
+    """A token bucket per client; ``key`` is "ip" or "header:NAME"."""
+
+    rate: float
+    burst: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleConfig:
+    table_size: int
+
+
+@dataclass(frozen=True, slots=True)
 class StageConfig:
     name: str
     variables: Mapping[str, str]
+    throttle: Limit | None = None  # the default for each of the stage's routes
+    client_throttle: ClientLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +159,8 @@ Integration = MockIntegration | HttpIntegration
 class RouteConfig:
     key: RouteKey
     integration: Integration
+    throttle: Limit | None = None  # overrides the stage's
+    client_throttle: ClientLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +168,7 @@ class Config:
     source: str
     server: ServerConfig
     log: LogConfig
+    throttle: ThrottleConfig
     stages: tuple[StageConfig, ...]
     routes: tuple[RouteConfig, ...]
 
@@ -282,6 +309,9 @@ class _Table:
             return default
         return value
 
+    def has(self, key: str) -> bool:
+        return key in self._data
+
     def require(self, key: str, hint: str) -> bool:
         """Record a problem if ``key`` is absent; True if present."""
         if key in self._data:
@@ -360,12 +390,44 @@ class _ConfigReader:
         root = _Table(self, data, "")
         server = self._server(root.table("server"))
         log = self._log(root.table("log"))
+        throttle_table = root.table("throttle")
+        throttle = ThrottleConfig(table_size=throttle_table.integer("table_size", 65536, 64, 16_777_216))
+        throttle_table.finish()
         stages = self._stages(root.tables("stages"))
         routes = self._routes(root.tables("routes"), stages)
         root.finish()
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(self.source, server, log, stages, routes)
+        return Config(self.source, server, log, throttle, stages, routes)
+
+    def _limit(self, table: _Table, key: str) -> Limit | None:
+        """``{ rate = R, burst = B }`` under ``key``, or None when absent."""
+        if not table.has(key):
+            return None
+        limit = table.table(key)
+        rate, burst = self._bucket(limit)
+        limit.finish()
+        return Limit(rate, burst)
+
+    def _client_limit(self, table: _Table, key: str) -> ClientLimit | None:
+        """``{ rate = R, burst = B, key = "ip" | "header:NAME" }`` under ``key``, or None when absent."""
+        if not table.has(key):
+            return None
+        limit = table.table(key)
+        rate, burst = self._bucket(limit)
+        client_key = limit.string("key", "ip")
+        if client_key != "ip" and not (client_key.startswith("header:") and len(client_key) > len("header:")):
+            limit.problem("key", f'expected "ip" or "header:NAME", got {client_key!r}')
+        limit.finish()
+        return ClientLimit(rate, burst, client_key)
+
+    def _bucket(self, limit: _Table) -> tuple[float, int]:
+        limit.require("rate", "requests per second")
+        limit.require("burst", "how many requests may arrive at once")
+        rate = limit.get("rate", (int, float), 1.0, "a number")
+        if rate <= 0:
+            limit.problem("rate", f"must be more than 0, got {rate}")
+        return float(rate), limit.integer("burst", 1, 1, 1_000_000_000)
 
     def _server(self, table: _Table) -> ServerConfig:
         listen = table.parsed("listen", Address("127.0.0.1", 8080), parse_address)
@@ -420,10 +482,12 @@ class _ConfigReader:
             elif name in seen:
                 table.problem("name", f"stage {name!r} is defined twice")
             variables = table.string_map("variables")
+            throttle = self._limit(table, "throttle")
+            client_throttle = self._client_limit(table, "client_throttle")
             table.finish()
             if name is not None:
                 seen.add(name)
-                stages.append(StageConfig(name, variables))
+                stages.append(StageConfig(name, variables, throttle, client_throttle))
         return tuple(stages) or (StageConfig(DEFAULT_STAGE, {}),)
 
     def _routes(self, tables: list[_Table], stages: tuple[StageConfig, ...]) -> tuple[RouteConfig, ...]:
@@ -434,6 +498,8 @@ class _ConfigReader:
             if table.require("route", 'every route needs a key such as "GET /pets/{id}"'):
                 key = table.parsed("route", None, parse_route_key)
             integration = self._integration(table.table("integration"), key, stages)
+            throttle = self._limit(table, "throttle")
+            client_throttle = self._client_limit(table, "client_throttle")
             table.finish()
             if key is None or integration is None:
                 continue
@@ -443,7 +509,7 @@ class _ConfigReader:
                 table.problem("route", f"{str(key)!r} duplicates {first_seen[shape]}")
                 continue
             first_seen[shape] = f"{table.key_path('route')} ({str(key)!r})"
-            routes.append(RouteConfig(key, integration))
+            routes.append(RouteConfig(key, integration, throttle, client_throttle))
         return tuple(routes)
 
     def _integration(

@@ -18,6 +18,7 @@ import uvloop
 from aiohttp import web
 from setproctitle import setproctitle
 
+from gwd.buckets import BucketTable
 from gwd.config import Config
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.gateway import Gateway
@@ -33,10 +34,13 @@ ORPHAN_DRAIN_TIMEOUT = 1.0
 QUICK_DRAIN_TIMEOUT = 1.0
 
 
-def run_worker(config: Config, listener: socket.socket, slot: int, ready_fd: int, supervisor_pid: int) -> int:
+def run_worker(
+    config: Config, listener: socket.socket, slot: int, ready_fd: int, supervisor_pid: int, *, buckets: BucketTable
+) -> int:
     """Serve until told to stop; return the process's exit code.
 
-    Writes one byte to ``ready_fd`` once it accepts connections.
+    Writes one byte to ``ready_fd`` once it accepts connections.  ``buckets``
+    is the throttle table the CLI created before the supervisor forked.
     """
     setproctitle(f"gwd: worker {slot}")
     signal.set_wakeup_fd(-1)
@@ -46,7 +50,7 @@ def run_worker(config: Config, listener: socket.socket, slot: int, ready_fd: int
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    worker = Worker(config, listener, supervisor_pid)
+    worker = Worker(config, listener, supervisor_pid, buckets)
     try:
         try:
             loop.run_until_complete(worker.start())
@@ -78,10 +82,12 @@ class Worker:
         "_listening",
         "_stop",
         "_drain_timeout",
+        "_buckets",
     )
 
-    def __init__(self, config: Config, listener: socket.socket, supervisor_pid: int) -> None:
+    def __init__(self, config: Config, listener: socket.socket, supervisor_pid: int, buckets: BucketTable) -> None:
         self._config = config
+        self._buckets = buckets
         self._listener = listener
         self._supervisor_pid = supervisor_pid
         self._access_log: AccessLog | None = None
@@ -101,7 +107,7 @@ class Worker:
         if self._config.log.access != "off":
             self._access_log = AccessLog(self._config.log.access)
             loop.add_signal_handler(signal.SIGUSR1, self._access_log.reopen)
-        self._gateway = Gateway(self._config, self._access_log)
+        self._gateway = Gateway(self._config, self._access_log, self._buckets)
         self._server = web.Server(
             self._gateway.handle,
             access_log=None,

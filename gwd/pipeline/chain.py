@@ -7,7 +7,7 @@ Order, outermost first, as the request meets them:
 
 Route matching, request ids, error rendering and the access log wrap every
 chain and live in :mod:`gwd.pipeline.gateway`.  Each stage is a module with
-one builder, ``build(route, stage, next_handler) -> Handler``, that
+one builder, ``build(route, stage, resources, next_handler) -> Handler``, that
 validates and precomputes what it needs and returns ``next_handler``
 unchanged when the route does not use it, so an unused stage costs nothing
 per request.  A new stage is one entry in ``MIDDLEWARE``.
@@ -17,29 +17,26 @@ from __future__ import annotations
 
 from typing import Callable
 
-from gwd.config import Config, HttpIntegration, MockIntegration, RouteConfig, StageConfig
-from gwd.pipeline import mock, proxy
+from gwd.config import HttpIntegration, MockIntegration, RouteConfig, StageConfig
+from gwd.pipeline import mock, proxy, throttle
+from gwd.pipeline.resources import Resources
 from gwd.pipeline.types import Handler
-from gwd.pipeline.upstream import UpstreamPools
 
-Middleware = Callable[[RouteConfig, StageConfig, Handler], Handler]
+Middleware = Callable[[RouteConfig, StageConfig, Resources, Handler], Handler]
 
-MIDDLEWARE: tuple[Middleware, ...] = ()
+MIDDLEWARE: tuple[Middleware, ...] = (throttle.build,)
 """Stages that wrap the integration, outermost first (see the module docstring)."""
 
 
-def build_route_handler(route: RouteConfig, stage: StageConfig, config: Config, pools: UpstreamPools) -> Handler:
-    """The complete handler for one route served under one stage.
-
-    ``pools`` holds the worker's backend connections, shared by every route.
-    """
+def build_route_handler(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handler:
+    """The complete handler for one route served under one stage."""
     integration = route.integration
     if isinstance(integration, MockIntegration):
         handler = mock.build(integration, route.key, stage)
     elif isinstance(integration, HttpIntegration):
-        handler = proxy.build(integration, route.key, stage, pools, config.server.trusted_proxies)
+        handler = proxy.build(integration, route.key, stage, resources.pools, resources.trusted_proxies)
     else:  # config validation admits no other type
         raise TypeError(f"no integration builder for {type(integration).__name__}")
     for middleware in reversed(MIDDLEWARE):
-        handler = middleware(route, stage, handler)
+        handler = middleware(route, stage, resources, handler)
     return handler

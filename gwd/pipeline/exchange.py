@@ -22,6 +22,7 @@ class Exchange:
         "integration_latency",
         "integration_error",
         "response_length",
+        "extra_headers",
     )
 
     def __init__(self, request: BaseRequest, request_id: str, draining: bool) -> None:
@@ -37,12 +38,22 @@ class Exchange:
         self.integration_error: str | None = None
         # Body bytes of a response the integration streamed itself; None for a buffered one.
         self.response_length: int | None = None
+        # Headers stages add to whatever response the request gets.
+        self.extra_headers: list[tuple[str, str]] | None = None
+
+    def add_header(self, name: str, value: str) -> None:
+        if self.extra_headers is None:
+            self.extra_headers = []
+        self.extra_headers.append((name, value))
 
     def stamp(self, response: StreamResponse) -> None:
         """Add the headers every gwd response carries; streaming integrations call it before prepare()."""
         headers = response.headers
         headers["X-Request-Id"] = self.request_id
         headers["Server"] = "gwd"
+        if self.extra_headers:
+            for name, value in self.extra_headers:
+                headers[name] = value
         if self.draining:
             # A keep-alive client learns to open its next connection elsewhere
             # instead of racing the close of an idle one.

@@ -15,12 +15,14 @@ from typing import NamedTuple
 
 from aiohttp import web
 
+from gwd.buckets import BucketTable
 from gwd.config import Config
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.routing import Router, StageResolver, split_path
+from gwd.pipeline.resources import Resources
 from gwd.pipeline.types import Handler
 from gwd.pipeline.upstream import UpstreamPools
 
@@ -42,15 +44,14 @@ class Gateway:
 
     __slots__ = ("_stages", "_access_log", "_draining", "_id_prefix", "_id_counter", "_pools")
 
-    def __init__(self, config: Config, access_log: AccessLog | None) -> None:
+    def __init__(self, config: Config, access_log: AccessLog | None, buckets: BucketTable) -> None:
+        """``buckets`` is the daemon's shared throttle table."""
         self._pools = UpstreamPools(config.server.upstream_keepalive)
+        resources = Resources(self._pools, buckets, config.server.trusted_proxies)
         routers: dict[str, tuple[str, Router[RouteTarget]]] = {}
         for stage in config.stages:
             targets = [
-                (
-                    route.key,
-                    RouteTarget(str(route.key), route.key.param_names, build_route_handler(route, stage, config, self._pools)),
-                )
+                (route.key, RouteTarget(str(route.key), route.key.param_names, build_route_handler(route, stage, resources)))
                 for route in config.routes
             ]
             routers[stage.name] = (stage.name, Router(targets))

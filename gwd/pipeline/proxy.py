@@ -17,7 +17,6 @@ the idle connection just as it was reused); nothing else is retried.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from urllib.parse import quote
@@ -27,6 +26,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict
 
 from gwd.config import HttpIntegration, RouteKey, StageConfig, parse_backend_uri, substitute_stage_variables
+from gwd.pipeline.clientip import Networks, is_trusted
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.templates import split_params
@@ -115,7 +115,7 @@ def build(
     key: RouteKey,
     stage: StageConfig,
     pools: UpstreamPools,
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+    trusted_proxies: Networks,
 ) -> Handler:
     """A handler forwarding every request of the route to its backend."""
     target = ProxyTarget(integration, key, stage)
@@ -185,7 +185,7 @@ def _request_head(
     target: str,
     host_header: bytes,
     preserve_host: bool,
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+    trusted_proxies: Networks,
 ) -> tuple[bytes, str | None]:
     """The request line and headers for the backend, and how the body travels (None, "length", "chunked")."""
     request = exchange.request
@@ -220,7 +220,7 @@ def _request_head(
     if connection_tokens:
         lines = [line for line in lines if line.split(b":", 1)[0].lower() not in connection_tokens]
     peer = request.remote or ""
-    trusted = bool(trusted_proxies) and _is_trusted(peer, trusted_proxies)
+    trusted = bool(trusted_proxies) and is_trusted(peer, trusted_proxies)
     peer_bytes = peer.encode()
     if trusted and forwarded_for:
         lines.append(b"X-Forwarded-For: " + forwarded_for + b", " + peer_bytes + b"\r\n")
@@ -244,14 +244,6 @@ def _request_head(
         lines.append(b"Content-Length: 0\r\n")
     lines.append(b"\r\n")
     return b"".join(lines), body_mode
-
-
-def _is_trusted(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
 
 
 async def _send_body(connection: UpstreamConnection, request: web.BaseRequest, chunked: bool) -> None:

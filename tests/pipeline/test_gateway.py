@@ -8,6 +8,7 @@ import logging
 import aiohttp
 from aiohttp.test_utils import RawTestServer
 
+from gwd.buckets import BucketTable
 from gwd.config import load_config
 from gwd.pipeline import chain
 from gwd.pipeline.gateway import Gateway
@@ -18,7 +19,7 @@ async def _fetch_with_failing_integration(monkeypatch) -> tuple[int, bytes, str]
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(chain.mock, "build", lambda integration, key, stage: broken)
-    gateway = Gateway(load_config(None), access_log=None)
+    gateway = Gateway(load_config(None), access_log=None, buckets=BucketTable(64))
     server = RawTestServer(gateway.handle, host="127.0.0.1")
     await server.start_server()
     try:

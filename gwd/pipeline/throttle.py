@@ -1,0 +1,98 @@
+"""Throttle stage: token buckets per route and per client, one limit across all workers.
+
+The buckets live in the daemon's shared :class:`~gwd.buckets.BucketTable`.
+The most specific bucket (the client's) is checked first, then the
+route's; a request refused by a later bucket gets its earlier tokens back,
+so a refused request consumes nothing.  Over the limit:
+``429 {"message":"Too Many Requests"}`` with ``Retry-After``.  Every
+response of a throttled route carries ``RateLimit-Policy`` and
+``RateLimit`` (draft-ietf-httpapi-ratelimit-headers), one item per bucket:
+``q`` is the burst, ``w`` the seconds the bucket takes to refill from
+empty, ``r`` the requests left now and ``t`` the seconds until it is full
+again.
+"""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+
+from gwd.buckets import Decision
+from gwd.config import Limit, RouteConfig, StageConfig
+from gwd.pipeline.clientip import client_address
+from gwd.pipeline.errors import GatewayError
+from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.resources import Resources
+from gwd.pipeline.types import Handler
+
+
+class _Bucket:
+    """One configured limit, made ready at config load."""
+
+    __slots__ = ("name", "rate", "burst", "policy")
+
+    def __init__(self, name: str, limit: Limit) -> None:
+        self.name = name
+        self.rate = limit.rate
+        self.burst = float(limit.burst)
+        self.policy = f'"{name}";q={limit.burst};w={max(1, math.ceil(limit.burst / limit.rate))}'
+
+    def state(self, decision: Decision) -> str:
+        remaining = max(0, math.floor(decision.remaining))
+        refill = math.ceil((self.burst - decision.remaining) / self.rate)
+        return f'"{self.name}";r={remaining};t={refill}'
+
+
+def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_handler: Handler) -> Handler:
+    """Wrap ``next_handler`` with the route's limits, or return it as it is when it has none."""
+    route_limit = route.throttle or stage.throttle
+    client_limit = route.client_throttle or stage.client_throttle
+    if route_limit is None and client_limit is None:
+        return next_handler
+    scope = f"{stage.name}\0{route.key}".encode()
+    route_bucket = _Bucket("route", route_limit) if route_limit else None
+    route_key = b"route\0" + scope
+    client_bucket = _Bucket("client", client_limit) if client_limit else None
+    client_prefix = b"client\0" + scope + b"\0"
+    header = client_limit.key[len("header:") :] if client_limit and client_limit.key.startswith("header:") else None
+    policy = ", ".join(b.policy for b in (client_bucket, route_bucket) if b)
+    buckets = resources.buckets
+    trusted = resources.trusted_proxies
+
+    async def throttle(exchange: Exchange) -> web.StreamResponse:
+        states = []
+        client_key = None
+        if client_bucket is not None:
+            request = exchange.request
+            # A request without the named header is keyed by its address instead.
+            identity = (header and request.headers.get(header)) or client_address(request, trusted)
+            client_key = client_prefix + identity.encode("utf-8", "surrogateescape")
+            decision = buckets.take(client_key, client_bucket.rate, client_bucket.burst)
+            if not decision.allowed:
+                raise _too_many(decision, client_bucket, policy)
+            states.append(client_bucket.state(decision))
+        if route_bucket is not None:
+            decision = buckets.take(route_key, route_bucket.rate, route_bucket.burst)
+            if not decision.allowed:
+                if client_key is not None:
+                    buckets.give_back(client_key, client_bucket.burst)
+                raise _too_many(decision, route_bucket, policy)
+            states.append(route_bucket.state(decision))
+        exchange.add_header("RateLimit-Policy", policy)
+        exchange.add_header("RateLimit", ", ".join(states))
+        return await next_handler(exchange)
+
+    return throttle
+
+
+def _too_many(decision: Decision, bucket: _Bucket, policy: str) -> GatewayError:
+    return GatewayError(
+        429,
+        "Too Many Requests",
+        {
+            "Retry-After": str(max(1, math.ceil(decision.retry_after))),
+            "RateLimit-Policy": policy,
+            "RateLimit": f'"{bucket.name}";r=0;t={math.ceil(decision.retry_after)}',
+        },
+    )

@@ -1,0 +1,142 @@
+"""Throttling through the real daemon: one limit across workers, per-client buckets, 429s."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+
+import pytest
+from support import request
+
+CONFIG = """
+[server]
+trusted_proxies = ["127.0.0.1/32"]
+
+[[routes]]
+route = "GET /limited"
+integration = { type = "mock", body = '{"ok": true}' }
+throttle = { rate = 100, burst = 100 }
+
+[[routes]]
+route = "GET /per-client"
+integration = { type = "mock", body = '{"ok": true}' }
+client_throttle = { rate = 50, burst = 50, key = "header:X-Client" }
+
+[[routes]]
+route = "GET /tiny"
+integration = { type = "mock", body = '{"ok": true}' }
+client_throttle = { rate = 2, burst = 2 }
+
+[[routes]]
+route = "GET /free"
+integration = { type = "mock", body = '{"ok": true}' }
+"""
+
+
+class Hammer:
+    """Threads sending requests as fast as they can on keep-alive connections, for a fixed time."""
+
+    def __init__(self, port: int, path: str, seconds: float, threads: int, headers: dict[str, str] | None = None) -> None:
+        self.port, self.path, self.seconds, self.headers = port, path, seconds, headers or {}
+        self.statuses: dict[int, int] = {}
+        self.first_ok = float("inf")
+        self.last_ok = 0.0
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def run(self) -> Hammer:
+        self.started = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def join(self) -> Hammer:
+        for thread in self._threads:
+            thread.join(self.seconds + 30)
+        self.elapsed = time.monotonic() - self.started
+        return self
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        deadline = self.started + self.seconds
+        while time.monotonic() < deadline:
+            conn.request("GET", self.path, headers=self.headers)
+            response = conn.getresponse()
+            response.read()
+            now = time.monotonic()
+            with self._lock:
+                self.statuses[response.status] = self.statuses.get(response.status, 0) + 1
+                if response.status == 200:
+                    self.first_ok = min(self.first_ok, now)
+                    self.last_ok = max(self.last_ok, now)
+        conn.close()
+
+    @property
+    def offered_per_second(self) -> float:
+        return sum(self.statuses.values()) / self.elapsed
+
+
+def test_one_limit_across_two_workers(start_daemon):
+    daemon = start_daemon(CONFIG, workers=2)
+    assert len(daemon.worker_pids()) == 2
+    hammer = Hammer(daemon.port, "/limited", seconds=10, threads=6).run().join()
+    accepted = hammer.statuses.get(200, 0)
+    assert set(hammer.statuses) <= {200, 429}, hammer.statuses
+    assert hammer.offered_per_second >= 1000, f"only {hammer.offered_per_second:.0f} req/s offered"
+    # burst + rate x the time over which requests kept arriving.
+    expected = 100 + 100 * hammer.elapsed
+    assert abs(accepted - expected) <= 0.05 * expected, (accepted, expected, hammer.statuses)
+
+
+def test_per_client_buckets_are_independent(start_daemon):
+    daemon = start_daemon(CONFIG, workers=2)
+    one = Hammer(daemon.port, "/per-client", seconds=4, threads=3, headers={"X-Client": "alpha"}).run()
+    two = Hammer(daemon.port, "/per-client", seconds=4, threads=3, headers={"X-Client": "beta"}).run()
+    one.join()
+    two.join()
+    for hammer in (one, two):
+        expected = 50 + 50 * hammer.elapsed
+        accepted = hammer.statuses.get(200, 0)
+        assert hammer.statuses.get(429, 0) > 0
+        assert abs(accepted - expected) <= 0.1 * expected, (accepted, expected)
+
+
+def test_429_shape_and_ratelimit_headers(start_daemon):
+    daemon = start_daemon(CONFIG, workers=1)
+    ok = daemon.get("/tiny")
+    assert ok.status == 200
+    assert ok.headers["ratelimit-policy"] == '"client";q=2;w=1'
+    assert ok.headers["ratelimit"].startswith('"client";r=1;t=')
+    daemon.get("/tiny")
+    refused = daemon.get("/tiny")
+    assert refused.status == 429
+    assert refused.body == b'{"message":"Too Many Requests"}'
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["ratelimit"].startswith('"client";r=0;')
+    assert "ratelimit" not in daemon.get("/free").headers
+
+
+@pytest.mark.parametrize("forwarded", ["203.0.113.5", "198.51.100.7, 127.0.0.1"])
+def test_trusted_forwarded_for_names_the_client(start_daemon, forwarded):
+    daemon = start_daemon(CONFIG, workers=1)
+    statuses = [daemon.get("/tiny", headers={"X-Forwarded-For": forwarded}).status for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    # Another forwarded client has its own bucket.
+    assert daemon.get("/tiny", headers={"X-Forwarded-For": "192.0.2.99"}).status == 200
+
+
+def test_refused_requests_take_nothing_so_a_client_recovers_at_the_rate(start_daemon):
+    daemon = start_daemon(CONFIG, workers=2)
+    headers = {"X-Forwarded-For": "192.0.2.1"}
+    assert [daemon.get("/tiny", headers=headers).status for _ in range(2)] == [200, 200]
+    emptied = time.monotonic()
+    # Keep asking while refused: if refusals took tokens, no token would ever come back.
+    refusals = 0
+    while (status := request(daemon.port, "GET", "/tiny", headers=headers).status) == 429:
+        refusals += 1
+        assert time.monotonic() - emptied < 3, "no token came back while refused"
+    recovered_after = time.monotonic() - emptied
+    assert status == 200 and refusals > 0
+    # rate = 2/s: the first token is back 0.5 s after the bucket was emptied.
+    assert 0.3 <= recovered_after <= 1.5, recovered_after
