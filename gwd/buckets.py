@@ -12,12 +12,13 @@ evicts idle buckets, which come back full if their client returns).
 Checking and consuming a token is one step under the set's lock, and a
 refused request takes nothing, so a client that backs off recovers at the
 configured rate.  Time is CLOCK_MONOTONIC, which every process on the host
-shares.
+shares.  Keys are hashed with Python's ``hash()``, which agrees across the
+daemon's processes because they are all forked from one supervisor; the
+table is the daemon's own and does not outlive it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import multiprocessing
 import struct
@@ -54,68 +55,75 @@ class BucketTable:
         """Consume one token from ``key``'s bucket if it has one.
 
         A new bucket starts full (``burst`` tokens) and refills at ``rate``
-        tokens per second up to ``burst``.
+        tokens per second up to ``burst``.  (One function on purpose: this
+        runs for every throttled request.)
         """
         if now is None:
             now = time.monotonic()
         key_hash, set_index = self._locate(key)
+        memory = self._memory
+        unpack, size = _SLOT.unpack_from, _SLOT.size
         lock = self._lock(set_index)
         try:
-            offset = self._find_slot(set_index, key_hash)
-            stored_hash, tokens, updated = _SLOT.unpack_from(self._memory, offset)
-            if stored_hash != key_hash:
-                tokens, updated = burst, now
+            base = set_index * WAYS * size
+            offset = victim = base
+            victim_updated = float("inf")
+            for offset in range(base, base + WAYS * size, size):
+                stored_hash, tokens, updated = unpack(memory, offset)
+                if stored_hash == key_hash:
+                    break
+                if stored_hash == 0:
+                    updated = float("-inf")
+                if updated < victim_updated:
+                    victim, victim_updated = offset, updated
+            else:
+                # Not stored: a new bucket, full, in an empty or the least recently used slot.
+                offset, tokens, updated = victim, burst, now
             tokens = min(burst, tokens + max(0.0, now - updated) * rate)
             allowed = tokens >= 1.0
             if allowed:
                 tokens -= 1.0
-            _SLOT.pack_into(self._memory, offset, key_hash, tokens, now)
+            _SLOT.pack_into(memory, offset, key_hash, tokens, now)
         finally:
             lock.release()
-        retry_after = 0.0 if allowed else (1.0 - tokens) / rate if rate > 0 else float("inf")
-        return Decision(allowed, tokens, retry_after)
+        if allowed:
+            return Decision(True, tokens, 0.0)
+        return Decision(False, tokens, (1.0 - tokens) / rate if rate > 0 else float("inf"))
 
     def give_back(self, key: bytes, burst: float) -> None:
         """Return a token taken by :meth:`take` for a request that a later check refused."""
         key_hash, set_index = self._locate(key)
         lock = self._lock(set_index)
         try:
-            offset = self._find_slot(set_index, key_hash)
-            stored_hash, tokens, updated = _SLOT.unpack_from(self._memory, offset)
-            if stored_hash == key_hash:
+            offset = self._own_slot(set_index, key_hash)
+            if offset is not None:
+                _, tokens, updated = _SLOT.unpack_from(self._memory, offset)
                 _SLOT.pack_into(self._memory, offset, key_hash, min(burst, tokens + 1.0), updated)
         finally:
             lock.release()
 
     def _locate(self, key: bytes) -> tuple[int, int]:
-        key_hash = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") or 1
+        # Python's own hash: every worker is forked from one supervisor and so
+        # shares its hash secret; it costs a tenth of a cryptographic digest.
+        key_hash = (hash(key) & 0xFFFFFFFFFFFFFFFF) or 1
         return key_hash, key_hash % self._sets
 
     def _lock(self, set_index: int) -> Any:
         """Acquire and return the set's lock; the caller releases it."""
         lock = self._locks[set_index % LOCK_STRIPES]
-        if not lock.acquire(timeout=LOCK_TIMEOUT):
+        if not lock.acquire(False) and not lock.acquire(timeout=LOCK_TIMEOUT):
             # Its holder died inside the critical section: repair the stripe.
             lock.release()
             lock.acquire()
         return lock
 
-    def _find_slot(self, set_index: int, key_hash: int) -> int:
-        """The offset of the key's slot: its own, an empty one, or the least recently used."""
-        memory = self._memory
+    def _own_slot(self, set_index: int, key_hash: int) -> int | None:
+        """The offset of the key's slot, or None if its bucket is not stored."""
         base = set_index * WAYS * _SLOT.size
-        victim = base
-        victim_updated = float("inf")
-        for way in range(WAYS):
-            offset = base + way * _SLOT.size
-            stored_hash, _, updated = _SLOT.unpack_from(memory, offset)
-            if stored_hash == key_hash:
+        for offset in range(base, base + WAYS * _SLOT.size, _SLOT.size):
+            if _SLOT.unpack_from(self._memory, offset)[0] == key_hash:
                 return offset
-            if stored_hash == 0:
-                updated = float("-inf")
-            if updated < victim_updated:
-                victim, victim_updated = offset, updated
-        return victim
+        return None
 
     def occupied(self) -> int:
         """How many slots hold a bucket (for tests and diagnostics)."""

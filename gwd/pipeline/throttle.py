@@ -30,18 +30,18 @@ from gwd.pipeline.types import Handler
 class _Bucket:
     """One configured limit, made ready at config load."""
 
-    __slots__ = ("name", "rate", "burst", "policy")
+    __slots__ = ("name", "rate", "burst", "policy", "_state_format")
 
     def __init__(self, name: str, limit: Limit) -> None:
         self.name = name
         self.rate = limit.rate
         self.burst = float(limit.burst)
         self.policy = f'"{name}";q={limit.burst};w={max(1, math.ceil(limit.burst / limit.rate))}'
+        self._state_format = f'"{name}";r=%d;t=%d'
 
     def state(self, decision: Decision) -> str:
-        remaining = max(0, math.floor(decision.remaining))
-        refill = math.ceil((self.burst - decision.remaining) / self.rate)
-        return f'"{self.name}";r={remaining};t={refill}'
+        remaining = decision.remaining
+        return self._state_format % (remaining, math.ceil((self.burst - remaining) / self.rate))
 
 
 def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_handler: Handler) -> Handler:
@@ -61,8 +61,8 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     trusted = resources.trusted_proxies
 
     async def throttle(exchange: Exchange) -> web.StreamResponse:
-        states = []
         client_key = None
+        state = ""
         if client_bucket is not None:
             request = exchange.request
             # A request without the named header is keyed by its address instead.
@@ -71,16 +71,16 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             decision = buckets.take(client_key, client_bucket.rate, client_bucket.burst)
             if not decision.allowed:
                 raise _too_many(decision, client_bucket, policy)
-            states.append(client_bucket.state(decision))
+            state = client_bucket.state(decision)
         if route_bucket is not None:
             decision = buckets.take(route_key, route_bucket.rate, route_bucket.burst)
             if not decision.allowed:
                 if client_key is not None:
                     buckets.give_back(client_key, client_bucket.burst)
                 raise _too_many(decision, route_bucket, policy)
-            states.append(route_bucket.state(decision))
+            state = f"{state}, {route_bucket.state(decision)}" if state else route_bucket.state(decision)
         exchange.add_header("RateLimit-Policy", policy)
-        exchange.add_header("RateLimit", ", ".join(states))
+        exchange.add_header("RateLimit", state)
         return await next_handler(exchange)
 
     return throttle

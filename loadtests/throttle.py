@@ -1,0 +1,77 @@
+"""What throttling costs: gwd proxying with and without a per-client limit that never triggers.
+
+    python3 loadtests/throttle.py [--seconds 5] [--rounds 3] [--workers 2]
+
+Starts a backend (nginx answering itself, one worker) and two gwd daemons
+proxying to it, one with a per-client limit (`client_throttle`, keyed by
+client IP) set far above the offered load, one without; drives both with
+the same wrk command in interleaved rounds and prints the table.  Exits
+non-zero if throttling costs more than 10% of the requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import ExitStack
+
+from harness import Summary, free_port, print_table, require_tools, run_wrk, running_gwd, running_nginx
+
+BODY = '{"message":"hello from the backend"}'
+
+
+def gwd_config(backend_port: int, throttled: bool) -> str:
+    limits = (
+        "client_throttle = { rate = 1000000, burst = 1000000 }\n"
+        if throttled
+        else ""
+    )
+    return f"""
+[log]
+access = "{{tmp}}/access.log"
+
+[[routes]]
+route = "GET /hello"
+integration = {{ type = "http", uri = "http://127.0.0.1:{backend_port}/hello" }}
+{limits}"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--max-cost", type=float, default=0.10, help="largest acceptable loss of req/s")
+    args = parser.parse_args()
+    require_tools("wrk", "nginx")
+    backend_port = free_port()
+    backend = f"""
+    server {{
+        listen 127.0.0.1:{backend_port} backlog=4096;
+        access_log off;
+        location / {{ default_type application/json; return 200 '{BODY}'; }}
+    }}
+"""
+    with ExitStack() as stack:
+        stack.enter_context(running_nginx(backend, 1, [backend_port]))
+        ports = {
+            "gwd, throttling off": stack.enter_context(running_gwd(gwd_config(backend_port, False), args.workers)),
+            "gwd, throttling on": stack.enter_context(running_gwd(gwd_config(backend_port, True), args.workers)),
+        }
+        for port in ports.values():
+            run_wrk(f"http://127.0.0.1:{port}/hello", 2)
+        summaries = {name: Summary(name, []) for name in ports}
+        for _ in range(args.rounds):
+            for name, port in ports.items():
+                summaries[name].rounds.append(run_wrk(f"http://127.0.0.1:{port}/hello", args.seconds))
+    off, on = summaries["gwd, throttling off"], summaries["gwd, throttling on"]
+    print_table([off, on], off, "off")
+    cost = 1 - on.median_rps / off.median_rps
+    errors = sum(r.errors for s in summaries.values() for r in s.rounds)
+    ok = cost <= args.max_cost and not errors
+    print(f"{'PASS' if ok else 'FAIL'}: throttling costs {cost:.1%} of req/s (bar {args.max_cost:.0%}), {errors} errors")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
