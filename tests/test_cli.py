@@ -54,6 +54,10 @@ BROKEN_CONFIGS = [
     ('[[routes]]\nroute = "GET /a"\nintegration = { type = "http", uri = "http://x:99999/" }\n', "routes[0].integration.uri", "invalid port"),
     ('[[routes]]\nroute = "GET /a"\nintegration = { type = "http", uri = "http://x/", timeout = "0s" }\n', "routes[0].integration.timeout", "between"),
     ('[[routes]]\nroute = "GET /a"\nintegration = { type = "http", uri = "http://x/", method = "get" }\n', "routes[0].integration.method", "expected one of"),
+    ('[[routes]]\nroute = "GET /a"\nintegration = { type = "mock" }\nthrottle = { rate = 0, burst = 1 }\n', "routes[0].throttle.rate", "more than 0"),
+    ('[[routes]]\nroute = "GET /a"\nintegration = { type = "mock" }\nthrottle = { rate = 5 }\n', "routes[0].throttle.burst", "missing"),
+    ('[[stages]]\nname = "p"\nclient_throttle = { rate = 1, burst = 1, key = "cookie" }\n', "stages[0].client_throttle.key", '"ip" or "header:NAME"'),
+    ("[throttle]\ntable_size = 8\n", "throttle.table_size", "between 64 and"),
 ]
 
 
