@@ -140,3 +140,54 @@ def test_refused_requests_take_nothing_so_a_client_recovers_at_the_rate(start_da
     assert status == 200 and refusals > 0
     # rate = 2/s: the first token is back 0.5 s after the bucket was emptied.
     assert 0.3 <= recovered_after <= 1.5, recovered_after
+
+
+def test_a_hundred_thousand_clients_stay_within_the_table(start_daemon):
+    config = """
+[server]
+trusted_proxies = ["127.0.0.1/32"]
+
+[throttle]
+table_size = 4096
+
+[[routes]]
+route = "GET /tiny"
+integration = { type = "mock", body = '{"ok": true}' }
+client_throttle = { rate = 0.001, burst = 1 }
+"""
+    daemon = start_daemon(config, workers=2)
+    workers = daemon.worker_pids()
+    first = {"X-Forwarded-For": "10.0.0.1"}
+    assert daemon.get("/tiny", headers=first).status == 200
+    assert daemon.get("/tiny", headers=first).status == 429
+    rss_before = sum(_rss(pid) for pid in workers)
+    counts: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def flood(offset: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+        for i in range(offset, 100_000, 4):
+            conn.request("GET", "/tiny", headers={"X-Forwarded-For": f"10.{1 + i // 65536}.{i // 256 % 256}.{i % 256}"})
+            response = conn.getresponse()
+            response.read()
+            with lock:
+                counts[response.status] = counts.get(response.status, 0) + 1
+        conn.close()
+
+    threads = [threading.Thread(target=flood, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    # Every one of the 100,000 clients was new: each got its first request through.
+    assert counts == {200: 100_000}
+    growth_mib = (sum(_rss(pid) for pid in workers) - rss_before) / 1024 / 1024
+    assert growth_mib < 20, f"workers grew {growth_mib:.1f} MiB"
+    # At 0.001 tokens/s the first client's bucket has not refilled: it answers 200
+    # only because the flood evicted it (a returning client starts full).
+    assert daemon.get("/tiny", headers=first).status == 200
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
