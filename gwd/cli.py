@@ -1,19 +1,22 @@
-"""The ``gwd`` command: run, check, version."""
+"""The ``gwd`` command: run, check, keys, version."""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import sys
+import time
 from typing import Any, Sequence
 
 from gwd import __version__
 from gwd.config import BUILTIN_SOURCE, Config, ConfigError, load_config, parse_address
+from gwd.keystore import ApiKey, KeyStore, KeyStoreError
 from gwd.logs import setup_logging
 
 EXIT_CONFIG = 78
 """sysexits' EX_CONFIG: a unit can refuse to restart on it (RestartPreventExitStatus=78)."""
 EXIT_RUNTIME = 1
+EXIT_USAGE = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,9 +38,89 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", metavar="FILE", help="config file (TOML); the built-in default without it")
     check.set_defaults(command=_check)
 
+    keys = commands.add_parser("keys", help="manage API keys (stored hashed in the state directory)")
+    keys_commands = keys.add_subparsers(title="keys commands", required=True, metavar="COMMAND")
+    create = keys_commands.add_parser("create", help="create a key and print its value, once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--plan", help="the usage plan whose limits apply to the key")
+    create.add_argument("--value", help="the key's value (at least 20 characters); generated when left out")
+    create.set_defaults(command=_keys_create)
+    listing = keys_commands.add_parser("list", help="list keys (never their values)")
+    listing.set_defaults(command=_keys_list)
+    revoke = keys_commands.add_parser("revoke", help="revoke a key; running daemons refuse it within a second")
+    revoke.add_argument("name")
+    revoke.set_defaults(command=_keys_revoke)
+    show = keys_commands.add_parser("show", help="show one key (never its value)")
+    show.add_argument("name")
+    show.set_defaults(command=_keys_show)
+    for sub in (create, listing, revoke, show):
+        sub.add_argument("-c", "--config", metavar="FILE", help="the daemon's config file (for server.state_dir and plans)")
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(command=lambda args: print(f"gwd {__version__}") or 0)
     return parser
+
+
+def _open_keys(args: argparse.Namespace) -> tuple[Config, KeyStore] | None:
+    config = _load_or_report(args.config, {})
+    if config is None:
+        return None
+    return config, KeyStore(config.server.state_dir)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    opened = _open_keys(args)
+    if opened is None:
+        return EXIT_CONFIG
+    config, store = opened
+    if args.plan is not None and args.plan not in {plan.name for plan in config.usage_plans}:
+        print(f"gwd: no usage plan named {args.plan!r} in {config.source}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        key, value = store.create(args.name, args.plan, args.value)
+    except KeyStoreError as exc:
+        print(f"gwd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"created key {key.name} (id {key.id}, plan {key.plan or '-'}); its value, shown this once:")
+    print(value)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    opened = _open_keys(args)
+    if opened is None:
+        return EXIT_CONFIG
+    print(f"{'NAME':<24} {'ID':<18} {'PLAN':<16} {'CREATED (UTC)':<20} STATUS")
+    for key in opened[1].list():
+        print(_key_line(key))
+    return 0
+
+
+def _keys_show(args: argparse.Namespace) -> int:
+    return _key_action(args, lambda store: store.get(args.name))
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    return _key_action(args, lambda store: store.revoke(args.name))
+
+
+def _key_action(args: argparse.Namespace, action: Any) -> int:
+    opened = _open_keys(args)
+    if opened is None:
+        return EXIT_CONFIG
+    try:
+        key = action(opened[1])
+    except KeyStoreError as exc:
+        print(f"gwd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(_key_line(key))
+    return 0
+
+
+def _key_line(key: ApiKey) -> str:
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(key.created_at))
+    status = "active" if key.revoked_at is None else "revoked " + time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(key.revoked_at))
+    return f"{key.name:<24} {key.id:<18} {key.plan or '-':<16} {created:<20} {status}"
 
 
 def _address(text: str) -> Any:

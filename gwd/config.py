@@ -59,6 +59,7 @@ class ServerConfig:
     backlog: int
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     upstream_keepalive: int
+    state_dir: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,13 @@ class RouteConfig:
     integration: Integration
     throttle: Limit | None = None  # overrides the stage's
     client_throttle: ClientLimit | None = None
+    api_key_required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UsagePlan:
+    name: str
+    throttle: Limit | None  # per API key of the plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +179,7 @@ class Config:
     throttle: ThrottleConfig
     stages: tuple[StageConfig, ...]
     routes: tuple[RouteConfig, ...]
+    usage_plans: tuple[UsagePlan, ...] = ()
 
 
 def parse_duration(text: str) -> float:
@@ -395,10 +404,24 @@ class _ConfigReader:
         throttle_table.finish()
         stages = self._stages(root.tables("stages"))
         routes = self._routes(root.tables("routes"), stages)
+        usage_plans = self._usage_plans(root.tables("usage_plans"))
         root.finish()
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(self.source, server, log, throttle, stages, routes)
+        return Config(self.source, server, log, throttle, stages, routes, usage_plans)
+
+    def _usage_plans(self, tables: list[_Table]) -> tuple[UsagePlan, ...]:
+        plans: list[UsagePlan] = []
+        for table in tables:
+            table.require("name", "every usage plan needs a name")
+            name = table.string("name", None)
+            if name is not None and any(plan.name == name for plan in plans):
+                table.problem("name", f"usage plan {name!r} is defined twice")
+            throttle = self._limit(table, "throttle")
+            table.finish()
+            if name is not None:
+                plans.append(UsagePlan(name, throttle))
+        return tuple(plans)
 
     def _limit(self, table: _Table, key: str) -> Limit | None:
         """``{ rate = R, burst = B }`` under ``key``, or None when absent."""
@@ -444,6 +467,7 @@ class _ConfigReader:
             backlog=table.integer("backlog", 2048, 1, 65535),
             trusted_proxies=self._networks(table, "trusted_proxies"),
             upstream_keepalive=table.integer("upstream_keepalive", 64, 0, 65535),
+            state_dir=table.parsed("state_dir", default_state_dir(), _absolute_path),
         )
         table.finish()
         return config
@@ -500,6 +524,7 @@ class _ConfigReader:
             integration = self._integration(table.table("integration"), key, stages)
             throttle = self._limit(table, "throttle")
             client_throttle = self._client_limit(table, "client_throttle")
+            api_key_required = table.get("api_key_required", bool, False, "true or false")
             table.finish()
             if key is None or integration is None:
                 continue
@@ -509,7 +534,7 @@ class _ConfigReader:
                 table.problem("route", f"{str(key)!r} duplicates {first_seen[shape]}")
                 continue
             first_seen[shape] = f"{table.key_path('route')} ({str(key)!r})"
-            routes.append(RouteConfig(key, integration, throttle, client_throttle))
+            routes.append(RouteConfig(key, integration, throttle, client_throttle, api_key_required))
         return tuple(routes)
 
     def _integration(
@@ -581,6 +606,22 @@ class _ConfigReader:
                 table.problem("uri", "path parameters may only appear in the path")
                 return None
         return integration
+
+
+def default_state_dir() -> str:
+    """systemd's StateDirectory, else /var/lib/gwd for root, else ~/.local/state/gwd."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return os.environ["STATE_DIRECTORY"].split(":")[0]
+    if os.geteuid() == 0:
+        return "/var/lib/gwd"
+    return os.path.join(os.path.expanduser("~"), ".local", "state", "gwd")
+
+
+def _absolute_path(text: str) -> str:
+    path = os.path.expanduser(text)
+    if not os.path.isabs(path):
+        raise ValueError(f"expected an absolute path, got {text!r}")
+    return path
 
 
 def default_worker_count() -> int:

@@ -106,6 +106,7 @@ class AccessLog:
                 "integrationError": exchange.integration_error,
                 "userAgent": request.headers.get("User-Agent"),
                 "stage": exchange.stage,
+                "apiKeyId": exchange.api_key.id if exchange.api_key is not None else None,
             },
             option=orjson.OPT_APPEND_NEWLINE,
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp.web import BaseRequest, StreamResponse
 
+from gwd.keystore import ApiKey
+
 
 class Exchange:
     """One request and what the pipeline stages learned about it.
@@ -23,6 +25,7 @@ class Exchange:
         "integration_error",
         "response_length",
         "extra_headers",
+        "api_key",
     )
 
     def __init__(self, request: BaseRequest, request_id: str, draining: bool) -> None:
@@ -40,6 +43,8 @@ class Exchange:
         self.response_length: int | None = None
         # Headers stages add to whatever response the request gets.
         self.extra_headers: list[tuple[str, str]] | None = None
+        # The caller's API key, once the key stage accepted it.
+        self.api_key: ApiKey | None = None
 
     def add_header(self, name: str, value: str) -> None:
         if self.extra_headers is None:

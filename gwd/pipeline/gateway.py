@@ -18,6 +18,7 @@ from aiohttp import web
 from gwd.buckets import BucketTable
 from gwd.config import Config
 from gwd.pipeline.accesslog import AccessLog
+from gwd.pipeline.apikeys import KeyCache
 from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
 from gwd.pipeline.exchange import Exchange
@@ -42,12 +43,20 @@ class RouteTarget(NamedTuple):
 class Gateway:
     """Serves requests for one loaded config; a reload builds a new one in new workers."""
 
-    __slots__ = ("_stages", "_access_log", "_draining", "_id_prefix", "_id_counter", "_pools")
+    __slots__ = ("_stages", "_access_log", "_draining", "_id_prefix", "_id_counter", "_pools", "_keys")
 
     def __init__(self, config: Config, access_log: AccessLog | None, buckets: BucketTable) -> None:
         """``buckets`` is the daemon's shared throttle table."""
         self._pools = UpstreamPools(config.server.upstream_keepalive)
-        resources = Resources(self._pools, buckets, config.server.trusted_proxies)
+        needs_keys = any(route.api_key_required for route in config.routes)
+        self._keys = KeyCache(config.server.state_dir) if needs_keys else None
+        resources = Resources(
+            self._pools,
+            buckets,
+            config.server.trusted_proxies,
+            self._keys,
+            {plan.name: plan for plan in config.usage_plans},
+        )
         routers: dict[str, tuple[str, Router[RouteTarget]]] = {}
         for stage in config.stages:
             targets = [
@@ -64,8 +73,10 @@ class Gateway:
         self._id_counter = itertools.count()
 
     def close(self) -> None:
-        """Close backend connections; call once no request is in flight."""
+        """Close backend connections and the key database; call once no request is in flight."""
         self._pools.close()
+        if self._keys is not None:
+            self._keys.close()
 
     def start_draining(self) -> None:
         """From now on every response says ``Connection: close``."""

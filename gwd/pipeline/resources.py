@@ -1,12 +1,17 @@
-"""What a worker's route handlers share: backend pools, the shared buckets, trusted proxies."""
+"""What a worker's route handlers share: backend pools, buckets, keys, settings."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
 
 from gwd.buckets import BucketTable
+from gwd.config import UsagePlan
 from gwd.pipeline.clientip import Networks
 from gwd.pipeline.upstream import UpstreamPools
+
+if TYPE_CHECKING:
+    from gwd.pipeline.apikeys import KeyCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,3 +19,5 @@ class Resources:
     pools: UpstreamPools
     buckets: BucketTable
     trusted_proxies: Networks
+    keys: KeyCache | None  # None when no route needs API keys
+    usage_plans: Mapping[str, UsagePlan]

@@ -48,7 +48,13 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     """Wrap ``next_handler`` with the route's limits, or return it as it is when it has none."""
     route_limit = route.throttle or stage.throttle
     client_limit = route.client_throttle or stage.client_throttle
-    if route_limit is None and client_limit is None:
+    # Usage plans limit each API key, on the routes that take keys.
+    plan_buckets = {
+        plan.name: _Bucket("key", plan.throttle)
+        for plan in resources.usage_plans.values()
+        if plan.throttle is not None and route.api_key_required
+    }
+    if route_limit is None and client_limit is None and not plan_buckets:
         return next_handler
     scope = f"{stage.name}\0{route.key}".encode()
     route_bucket = _Bucket("route", route_limit) if route_limit else None
@@ -56,34 +62,46 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     client_bucket = _Bucket("client", client_limit) if client_limit else None
     client_prefix = b"client\0" + scope + b"\0"
     header = client_limit.key[len("header:") :] if client_limit and client_limit.key.startswith("header:") else None
-    policy = ", ".join(b.policy for b in (client_bucket, route_bucket) if b)
+    policy = _policy(client_bucket, route_bucket)
+    plan_policies = {name: _policy(client_bucket, bucket, route_bucket) for name, bucket in plan_buckets.items()}
     buckets = resources.buckets
     trusted = resources.trusted_proxies
 
     async def throttle(exchange: Exchange) -> web.StreamResponse:
-        client_key = None
-        state = ""
+        # Most specific first: the client, the API key's plan, the route.  A later
+        # refusal gives back the tokens taken before it.
+        taken: list[tuple[bytes, float]] = []
+        states: list[str] = []
+        checks: list[tuple[bytes, _Bucket]] = []
         if client_bucket is not None:
             request = exchange.request
             # A request without the named header is keyed by its address instead.
             identity = (header and request.headers.get(header)) or client_address(request, trusted)
-            client_key = client_prefix + identity.encode("utf-8", "surrogateescape")
-            decision = buckets.take(client_key, client_bucket.rate, client_bucket.burst)
-            if not decision.allowed:
-                raise _too_many(decision, client_bucket, policy)
-            state = client_bucket.state(decision)
+            checks.append((client_prefix + identity.encode("utf-8", "surrogateescape"), client_bucket))
+        this_policy = policy
+        api_key = exchange.api_key
+        if api_key is not None and api_key.plan in plan_buckets:
+            checks.append((b"key\0" + api_key.id.encode(), plan_buckets[api_key.plan]))
+            this_policy = plan_policies[api_key.plan]
         if route_bucket is not None:
-            decision = buckets.take(route_key, route_bucket.rate, route_bucket.burst)
+            checks.append((route_key, route_bucket))
+        for key, bucket in checks:
+            decision = buckets.take(key, bucket.rate, bucket.burst)
             if not decision.allowed:
-                if client_key is not None:
-                    buckets.give_back(client_key, client_bucket.burst)
-                raise _too_many(decision, route_bucket, policy)
-            state = f"{state}, {route_bucket.state(decision)}" if state else route_bucket.state(decision)
-        exchange.add_header("RateLimit-Policy", policy)
-        exchange.add_header("RateLimit", state)
+                for taken_key, burst in taken:
+                    buckets.give_back(taken_key, burst)
+                raise _too_many(decision, bucket, this_policy)
+            taken.append((key, bucket.burst))
+            states.append(bucket.state(decision))
+        exchange.add_header("RateLimit-Policy", this_policy)
+        exchange.add_header("RateLimit", ", ".join(states))
         return await next_handler(exchange)
 
     return throttle
+
+
+def _policy(*buckets: _Bucket | None) -> str:
+    return ", ".join(bucket.policy for bucket in buckets if bucket is not None)
 
 
 def _too_many(decision: Decision, bucket: _Bucket, policy: str) -> GatewayError:

@@ -1,0 +1,74 @@
+"""API-key stage: routes with ``api_key_required`` need a valid ``x-api-key``.
+
+Each worker keeps the active keys in memory, by the SHA-256 of their value,
+and re-reads them when the key database changes (checked every
+``POLL_INTERVAL``), so ``gwd keys create`` and ``gwd keys revoke`` take
+effect on a running daemon within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+
+from aiohttp import web
+
+from gwd.config import RouteConfig, StageConfig
+from gwd.keystore import ApiKey, KeyStore, hash_value
+from gwd.pipeline.errors import GatewayError
+from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.resources import Resources
+from gwd.pipeline.types import Handler
+
+log = logging.getLogger("gwd.apikeys")
+
+POLL_INTERVAL = 0.25
+
+
+class KeyCache:
+    """A worker's copy of the active keys."""
+
+    __slots__ = ("_store", "_keys", "_version", "_poll_handle")
+
+    def __init__(self, state_dir: str) -> None:
+        self._store = KeyStore(state_dir)
+        self._keys = self._store.active_by_hash()
+        self._version = self._store.version()
+        self._poll_handle = asyncio.get_running_loop().call_later(POLL_INTERVAL, self._poll)
+
+    def lookup(self, value: str) -> ApiKey | None:
+        return self._keys.get(hash_value(value))
+
+    def _poll(self) -> None:
+        try:
+            version = self._store.version()
+            if version != self._version:
+                self._keys = self._store.active_by_hash()
+                self._version = version
+        except sqlite3.Error as exc:
+            # Keep serving with the keys already known; try again next time.
+            log.error("cannot read the API key database: %s", exc)
+        self._poll_handle = asyncio.get_running_loop().call_later(POLL_INTERVAL, self._poll)
+
+    def close(self) -> None:
+        self._poll_handle.cancel()
+        self._store.close()
+
+
+def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_handler: Handler) -> Handler:
+    """Wrap ``next_handler`` with the key check, or return it as it is when the route needs no key."""
+    if not route.api_key_required:
+        return next_handler
+    keys = resources.keys
+    assert keys is not None, "the gateway opens the key cache when a route needs keys"
+
+    async def require_key(exchange: Exchange) -> web.StreamResponse:
+        value = exchange.request.headers.get("x-api-key")
+        key = keys.lookup(value) if value else None
+        if key is None:
+            raise GatewayError(403, "Forbidden")
+        exchange.api_key = key
+        return await next_handler(exchange)
+
+    return require_key

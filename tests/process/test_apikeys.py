@@ -1,0 +1,100 @@
+"""API keys with the real CLI and a running daemon: create, use, revoke; hashed; never logged."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support import ROOT, request, wait_for
+
+
+def config(state_dir: Path) -> str:
+    return f"""
+[server]
+state_dir = "{state_dir}"
+
+[[usage_plans]]
+name = "gold"
+throttle = {{ rate = 0.01, burst = 5 }}
+
+[[routes]]
+route = "GET /secret"
+integration = {{ type = "mock", body = '{{"secret": true}}' }}
+api_key_required = true
+
+[[routes]]
+route = "GET /open"
+integration = {{ type = "mock", body = '{{"open": true}}' }}
+"""
+
+
+def gwd_keys(daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gwd", "keys", *args, "-c", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+
+
+def all_answer(daemon, status: int, headers: dict[str, str]) -> bool:
+    """Ten requests on fresh connections (so both workers get some) all answer ``status``."""
+    return all(request(daemon.port, "GET", "/secret", headers=headers).status == status for _ in range(10))
+
+
+def test_keys_lifecycle_against_a_running_daemon(start_daemon, tmp_path):
+    state_dir = tmp_path / "state"
+    daemon = start_daemon(config(state_dir), workers=2)
+    assert daemon.get("/secret").status == 403
+    assert daemon.get("/secret").body == b'{"message":"Forbidden"}'
+    assert daemon.get("/secret", headers={"x-api-key": "not-a-key-not-a-key-0"}).status == 403
+    assert daemon.get("/open").status == 200
+
+    created = gwd_keys(daemon, "create", "--name", "alice")
+    assert created.returncode == 0, created.stderr
+    value = created.stdout.strip().splitlines()[-1]
+    assert len(value) >= 20
+    started = time.monotonic()
+    wait_for(lambda: all_answer(daemon, 200, {"x-api-key": value}), 5, "the new key to work on every worker")
+    assert time.monotonic() - started <= 1.0
+
+    listing = gwd_keys(daemon, "list")
+    assert "alice" in listing.stdout and "active" in listing.stdout and value not in listing.stdout
+    key_id = listing.stdout.split("alice", 1)[1].split()[0]
+
+    revoked = gwd_keys(daemon, "revoke", "alice")
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    started = time.monotonic()
+    wait_for(lambda: all_answer(daemon, 403, {"x-api-key": value}), 5, "the revoked key to be refused")
+    assert time.monotonic() - started <= 1.0
+    assert gwd_keys(daemon, "revoke", "alice").returncode == 2
+    assert gwd_keys(daemon, "show", "nobody").returncode == 2
+
+    # The access log names the key by id; no file holds the value.
+    wait_for(lambda: any(line.get("apiKeyId") == key_id for line in daemon.access_lines()), 5, "a logged key id")
+    for path in [*state_dir.iterdir(), daemon.stdout_path, daemon.stderr_path]:
+        assert value.encode() not in path.read_bytes(), path
+
+
+def test_usage_plan_limits_each_key(start_daemon, tmp_path):
+    daemon = start_daemon(config(tmp_path / "state"), workers=2)
+    values = []
+    for name in ("gold-1", "gold-2"):
+        created = gwd_keys(daemon, "create", "--name", name, "--plan", "gold")
+        assert created.returncode == 0, created.stderr
+        values.append(created.stdout.strip().splitlines()[-1])
+    for value in values:
+        headers = {"x-api-key": value}
+
+        def status() -> int:
+            return request(daemon.port, "GET", "/secret", headers=headers).status
+
+        # The first request the daemon accepts is the first of the key's burst of 5,
+        # which refills at one per 100 s: the sixth is refused, for each key alike.
+        first = wait_for(lambda: (code := status()) != 403 and code, 5, "the key to be known")
+        statuses = [first] + [status() for _ in range(5)]
+        assert statuses == [200] * 5 + [429], statuses
+    assert gwd_keys(daemon, "create", "--name", "x", "--plan", "platinum").returncode == 2
