@@ -1,4 +1,4 @@
-"""The ``gwd`` command: run, check, keys, version."""
+"""The ``gwd`` command: run, check, keys, usage, version."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import functools
 import sys
 import time
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Sequence
 
 from gwd import __version__
@@ -55,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(command=_keys_show)
     for sub in (create, listing, revoke, show):
         sub.add_argument("-c", "--config", metavar="FILE", help="the daemon's config file (for server.state_dir and plans)")
+
+    usage = commands.add_parser("usage", help="print per-day request counts of keys whose plan has a quota")
+    usage.add_argument("--key", metavar="NAME", help="one key only")
+    usage.add_argument("--from", dest="first_day", metavar="YYYY-MM-DD", type=_day, help="first day (default: 30 days ago)")
+    usage.add_argument("--to", dest="last_day", metavar="YYYY-MM-DD", type=_day, help="last day (default: today, UTC)")
+    usage.add_argument("-c", "--config", metavar="FILE", help="the daemon's config file (for server.state_dir)")
+    usage.set_defaults(command=_usage)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(command=lambda args: print(f"gwd {__version__}") or 0)
@@ -121,6 +129,31 @@ def _key_line(key: ApiKey) -> str:
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(key.created_at))
     status = "active" if key.revoked_at is None else "revoked " + time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(key.revoked_at))
     return f"{key.name:<24} {key.id:<18} {key.plan or '-':<16} {created:<20} {status}"
+
+
+def _usage(args: argparse.Namespace) -> int:
+    opened = _open_keys(args)
+    if opened is None:
+        return EXIT_CONFIG
+    today = datetime.now(timezone.utc).date()
+    first_day = args.first_day or (today - timedelta(days=30)).isoformat()
+    last_day = args.last_day or today.isoformat()
+    try:
+        rows = opened[1].usage(args.key, first_day, last_day)
+    except KeyStoreError as exc:
+        print(f"gwd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{'DAY':<12} {'KEY':<24} REQUESTS")
+    for name, day, count in rows:
+        print(f"{day:<12} {name:<24} {count}")
+    return 0
+
+
+def _day(text: str) -> str:
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
 def _address(text: str) -> Any:

@@ -169,6 +169,15 @@ class RouteConfig:
 class UsagePlan:
     name: str
     throttle: Limit | None  # per API key of the plan
+    quota: Quota | None
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """At most ``limit`` requests per API key per UTC ``period`` (day, week from Monday, month)."""
+
+    limit: int
+    period: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,9 +427,19 @@ class _ConfigReader:
             if name is not None and any(plan.name == name for plan in plans):
                 table.problem("name", f"usage plan {name!r} is defined twice")
             throttle = self._limit(table, "throttle")
+            quota = None
+            if table.has("quota"):
+                quota_table = table.table("quota")
+                quota_table.require("limit", "requests per period")
+                limit = quota_table.integer("limit", 1, 1, 2**62)
+                period = quota_table.string("period", "day")
+                if period not in ("day", "week", "month"):
+                    quota_table.problem("period", f'expected "day", "week" or "month", got {period!r}')
+                quota_table.finish()
+                quota = Quota(limit, period)
             table.finish()
             if name is not None:
-                plans.append(UsagePlan(name, throttle))
+                plans.append(UsagePlan(name, throttle, quota))
         return tuple(plans)
 
     def _limit(self, table: _Table, key: str) -> Limit | None:

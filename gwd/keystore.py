@@ -1,10 +1,14 @@
-"""API keys in SQLite under the state directory, stored as SHA-256 hashes only.
+"""API keys and their usage in SQLite under the state directory.
 
-The CLI writes; every worker reads, and notices a change within
-``POLL_INTERVAL`` through SQLite's ``data_version`` (which moves when
-another connection commits), so a created or revoked key takes effect
-without a restart.  WAL mode lets the daemon read while the CLI writes.
-A key's value is shown once, when it is created, and never stored.
+Keys are stored as SHA-256 hashes only; a key's value is shown once, when it
+is created.  The CLI writes keys; every worker reads them and notices a
+change through SQLite's ``data_version`` (which moves when another
+connection commits), so a created or revoked key takes effect without a
+restart.  Quota counts are per key and UTC day; a request is counted by one
+conditional upsert, atomic across workers (and across daemons sharing the
+state directory), and committed before the request goes on, so no count is
+lost when the daemon stops, gracefully or not (WAL, synchronous=NORMAL: only
+a power loss can cost the last commits).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 DATABASE = "keys.db"
 MIN_VALUE_LENGTH = 20
@@ -27,7 +32,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
     plan TEXT,
     created_at REAL NOT NULL,
     revoked_at REAL
-)
+);
+CREATE TABLE IF NOT EXISTS usage (
+    key_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (key_id, day)
+);
 """
 
 
@@ -57,7 +68,8 @@ class KeyStore:
         self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
         os.chmod(self.path, 0o600)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -108,6 +120,47 @@ class KeyStore:
             "SELECT value_sha256, id, name, plan, created_at, revoked_at FROM api_keys WHERE revoked_at IS NULL"
         )
         return {row[0]: ApiKey(*row[1:]) for row in rows}
+
+    def consume_quota(self, key_id: str, period: str, limit: int, now: float | None = None) -> bool:
+        """Count one request of ``key_id`` unless its ``period`` (day, week, month) already has ``limit``."""
+        today = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).date()
+        if period == "day":
+            cursor = self._db.execute(
+                "INSERT INTO usage (key_id, day, count) VALUES (?, ?, 1)"
+                " ON CONFLICT (key_id, day) DO UPDATE SET count = count + 1 WHERE count < ?",
+                (key_id, today.isoformat(), limit),
+            )
+            return cursor.rowcount == 1
+        start = today - timedelta(days=today.weekday()) if period == "week" else today.replace(day=1)
+        # Summing the period's days and counting today must be one step: take the write lock first.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            (used,) = self._db.execute(
+                "SELECT COALESCE(SUM(count), 0) FROM usage WHERE key_id = ? AND day >= ?", (key_id, start.isoformat())
+            ).fetchone()
+            allowed = used < limit
+            if allowed:
+                self._db.execute(
+                    "INSERT INTO usage (key_id, day, count) VALUES (?, ?, 1)"
+                    " ON CONFLICT (key_id, day) DO UPDATE SET count = count + 1",
+                    (key_id, today.isoformat()),
+                )
+        finally:
+            self._db.execute("COMMIT")
+        return allowed
+
+    def usage(self, name: str | None, first_day: str, last_day: str) -> list[tuple[str, str, int]]:
+        """(key name, day, requests) for every counted day in [first_day, last_day], ISO dates."""
+        query = (
+            "SELECT api_keys.name, usage.day, usage.count FROM usage JOIN api_keys ON api_keys.id = usage.key_id"
+            " WHERE usage.day BETWEEN ? AND ?"
+        )
+        parameters: list[str] = [first_day, last_day]
+        if name is not None:
+            self.get(name)  # raises when there is no such key
+            query += " AND api_keys.name = ?"
+            parameters.append(name)
+        return list(self._db.execute(query + " ORDER BY api_keys.name, usage.day", parameters))
 
     def version(self) -> int:
         """Changes when another connection commits (SQLite's data_version)."""

@@ -14,7 +14,7 @@ import sqlite3
 
 from aiohttp import web
 
-from gwd.config import RouteConfig, StageConfig
+from gwd.config import Quota, RouteConfig, StageConfig
 from gwd.keystore import ApiKey, KeyStore, hash_value
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
@@ -39,6 +39,15 @@ class KeyCache:
 
     def lookup(self, value: str) -> ApiKey | None:
         return self._keys.get(hash_value(value))
+
+    def consume_quota(self, key: ApiKey, quota: Quota) -> bool:
+        """Count a request against the key's quota; False when the period's quota is used up."""
+        try:
+            return self._store.consume_quota(key.id, quota.period, quota.limit)
+        except sqlite3.Error as exc:
+            # Counting must not take the gateway down with the disk: serve, and say so.
+            log.error("cannot count quota usage of key %s: %s; request let through", key.id, exc)
+            return True
 
     def _poll(self) -> None:
         try:

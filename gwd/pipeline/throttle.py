@@ -1,10 +1,11 @@
-"""Throttle stage: token buckets per route and per client, one limit across all workers.
+"""Throttle stage: token buckets per client, API key and route, and API-key quotas.
 
 The buckets live in the daemon's shared :class:`~gwd.buckets.BucketTable`.
-The most specific bucket (the client's) is checked first, then the
-route's; a request refused by a later bucket gets its earlier tokens back,
-so a refused request consumes nothing.  Over the limit:
-``429 {"message":"Too Many Requests"}`` with ``Retry-After``.  Every
+The most specific bucket is checked first (the client's, then the API
+key's usage plan, then the route's), the key's quota last; a request
+refused by a later check gets its earlier tokens back, so a refused request
+consumes nothing.  Over a limit: ``429 {"message":"Too Many Requests"}``
+with ``Retry-After``; over the quota: ``429 {"message":"Limit Exceeded"}``.  Every
 response of a throttled route carries ``RateLimit-Policy`` and
 ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers), one item per bucket:
 ``q`` is the burst, ``w`` the seconds the bucket takes to refill from
@@ -18,7 +19,7 @@ import math
 
 from aiohttp import web
 
-from gwd.buckets import Decision
+from gwd.buckets import BucketTable, Decision
 from gwd.config import Limit, RouteConfig, StageConfig
 from gwd.pipeline.clientip import client_address
 from gwd.pipeline.errors import GatewayError
@@ -54,8 +55,14 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         for plan in resources.usage_plans.values()
         if plan.throttle is not None and route.api_key_required
     }
-    if route_limit is None and client_limit is None and not plan_buckets:
+    quotas = {
+        plan.name: plan.quota
+        for plan in resources.usage_plans.values()
+        if plan.quota is not None and route.api_key_required
+    }
+    if route_limit is None and client_limit is None and not plan_buckets and not quotas:
         return next_handler
+    keys = resources.keys
     scope = f"{stage.name}\0{route.key}".encode()
     route_bucket = _Bucket("route", route_limit) if route_limit else None
     route_key = b"route\0" + scope
@@ -88,16 +95,25 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         for key, bucket in checks:
             decision = buckets.take(key, bucket.rate, bucket.burst)
             if not decision.allowed:
-                for taken_key, burst in taken:
-                    buckets.give_back(taken_key, burst)
+                _give_back(buckets, taken)
                 raise _too_many(decision, bucket, this_policy)
             taken.append((key, bucket.burst))
             states.append(bucket.state(decision))
-        exchange.add_header("RateLimit-Policy", this_policy)
-        exchange.add_header("RateLimit", ", ".join(states))
+        # The quota is counted last, so that a request refused by a bucket is not counted.
+        if api_key is not None and api_key.plan in quotas and not keys.consume_quota(api_key, quotas[api_key.plan]):
+            _give_back(buckets, taken)
+            raise GatewayError(429, "Limit Exceeded")
+        if states:
+            exchange.add_header("RateLimit-Policy", this_policy)
+            exchange.add_header("RateLimit", ", ".join(states))
         return await next_handler(exchange)
 
     return throttle
+
+
+def _give_back(buckets: BucketTable, taken: list[tuple[bytes, float]]) -> None:
+    for key, burst in taken:
+        buckets.give_back(key, burst)
 
 
 def _policy(*buckets: _Bucket | None) -> str:

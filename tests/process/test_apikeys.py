@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from support import ROOT, request, wait_for
 
 
@@ -98,3 +102,61 @@ def test_usage_plan_limits_each_key(start_daemon, tmp_path):
         statuses = [first] + [status() for _ in range(5)]
         assert statuses == [200] * 5 + [429], statuses
     assert gwd_keys(daemon, "create", "--name", "x", "--plan", "platinum").returncode == 2
+
+
+def quota_config(state_dir: Path) -> str:
+    return f"""
+[server]
+state_dir = "{state_dir}"
+
+[[usage_plans]]
+name = "basic"
+quota = {{ limit = 50, period = "day" }}
+
+[[routes]]
+route = "GET /secret"
+integration = {{ type = "mock", body = '{{"secret": true}}' }}
+api_key_required = true
+"""
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
+def test_quota_is_shared_persistent_and_reported(start_daemon, tmp_path, stop_signal):
+    state_dir = tmp_path / "state"
+    daemon = start_daemon(quota_config(state_dir), workers=2)
+    created = gwd_keys(daemon, "create", "--name", "carol", "--plan", "basic")
+    value = created.stdout.strip().splitlines()[-1]
+    headers = {"x-api-key": value}
+
+    def status() -> int:
+        return request(daemon.port, "GET", "/secret", headers=headers).status
+
+    first = wait_for(lambda: (code := status()) != 403 and code, 5, "the key to be known")
+    statuses = [first] + [status() for _ in range(39)]
+    assert statuses == [200] * 40
+    # Stop the whole daemon, gracefully or not, and start it again on the same state.
+    if stop_signal == signal.SIGKILL:
+        workers = daemon.worker_pids()
+        for pid in [daemon.pid, *workers]:
+            os.kill(pid, signal.SIGKILL)
+        daemon.wait_exit(10)
+    else:
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(20) == 0
+    daemon.start()
+    statuses = [status() for _ in range(12)]
+    # 40 counted before the stop: 10 more pass, then the quota is used up.
+    assert statuses == [200] * 10 + [429] * 2, statuses
+    refused = request(daemon.port, "GET", "/secret", headers=headers)
+    assert refused.body == b'{"message":"Limit Exceeded"}'
+    report = subprocess.run(
+        [sys.executable, "-m", "gwd", "usage", "--key", "carol", "-c", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert report.returncode == 0, report.stderr
+    today = datetime.now(timezone.utc).date().isoformat()
+    assert f"{today}" in report.stdout and "carol" in report.stdout
+    assert report.stdout.split()[-1] == "50"
