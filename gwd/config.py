@@ -88,6 +88,8 @@ class ClientLimit:
 @dataclass(frozen=True, slots=True)
 class ThrottleConfig:
     table_size: int
+    backend: str  # "memory", or a redis:// URL shared by several daemons
+    fail_open: bool  # with Redis down: serve (True) or answer 503 (False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +411,14 @@ class _ConfigReader:
         server = self._server(root.table("server"))
         log = self._log(root.table("log"))
         throttle_table = root.table("throttle")
-        throttle = ThrottleConfig(table_size=throttle_table.integer("table_size", 65536, 64, 16_777_216))
+        backend = throttle_table.string("backend", "memory")
+        if backend != "memory" and not backend.startswith(("redis://", "rediss://", "unix://")):
+            throttle_table.problem("backend", f'expected "memory" or a redis:// URL, got {backend!r}')
+        throttle = ThrottleConfig(
+            table_size=throttle_table.integer("table_size", 65536, 64, 16_777_216),
+            backend=backend,
+            fail_open=throttle_table.get("fail_open", bool, True, "true or false"),
+        )
         throttle_table.finish()
         stages = self._stages(root.tables("stages"))
         routes = self._routes(root.tables("routes"), stages)

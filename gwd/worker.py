@@ -152,6 +152,6 @@ class Worker:
             await asyncio.sleep(0.05)
         self._server.pre_shutdown()
         await self._server.shutdown(max(0.0, drain_deadline - loop.time()))
-        self._gateway.close()
+        await self._gateway.close()
         if self._access_log is not None:
             self._access_log.close()

@@ -21,6 +21,7 @@ from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.apikeys import KeyCache
 from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
+from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.routing import Router, StageResolver, split_path
 from gwd.pipeline.resources import Resources
@@ -43,16 +44,20 @@ class RouteTarget(NamedTuple):
 class Gateway:
     """Serves requests for one loaded config; a reload builds a new one in new workers."""
 
-    __slots__ = ("_stages", "_access_log", "_draining", "_id_prefix", "_id_counter", "_pools", "_keys")
+    __slots__ = ("_stages", "_access_log", "_draining", "_id_prefix", "_id_counter", "_pools", "_keys", "_limiter")
 
     def __init__(self, config: Config, access_log: AccessLog | None, buckets: BucketTable) -> None:
-        """``buckets`` is the daemon's shared throttle table."""
+        """``buckets`` is the daemon's shared throttle table (used unless Redis holds the buckets)."""
         self._pools = UpstreamPools(config.server.upstream_keepalive)
         needs_keys = any(route.api_key_required for route in config.routes)
         self._keys = KeyCache(config.server.state_dir) if needs_keys else None
+        if config.throttle.backend == "memory":
+            self._limiter: MemoryLimiter | RedisLimiter = MemoryLimiter(buckets)
+        else:
+            self._limiter = RedisLimiter(config.throttle.backend, config.throttle.fail_open)
         resources = Resources(
             self._pools,
-            buckets,
+            self._limiter,
             config.server.trusted_proxies,
             self._keys,
             {plan.name: plan for plan in config.usage_plans},
@@ -72,11 +77,12 @@ class Gateway:
         self._id_prefix = str(uuid.uuid4())[:24]
         self._id_counter = itertools.count()
 
-    def close(self) -> None:
-        """Close backend connections and the key database; call once no request is in flight."""
+    async def close(self) -> None:
+        """Close backend connections, the key database and Redis; call once no request is in flight."""
         self._pools.close()
         if self._keys is not None:
             self._keys.close()
+        await self._limiter.close()
 
     def start_draining(self) -> None:
         """From now on every response says ``Connection: close``."""

@@ -5,19 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
-from gwd.buckets import BucketTable
 from gwd.config import UsagePlan
 from gwd.pipeline.clientip import Networks
 from gwd.pipeline.upstream import UpstreamPools
 
 if TYPE_CHECKING:
     from gwd.pipeline.apikeys import KeyCache
+    from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
 
 
 @dataclass(frozen=True, slots=True)
 class Resources:
     pools: UpstreamPools
-    buckets: BucketTable
+    limiter: MemoryLimiter | RedisLimiter
     trusted_proxies: Networks
     keys: KeyCache | None  # None when no route needs API keys
     usage_plans: Mapping[str, UsagePlan]

@@ -1,6 +1,7 @@
 """Throttle stage: token buckets per client, API key and route, and API-key quotas.
 
-The buckets live in the daemon's shared :class:`~gwd.buckets.BucketTable`.
+The buckets live where :mod:`gwd.pipeline.limiters` says: the daemon's
+shared memory, or Redis.
 The most specific bucket is checked first (the client's, then the API
 key's usage plan, then the route's), the key's quota last; a request
 refused by a later check gets its earlier tokens back, so a refused request
@@ -19,10 +20,11 @@ import math
 
 from aiohttp import web
 
-from gwd.buckets import BucketTable, Decision
+from gwd.buckets import Decision
 from gwd.config import Limit, RouteConfig, StageConfig
 from gwd.pipeline.clientip import client_address
 from gwd.pipeline.errors import GatewayError
+from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.resources import Resources
 from gwd.pipeline.types import Handler
@@ -71,7 +73,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     header = client_limit.key[len("header:") :] if client_limit and client_limit.key.startswith("header:") else None
     policy = _policy(client_bucket, route_bucket)
     plan_policies = {name: _policy(client_bucket, bucket, route_bucket) for name, bucket in plan_buckets.items()}
-    buckets = resources.buckets
+    limiter = resources.limiter
     trusted = resources.trusted_proxies
 
     async def throttle(exchange: Exchange) -> web.StreamResponse:
@@ -93,15 +95,15 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         if route_bucket is not None:
             checks.append((route_key, route_bucket))
         for key, bucket in checks:
-            decision = buckets.take(key, bucket.rate, bucket.burst)
+            decision = await limiter.take(key, bucket.rate, bucket.burst)
             if not decision.allowed:
-                _give_back(buckets, taken)
+                await _give_back(limiter, taken)
                 raise _too_many(decision, bucket, this_policy)
             taken.append((key, bucket.burst))
             states.append(bucket.state(decision))
         # The quota is counted last, so that a request refused by a bucket is not counted.
         if api_key is not None and api_key.plan in quotas and not keys.consume_quota(api_key, quotas[api_key.plan]):
-            _give_back(buckets, taken)
+            await _give_back(limiter, taken)
             raise GatewayError(429, "Limit Exceeded")
         if states:
             exchange.add_header("RateLimit-Policy", this_policy)
@@ -111,9 +113,9 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     return throttle
 
 
-def _give_back(buckets: BucketTable, taken: list[tuple[bytes, float]]) -> None:
+async def _give_back(limiter: MemoryLimiter | RedisLimiter, taken: list[tuple[bytes, float]]) -> None:
     for key, burst in taken:
-        buckets.give_back(key, burst)
+        await limiter.give_back(key, burst)
 
 
 def _policy(*buckets: _Bucket | None) -> str:

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from support import request
+from support import Hammer, request
 
 CONFIG = """
 [server]
@@ -32,49 +32,6 @@ client_throttle = { rate = 2, burst = 2 }
 route = "GET /free"
 integration = { type = "mock", body = '{"ok": true}' }
 """
-
-
-class Hammer:
-    """Threads sending requests as fast as they can on keep-alive connections, for a fixed time."""
-
-    def __init__(self, port: int, path: str, seconds: float, threads: int, headers: dict[str, str] | None = None) -> None:
-        self.port, self.path, self.seconds, self.headers = port, path, seconds, headers or {}
-        self.statuses: dict[int, int] = {}
-        self.first_ok = float("inf")
-        self.last_ok = 0.0
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
-
-    def run(self) -> Hammer:
-        self.started = time.monotonic()
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def join(self) -> Hammer:
-        for thread in self._threads:
-            thread.join(self.seconds + 30)
-        self.elapsed = time.monotonic() - self.started
-        return self
-
-    def _run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        deadline = self.started + self.seconds
-        while time.monotonic() < deadline:
-            conn.request("GET", self.path, headers=self.headers)
-            response = conn.getresponse()
-            response.read()
-            now = time.monotonic()
-            with self._lock:
-                self.statuses[response.status] = self.statuses.get(response.status, 0) + 1
-                if response.status == 200:
-                    self.first_ok = min(self.first_ok, now)
-                    self.last_ok = max(self.last_ok, now)
-        conn.close()
-
-    @property
-    def offered_per_second(self) -> float:
-        return sum(self.statuses.values()) / self.elapsed
 
 
 def test_one_limit_across_two_workers(start_daemon):

@@ -1,0 +1,130 @@
+"""Where the throttle stage's token buckets live: this daemon's shared memory, or Redis.
+
+Both answer the same two calls.  The memory backend is the daemon's
+:class:`~gwd.buckets.BucketTable`: one limit across its workers.  The Redis
+backend makes a limit one limit across every daemon using the same Redis:
+each check is one round trip running an atomic Lua script, with Redis's
+clock, and buckets expire once they would be full again, so Redis holds only
+active clients.  When Redis cannot be reached, ``fail_open`` decides: serve
+(and log) or answer 503; after a failure Redis is left alone for
+``RETRY_INTERVAL`` and then tried again, so the daemon reconnects by itself
+without a timeout per request in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio
+import redis.exceptions
+
+from gwd.buckets import BucketTable, Decision
+from gwd.pipeline.errors import GatewayError
+
+log = logging.getLogger("gwd.throttle")
+
+RETRY_INTERVAL = 1.0
+REDIS_TIMEOUT = 0.25
+
+_TAKE = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens = tonumber(state[1])
+local updated = tonumber(state[2])
+if tokens == nil then
+    tokens = burst
+    updated = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+local allowed = 0
+if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+return {allowed, tostring(tokens)}
+"""
+
+_GIVE_BACK = """
+local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens'))
+if tokens ~= nil then
+    redis.call('HSET', KEYS[1], 'tokens', tostring(math.min(tonumber(ARGV[1]), tokens + 1)))
+end
+return 0
+"""
+
+
+class MemoryLimiter:
+    """Buckets in the daemon's shared memory."""
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table: BucketTable) -> None:
+        self._table = table
+
+    async def take(self, key: bytes, rate: float, burst: float) -> Decision:
+        return self._table.take(key, rate, burst)
+
+    async def give_back(self, key: bytes, burst: float) -> None:
+        self._table.give_back(key, burst)
+
+    async def close(self) -> None:
+        pass
+
+
+class RedisLimiter:
+    """Buckets in Redis, shared by every daemon that points at it."""
+
+    __slots__ = ("_url", "_client", "_take", "_give_back", "_fail_open", "_down_until", "_loop")
+
+    def __init__(self, url: str, fail_open: bool) -> None:
+        self._url = url
+        self._client = redis.asyncio.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, retry_on_timeout=False
+        )
+        self._take = self._client.register_script(_TAKE)
+        self._give_back = self._client.register_script(_GIVE_BACK)
+        self._fail_open = fail_open
+        self._down_until = 0.0
+        self._loop = asyncio.get_running_loop()
+
+    async def take(self, key: bytes, rate: float, burst: float) -> Decision:
+        if self._loop.time() < self._down_until:
+            return self._unavailable(burst)
+        try:
+            allowed, tokens = await self._take(keys=[b"gwd:" + key], args=[rate, burst])
+        except (redis.exceptions.RedisError, OSError) as exc:
+            self._failed(exc)
+            return self._unavailable(burst)
+        if self._down_until:
+            self._down_until = 0.0
+            log.warning("Redis at %s answers again; limits are shared again", self._url)
+        remaining = float(tokens)
+        if allowed:
+            return Decision(True, remaining, 0.0)
+        return Decision(False, remaining, (1.0 - remaining) / rate)
+
+    async def give_back(self, key: bytes, burst: float) -> None:
+        try:
+            await self._give_back(keys=[b"gwd:" + key], args=[burst])
+        except (redis.exceptions.RedisError, OSError) as exc:
+            self._failed(exc)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def _failed(self, exc: BaseException) -> None:
+        if not self._down_until:
+            policy = "serving without limits" if self._fail_open else "answering 503"
+            log.error("Redis at %s failed (%s); %s until it answers", self._url, exc, policy)
+        self._down_until = self._loop.time() + RETRY_INTERVAL
+
+    def _unavailable(self, burst: float) -> Decision:
+        if self._fail_open:
+            return Decision(True, burst, 0.0)
+        raise GatewayError(503, "Service Unavailable")

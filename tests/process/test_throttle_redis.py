@@ -1,0 +1,107 @@
+"""Throttling through a real redis-server: one limit across two daemons; Redis going away and back."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+
+import pytest
+from support import Hammer, free_port, wait_for
+
+
+class RedisServer:
+    def __init__(self, tmp_path) -> None:
+        self.port = free_port()
+        self.tmp_path = tmp_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.tmp_path)],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, 10, "redis-server to answer")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16) == b"+PONG\r\n"
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def config(redis_url: str, rate: int, burst: int, fail_open: bool = True) -> str:
+    return f"""
+[throttle]
+backend = "{redis_url}"
+fail_open = {"true" if fail_open else "false"}
+
+[[routes]]
+route = "GET /limited"
+integration = {{ type = "mock", body = '{{"ok": true}}' }}
+throttle = {{ rate = {rate}, burst = {burst} }}
+"""
+
+
+def test_two_daemons_share_one_limit(start_daemon, redis_server):
+    first = start_daemon(config(redis_server.url, 100, 100), workers=2)
+    second = start_daemon(config(redis_server.url, 100, 100), workers=2)
+    hammers = [Hammer(d.port, "/limited", seconds=6, threads=3).run() for d in (first, second)]
+    for hammer in hammers:
+        hammer.join()
+    accepted = sum(h.statuses.get(200, 0) for h in hammers)
+    offered = sum(sum(h.statuses.values()) for h in hammers)
+    elapsed = max(h.elapsed for h in hammers)
+    assert all(set(h.statuses) <= {200, 429} for h in hammers), [h.statuses for h in hammers]
+    assert offered / elapsed >= 1000, f"only {offered / elapsed:.0f} req/s offered"
+    # Each daemon alone would accept about this much; together they must too.
+    expected = 100 + 100 * elapsed
+    assert abs(accepted - expected) <= 0.05 * expected, (accepted, expected)
+    assert all(h.statuses.get(200, 0) > 0.2 * expected for h in hammers)
+
+
+def statuses(daemon, count: int) -> list[int]:
+    return [daemon.get("/limited").status for _ in range(count)]
+
+
+def test_redis_down_fails_open_and_comes_back(start_daemon, redis_server):
+    daemon = start_daemon(config(redis_server.url, 0.01, 2), workers=2)
+    workers = set(daemon.worker_pids())
+    assert statuses(daemon, 3) == [200, 200, 429]
+    redis_server.stop()
+    # fail_open: served without limits while Redis is away, and said so once.
+    assert statuses(daemon, 20) == [200] * 20
+    wait_for(lambda: "failed" in daemon.stderr() and "serving without limits" in daemon.stderr(), 5, "the error")
+    redis_server.start()  # same port, empty: the bucket starts full again
+    wait_for(lambda: 429 in statuses(daemon, 5), 10, "limits to apply again")
+    assert "answers again" in daemon.stderr()
+    assert set(daemon.worker_pids()) == workers  # no worker crashed
+
+
+def test_redis_down_fails_closed_when_told(start_daemon, redis_server):
+    daemon = start_daemon(config(redis_server.url, 100, 100, fail_open=False), workers=1)
+    assert daemon.get("/limited").status == 200
+    redis_server.stop()
+    reply = daemon.get("/limited")
+    assert (reply.status, reply.body) == (503, b'{"message":"Service Unavailable"}')
