@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 from gwd.config import UsagePlan
@@ -21,3 +22,6 @@ class Resources:
     trusted_proxies: Networks
     keys: KeyCache | None  # None when no route needs API keys
     usage_plans: Mapping[str, UsagePlan]
+    # Refused requests by (stage, route key, reason: "client", "key", "route" or "quota"),
+    # kept for the metrics endpoint.
+    throttled: Counter[tuple[str, str, str]] = field(default_factory=Counter)

@@ -74,6 +74,8 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     policy = _policy(client_bucket, route_bucket)
     plan_policies = {name: _policy(client_bucket, bucket, route_bucket) for name, bucket in plan_buckets.items()}
     limiter = resources.limiter
+    throttled = resources.throttled
+    route_name = str(route.key)
     trusted = resources.trusted_proxies
 
     async def throttle(exchange: Exchange) -> web.StreamResponse:
@@ -98,12 +100,14 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             decision = await limiter.take(key, bucket.rate, bucket.burst)
             if not decision.allowed:
                 await _give_back(limiter, taken)
+                throttled[stage.name, route_name, bucket.name] += 1
                 raise _too_many(decision, bucket, this_policy)
             taken.append((key, bucket.burst))
             states.append(bucket.state(decision))
         # The quota is counted last, so that a request refused by a bucket is not counted.
         if api_key is not None and api_key.plan in quotas and not keys.consume_quota(api_key, quotas[api_key.plan]):
             await _give_back(limiter, taken)
+            throttled[stage.name, route_name, "quota"] += 1
             raise GatewayError(429, "Limit Exceeded")
         if states:
             exchange.add_header("RateLimit-Policy", this_policy)
