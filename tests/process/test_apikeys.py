@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from support import ROOT, request, wait_for
+from support import ROOT, Hammer, request, wait_for
 
 
 def config(state_dir: Path) -> str:
@@ -160,3 +160,37 @@ def test_quota_is_shared_persistent_and_reported(start_daemon, tmp_path, stop_si
     today = datetime.now(timezone.utc).date().isoformat()
     assert f"{today}" in report.stdout and "carol" in report.stdout
     assert report.stdout.split()[-1] == "50"
+
+
+def test_two_keys_are_each_held_to_their_plan_across_workers(start_daemon, tmp_path):
+    state_dir = tmp_path / "state"
+    daemon = start_daemon(
+        f"""
+[server]
+state_dir = "{state_dir}"
+
+[[usage_plans]]
+name = "silver"
+throttle = {{ rate = 50, burst = 50 }}
+
+[[routes]]
+route = "GET /secret"
+integration = {{ type = "mock", body = '{{"secret": true}}' }}
+api_key_required = true
+""",
+        workers=2,
+    )
+    values = []
+    for name in ("one", "two"):
+        created = gwd_keys(daemon, "create", "--name", name, "--plan", "silver")
+        values.append(created.stdout.strip().splitlines()[-1])
+    hammers = [Hammer(daemon.port, "/secret", seconds=5, threads=3, headers={"x-api-key": v}).run() for v in values]
+    for hammer in hammers:
+        hammer.join()
+    for hammer in hammers:
+        # 403s come only while the workers have not yet read the new keys; they take no tokens.
+        assert set(hammer.statuses) <= {200, 429, 403}, hammer.statuses
+        accepted = hammer.statuses.get(200, 0)
+        # The key's bucket is full at its first accepted request and refills from then on.
+        expected = 50 + 50 * (hammer.last_ok - hammer.first_ok)
+        assert abs(accepted - expected) <= 0.05 * expected, (accepted, expected, hammer.statuses)
