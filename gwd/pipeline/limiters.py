@@ -1,6 +1,9 @@
 """Where the throttle stage's token buckets live: this daemon's shared memory, or Redis.
 
-Both answer the same two calls.  The memory backend is the daemon's
+Both answer the same two calls, ``take`` and ``give_back``: the memory
+backend at once, the Redis backend as coroutines (its ``asynchronous`` is
+True), so the memory path, the common one, costs no coroutine per check.
+The memory backend is the daemon's
 :class:`~gwd.buckets.BucketTable`: one limit across its workers.  The Redis
 backend makes a limit one limit across every daemon using the same Redis:
 each check is one round trip running an atomic Lua script, with Redis's
@@ -62,16 +65,13 @@ return 0
 class MemoryLimiter:
     """Buckets in the daemon's shared memory."""
 
-    __slots__ = ("_table",)
+    __slots__ = ("take", "give_back")
+
+    asynchronous = False
 
     def __init__(self, table: BucketTable) -> None:
-        self._table = table
-
-    async def take(self, key: bytes, rate: float, burst: float) -> Decision:
-        return self._table.take(key, rate, burst)
-
-    async def give_back(self, key: bytes, burst: float) -> None:
-        self._table.give_back(key, burst)
+        self.take = table.take
+        self.give_back = table.give_back
 
     async def close(self) -> None:
         pass
@@ -81,6 +81,8 @@ class RedisLimiter:
     """Buckets in Redis, shared by every daemon that points at it."""
 
     __slots__ = ("_url", "_client", "_take", "_give_back", "_fail_open", "_down_until", "_loop")
+
+    asynchronous = True
 
     def __init__(self, url: str, fail_open: bool) -> None:
         self._url = url

@@ -24,7 +24,6 @@ from gwd.buckets import Decision
 from gwd.config import Limit, RouteConfig, StageConfig
 from gwd.pipeline.clientip import client_address
 from gwd.pipeline.errors import GatewayError
-from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.resources import Resources
 from gwd.pipeline.types import Handler
@@ -78,11 +77,17 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     route_name = str(route.key)
     trusted = resources.trusted_proxies
 
+    asynchronous = limiter.asynchronous
+
+    async def give_back(taken: list[tuple[bytes, float]]) -> None:
+        for key, burst in taken:
+            returned = limiter.give_back(key, burst)
+            if asynchronous:
+                await returned
+
     async def throttle(exchange: Exchange) -> web.StreamResponse:
         # Most specific first: the client, the API key's plan, the route.  A later
         # refusal gives back the tokens taken before it.
-        taken: list[tuple[bytes, float]] = []
-        states: list[str] = []
         checks: list[tuple[bytes, _Bucket]] = []
         if client_bucket is not None:
             request = exchange.request
@@ -96,30 +101,32 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             this_policy = plan_policies[api_key.plan]
         if route_bucket is not None:
             checks.append((route_key, route_bucket))
+        taken: list[tuple[bytes, float]] = []
+        states = ""
         for key, bucket in checks:
-            decision = await limiter.take(key, bucket.rate, bucket.burst)
+            decision = limiter.take(key, bucket.rate, bucket.burst)
+            if asynchronous:
+                decision = await decision
             if not decision.allowed:
-                await _give_back(limiter, taken)
+                await give_back(taken)
                 throttled[stage.name, route_name, bucket.name] += 1
                 raise _too_many(decision, bucket, this_policy)
             taken.append((key, bucket.burst))
-            states.append(bucket.state(decision))
+            states = f"{states}, {bucket.state(decision)}" if states else bucket.state(decision)
         # The quota is counted last, so that a request refused by a bucket is not counted.
         if api_key is not None and api_key.plan in quotas and not keys.consume_quota(api_key, quotas[api_key.plan]):
-            await _give_back(limiter, taken)
+            await give_back(taken)
             throttled[stage.name, route_name, "quota"] += 1
             raise GatewayError(429, "Limit Exceeded")
         if states:
-            exchange.add_header("RateLimit-Policy", this_policy)
-            exchange.add_header("RateLimit", ", ".join(states))
+            headers = [("RateLimit-Policy", this_policy), ("RateLimit", states)]
+            if exchange.extra_headers is None:
+                exchange.extra_headers = headers
+            else:
+                exchange.extra_headers += headers
         return await next_handler(exchange)
 
     return throttle
-
-
-async def _give_back(limiter: MemoryLimiter | RedisLimiter, taken: list[tuple[bytes, float]]) -> None:
-    for key, burst in taken:
-        await limiter.give_back(key, burst)
 
 
 def _policy(*buckets: _Bucket | None) -> str:
