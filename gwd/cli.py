@@ -138,15 +138,43 @@ def _usage(args: argparse.Namespace) -> int:
     today = datetime.now(timezone.utc).date()
     first_day = args.first_day or (today - timedelta(days=30)).isoformat()
     last_day = args.last_day or today.isoformat()
+    config, store = opened
     try:
-        rows = opened[1].usage(args.key, first_day, last_day)
+        if config.throttle.backend == "memory":
+            rows = store.usage(args.key, first_day, last_day)
+        else:
+            rows = _redis_usage(config.throttle.backend, store, args.key, first_day, last_day)
     except KeyStoreError as exc:
         print(f"gwd: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        print(f"gwd: cannot read usage from {config.throttle.backend}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     print(f"{'DAY':<12} {'KEY':<24} REQUESTS")
     for name, day, count in rows:
         print(f"{day:<12} {name:<24} {count}")
     return 0
+
+
+def _redis_usage(url: str, store: KeyStore, name: str | None, first_day: str, last_day: str) -> list[tuple[str, str, int]]:
+    """Per-day counts from the Redis that the daemons count quotas in."""
+    import redis
+
+    from gwd.pipeline.limiters import usage_key
+
+    keys = [store.get(name)] if name is not None else store.list()
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        rows = []
+        for key in keys:
+            for day, count in sorted(client.hgetall(usage_key(key.id)).items()):
+                if first_day <= day.decode() <= last_day:
+                    rows.append((key.name, day.decode(), int(count)))
+        return rows
+    except redis.exceptions.RedisError as exc:
+        raise OSError(str(exc)) from None
+    finally:
+        client.close()
 
 
 def _day(text: str) -> str:

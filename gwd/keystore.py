@@ -19,7 +19,7 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 DATABASE = "keys.db"
 MIN_VALUE_LENGTH = 20
@@ -53,6 +53,19 @@ class ApiKey:
     plan: str | None
     created_at: float
     revoked_at: float | None
+
+
+def utc_today(now: float | None = None) -> date:
+    return datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).date()
+
+
+def period_start(period: str, today: date) -> date:
+    """The first day of the quota period (day; week from Monday; month) holding ``today``."""
+    if period == "week":
+        return today - timedelta(days=today.weekday())
+    if period == "month":
+        return today.replace(day=1)
+    return today
 
 
 def hash_value(value: str) -> bytes:
@@ -123,7 +136,7 @@ class KeyStore:
 
     def consume_quota(self, key_id: str, period: str, limit: int, now: float | None = None) -> bool:
         """Count one request of ``key_id`` unless its ``period`` (day, week, month) already has ``limit``."""
-        today = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).date()
+        today = utc_today(now)
         if period == "day":
             cursor = self._db.execute(
                 "INSERT INTO usage (key_id, day, count) VALUES (?, ?, 1)"
@@ -131,7 +144,7 @@ class KeyStore:
                 (key_id, today.isoformat(), limit),
             )
             return cursor.rowcount == 1
-        start = today - timedelta(days=today.weekday()) if period == "week" else today.replace(day=1)
+        start = period_start(period, today)
         # Summing the period's days and counting today must be one step: take the write lock first.
         self._db.execute("BEGIN IMMEDIATE")
         try:

@@ -8,7 +8,8 @@ The memory backend is the daemon's
 backend makes a limit one limit across every daemon using the same Redis:
 each check is one round trip running an atomic Lua script, with Redis's
 clock, and buckets expire once they would be full again, so Redis holds only
-active clients.  When Redis cannot be reached, ``fail_open`` decides: serve
+active clients.  With Redis, API-key quotas are counted there too (one
+limit for all daemons); with memory, in the state directory's SQLite.  When Redis cannot be reached, ``fail_open`` decides: serve
 (and log) or answer 503; after a failure Redis is left alone for
 ``RETRY_INTERVAL`` and then tried again, so the daemon reconnects by itself
 without a timeout per request in between.
@@ -23,6 +24,8 @@ import redis.asyncio
 import redis.exceptions
 
 from gwd.buckets import BucketTable, Decision
+from gwd.config import Quota
+from gwd.keystore import ApiKey, period_start, utc_today
 from gwd.pipeline.errors import GatewayError
 
 log = logging.getLogger("gwd.throttle")
@@ -53,6 +56,20 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
 return {allowed, tostring(tokens)}
 """
 
+_COUNT = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used >= tonumber(ARGV[1]) then
+    return 0
+end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return 1
+"""
+
+# A period's counter outlives the period by a day, then Redis drops it.
+_PERIOD_SECONDS = {"day": 2 * 86400, "week": 8 * 86400, "month": 32 * 86400}
+
 _GIVE_BACK = """
 local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens'))
 if tokens ~= nil then
@@ -60,6 +77,11 @@ if tokens ~= nil then
 end
 return 0
 """
+
+
+def usage_key(key_id: str) -> str:
+    """The Redis hash of a key's per-day request counts."""
+    return f"gwd:usage:{key_id}"
 
 
 class MemoryLimiter:
@@ -80,7 +102,7 @@ class MemoryLimiter:
 class RedisLimiter:
     """Buckets in Redis, shared by every daemon that points at it."""
 
-    __slots__ = ("_url", "_client", "_take", "_give_back", "_fail_open", "_down_until", "_loop")
+    __slots__ = ("_url", "_client", "_take", "_give_back", "_count", "_fail_open", "_down_until", "_loop")
 
     asynchronous = True
 
@@ -91,6 +113,7 @@ class RedisLimiter:
         )
         self._take = self._client.register_script(_TAKE)
         self._give_back = self._client.register_script(_GIVE_BACK)
+        self._count = self._client.register_script(_COUNT)
         self._fail_open = fail_open
         self._down_until = 0.0
         self._loop = asyncio.get_running_loop()
@@ -116,6 +139,31 @@ class RedisLimiter:
             await self._give_back(keys=[b"gwd:" + key], args=[burst])
         except (redis.exceptions.RedisError, OSError) as exc:
             self._failed(exc)
+
+    async def consume_quota(self, key: ApiKey, quota: Quota) -> bool:
+        """Count one request of ``key`` unless its quota period is used up; shared through Redis.
+
+        Each key also has a per-day count, ``gwd:usage:KEY_ID`` (a hash of
+        ISO day -> requests), which ``gwd usage`` reads.
+        """
+        if self._loop.time() < self._down_until:
+            return self._quota_unavailable()
+        today = utc_today()
+        start = period_start(quota.period, today)
+        counter = f"gwd:quota:{key.id}:{quota.period}:{start.isoformat()}"
+        try:
+            allowed = await self._count(
+                keys=[counter, usage_key(key.id)], args=[quota.limit, today.isoformat(), _PERIOD_SECONDS[quota.period]]
+            )
+        except (redis.exceptions.RedisError, OSError) as exc:
+            self._failed(exc)
+            return self._quota_unavailable()
+        return bool(allowed)
+
+    def _quota_unavailable(self) -> bool:
+        if self._fail_open:
+            return True
+        raise GatewayError(503, "Service Unavailable")
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -21,7 +21,8 @@ import math
 from aiohttp import web
 
 from gwd.buckets import Decision
-from gwd.config import Limit, RouteConfig, StageConfig
+from gwd.config import Limit, Quota, RouteConfig, StageConfig
+from gwd.keystore import ApiKey
 from gwd.pipeline.clientip import client_address
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
@@ -79,6 +80,12 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
 
     asynchronous = limiter.asynchronous
 
+    async def count(key: ApiKey, quota: Quota) -> bool:
+        """Count a request against the key's quota where the limiter keeps quotas: Redis, or SQLite."""
+        if asynchronous:
+            return await limiter.consume_quota(key, quota)
+        return keys.consume_quota(key, quota)
+
     async def give_back(taken: list[tuple[bytes, float]]) -> None:
         for key, burst in taken:
             returned = limiter.give_back(key, burst)
@@ -114,7 +121,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             taken.append((key, bucket.burst))
             states = f"{states}, {bucket.state(decision)}" if states else bucket.state(decision)
         # The quota is counted last, so that a request refused by a bucket is not counted.
-        if api_key is not None and api_key.plan in quotas and not keys.consume_quota(api_key, quotas[api_key.plan]):
+        if api_key is not None and api_key.plan in quotas and not await count(api_key, quotas[api_key.plan]):
             await give_back(taken)
             throttled[stage.name, route_name, "quota"] += 1
             raise GatewayError(429, "Limit Exceeded")

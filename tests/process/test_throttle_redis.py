@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 
 import pytest
-from support import Hammer, free_port, wait_for
+from support import ROOT, Hammer, free_port, request, wait_for
 
 
 class RedisServer:
@@ -105,3 +106,51 @@ def test_redis_down_fails_closed_when_told(start_daemon, redis_server):
     redis_server.stop()
     reply = daemon.get("/limited")
     assert (reply.status, reply.body) == (503, b'{"message":"Service Unavailable"}')
+
+
+def test_quota_is_one_quota_across_daemons(start_daemon, redis_server, tmp_path):
+    state_dir = tmp_path / "state"
+    text = f"""
+[server]
+state_dir = "{state_dir}"
+
+[throttle]
+backend = "{redis_server.url}"
+
+[[usage_plans]]
+name = "basic"
+quota = {{ limit = 30, period = "month" }}
+
+[[routes]]
+route = "GET /secret"
+integration = {{ type = "mock", body = '{{"secret": true}}' }}
+api_key_required = true
+"""
+    first = start_daemon(text, workers=2)
+    second = start_daemon(text, workers=2)
+    created = subprocess.run(
+        [sys.executable, "-m", "gwd", "keys", "create", "--name", "dave", "--plan", "basic", "-c", str(first.config_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    headers = {"x-api-key": created.stdout.strip().splitlines()[-1]}
+
+    def status(daemon) -> int:
+        return request(daemon.port, "GET", "/secret", headers=headers).status
+
+    wait_for(lambda: status(first) == 200, 5, "the key on the first daemon")
+    assert [status(first) for _ in range(19)] == [200] * 19
+    wait_for(lambda: status(second) == 200, 5, "the key on the second daemon")
+    # 21 counted so far, through two daemons: 9 more pass, then "Limit Exceeded".
+    assert [status(second) for _ in range(11)] == [200] * 9 + [429] * 2
+    report = subprocess.run(
+        [sys.executable, "-m", "gwd", "usage", "--key", "dave", "-c", str(first.config_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.split()[-1] == "30"
