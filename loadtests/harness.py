@@ -117,6 +117,32 @@ http {{
             stop(proc)
 
 
+BACKEND_BODY = '{"message":"hello from the backend"}'
+
+
+def backend_server(port: int) -> str:
+    """An nginx ``server`` block answering every request itself: the fastest backend there is here."""
+    return f"""
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        access_log off;
+        location / {{ default_type application/json; return 200 '{BACKEND_BODY}'; }}
+    }}
+"""
+
+
+def gwd_proxy_config(backend_port: int, route_extra: str = "") -> str:
+    """gwd proxying GET /hello to the backend, access log to a file, plus ``route_extra`` route keys."""
+    return f"""
+[log]
+access = "{{tmp}}/access.log"
+
+[[routes]]
+route = "GET /hello"
+integration = {{ type = "http", uri = "http://127.0.0.1:{backend_port}/hello" }}
+{route_extra}"""
+
+
 @dataclass
 class WrkResult:
     requests_per_second: float

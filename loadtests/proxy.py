@@ -28,10 +28,20 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from harness import Summary, free_port, require_tools, run_wrk, running_gwd, running_nginx, stop, wait_for_port
+from harness import (
+    Summary,
+    backend_server,
+    free_port,
+    gwd_proxy_config,
+    require_tools,
+    run_wrk,
+    running_gwd,
+    running_nginx,
+    stop,
+    wait_for_port,
+)
 
 EXPRESS_DIR = Path(__file__).resolve().parent / "express"
-BODY = '{"message":"hello from the backend"}'
 
 
 @contextmanager
@@ -46,17 +56,6 @@ def running_express(port: int, backend_url: str, workers: int) -> Iterator[None]
         yield
     finally:
         stop(proc)
-
-
-def gwd_proxy_config(backend_port: int, access_log: str) -> str:
-    return f"""
-[log]
-access = "{access_log}"
-
-[[routes]]
-route = "GET /hello"
-integration = {{ type = "http", uri = "http://127.0.0.1:{backend_port}/hello" }}
-"""
 
 
 def gwd_routing_config(backend_port: int, routes: int) -> str:
@@ -80,13 +79,6 @@ def main() -> int:
         print("Express gateway skipped: needs `node` and `npm install` in loadtests/express", file=sys.stderr)
 
     backend_port, nginx_port, express_port = free_port(), free_port(), free_port()
-    backend_server = f"""
-    server {{
-        listen 127.0.0.1:{backend_port} backlog=4096;
-        access_log off;
-        location / {{ default_type application/json; return 200 '{BODY}'; }}
-    }}
-"""
     proxy_servers = f"""
     upstream backend {{
         server 127.0.0.1:{backend_port};
@@ -106,11 +98,11 @@ def main() -> int:
 """
     systems: dict[str, int] = {}
     with ExitStack() as stack:
-        stack.enter_context(running_nginx(backend_server, 1, [backend_port]))
+        stack.enter_context(running_nginx(backend_server(backend_port), 1, [backend_port]))
         stack.enter_context(running_nginx(proxy_servers, args.workers, [nginx_port]))
         systems["direct backend (nginx)"] = backend_port
         systems["nginx proxy"] = nginx_port
-        systems["gwd proxy"] = stack.enter_context(running_gwd(gwd_proxy_config(backend_port, "{tmp}/access.log"), args.workers))
+        systems["gwd proxy"] = stack.enter_context(running_gwd(gwd_proxy_config(backend_port), args.workers))
         if with_express:
             stack.enter_context(running_express(express_port, f"http://127.0.0.1:{backend_port}", args.workers))
             systems["express gateway"] = express_port

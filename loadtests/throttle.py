@@ -15,25 +15,19 @@ import argparse
 import sys
 from contextlib import ExitStack
 
-from harness import Summary, free_port, print_table, require_tools, run_wrk, running_gwd, running_nginx
+from harness import (
+    Summary,
+    backend_server,
+    free_port,
+    gwd_proxy_config,
+    print_table,
+    require_tools,
+    run_wrk,
+    running_gwd,
+    running_nginx,
+)
 
-BODY = '{"message":"hello from the backend"}'
-
-
-def gwd_config(backend_port: int, throttled: bool) -> str:
-    limits = (
-        "client_throttle = { rate = 1000000, burst = 1000000 }\n"
-        if throttled
-        else ""
-    )
-    return f"""
-[log]
-access = "{{tmp}}/access.log"
-
-[[routes]]
-route = "GET /hello"
-integration = {{ type = "http", uri = "http://127.0.0.1:{backend_port}/hello" }}
-{limits}"""
+LIMIT = "client_throttle = { rate = 1000000, burst = 1000000 }\n"
 
 
 def main() -> int:
@@ -45,18 +39,11 @@ def main() -> int:
     args = parser.parse_args()
     require_tools("wrk", "nginx")
     backend_port = free_port()
-    backend = f"""
-    server {{
-        listen 127.0.0.1:{backend_port} backlog=4096;
-        access_log off;
-        location / {{ default_type application/json; return 200 '{BODY}'; }}
-    }}
-"""
     with ExitStack() as stack:
-        stack.enter_context(running_nginx(backend, 1, [backend_port]))
+        stack.enter_context(running_nginx(backend_server(backend_port), 1, [backend_port]))
         ports = {
-            "gwd, throttling off": stack.enter_context(running_gwd(gwd_config(backend_port, False), args.workers)),
-            "gwd, throttling on": stack.enter_context(running_gwd(gwd_config(backend_port, True), args.workers)),
+            "gwd, throttling off": stack.enter_context(running_gwd(gwd_proxy_config(backend_port), args.workers)),
+            "gwd, throttling on": stack.enter_context(running_gwd(gwd_proxy_config(backend_port, LIMIT), args.workers)),
         }
         for port in ports.values():
             run_wrk(f"http://127.0.0.1:{port}/hello", 2)
