@@ -1,17 +1,16 @@
 """Throttle stage: token buckets per client, API key and route, and API-key quotas.
 
 The buckets live where :mod:`gwd.pipeline.limiters` says: the daemon's
-shared memory, or Redis.
-The most specific bucket is checked first (the client's, then the API
-key's usage plan, then the route's), the key's quota last; a request
-refused by a later check gets its earlier tokens back, so a refused request
-consumes nothing.  Over a limit: ``429 {"message":"Too Many Requests"}``
-with ``Retry-After``; over the quota: ``429 {"message":"Limit Exceeded"}``.  Every
-response of a throttled route carries ``RateLimit-Policy`` and
-``RateLimit`` (draft-ietf-httpapi-ratelimit-headers), one item per bucket:
-``q`` is the burst, ``w`` the seconds the bucket takes to refill from
-empty, ``r`` the requests left now and ``t`` the seconds until it is full
-again.
+shared memory, or Redis.  The most specific bucket is checked first (the
+client's, then the API key's usage plan, then the route's), the key's quota
+last; a request refused by a later check gets its earlier tokens back, so a
+refused request consumes nothing.  Over a limit:
+``429 {"message":"Too Many Requests"}`` with ``Retry-After``; over the
+quota: ``429 {"message":"Limit Exceeded"}``.  Every response of a throttled
+route carries ``RateLimit-Policy`` and ``RateLimit``
+(draft-ietf-httpapi-ratelimit-headers), one item per bucket: ``q`` is the
+burst, ``w`` the seconds the bucket takes to refill from empty, ``r`` the
+requests left now and ``t`` the seconds until it is full again.
 """
 
 from __future__ import annotations
