@@ -194,3 +194,11 @@ api_key_required = true
         # The key's bucket is full at its first accepted request and refills from then on.
         expected = 50 + 50 * (hammer.last_ok - hammer.first_ok)
         assert abs(accepted - expected) <= 0.05 * expected, (accepted, expected, hammer.statuses)
+
+
+def test_key_database_is_private(start_daemon, tmp_path):
+    state_dir = tmp_path / "state"
+    daemon = start_daemon(config(state_dir), workers=1)
+    assert gwd_keys(daemon, "create", "--name", "erin").returncode == 0
+    assert (state_dir / "keys.db").stat().st_mode & 0o777 == 0o600
+    assert state_dir.stat().st_mode & 0o777 == 0o700
