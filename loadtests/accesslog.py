@@ -15,7 +15,7 @@ import argparse
 import sys
 from contextlib import ExitStack
 
-from harness import Summary, print_table, require_tools, run_wrk, running_gwd
+from harness import measure, print_table, require_tools, running_gwd
 
 ROUTE = """
 [[routes]]
@@ -40,12 +40,7 @@ def main() -> int:
     require_tools("wrk")
     with ExitStack() as stack:
         ports = {name: stack.enter_context(running_gwd(log + ROUTE, args.workers)) for name, log in VARIANTS.items()}
-        for port in ports.values():
-            run_wrk(f"http://127.0.0.1:{port}/hello", 1)  # warm-up
-        summaries = {name: Summary(name, []) for name in VARIANTS}
-        for _ in range(args.rounds):
-            for name, port in ports.items():
-                summaries[name].rounds.append(run_wrk(f"http://127.0.0.1:{port}/hello", args.seconds))
+        summaries = measure(ports, args.seconds, args.rounds)
     reference = summaries["gwd, access log off"]
     print_table(list(summaries.values()), reference, "log off")
     ratio = summaries["gwd, access log to a file"].median_rps / reference.median_rps

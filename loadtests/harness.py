@@ -195,6 +195,21 @@ class Summary:
         )
 
 
+def measure(ports: dict[str, int], seconds: int, rounds: int, path: str = "/hello") -> dict[str, Summary]:
+    """Warm every system up, then run the same wrk command on each, round after round.
+
+    Interleaving the rounds spreads a noisy machine's drift over every system alike.
+    """
+    for port in ports.values():
+        run_wrk(f"http://127.0.0.1:{port}{path}", 2)
+    summaries = {name: Summary(name, []) for name in ports}
+    for round_number in range(rounds):
+        for name, port in ports.items():
+            summaries[name].rounds.append(run_wrk(f"http://127.0.0.1:{port}{path}", seconds))
+        print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
+    return summaries
+
+
 def print_table(summaries: list[Summary], reference: Summary, reference_label: str) -> None:
     print(f"{'system':<24} {'req/s med':>10} {'req/s min-max':>21} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs ' + reference_label:>9}")
     for summary in summaries:

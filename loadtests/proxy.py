@@ -29,12 +29,11 @@ from pathlib import Path
 from typing import Iterator
 
 from harness import (
-    Summary,
     backend_server,
     free_port,
     gwd_proxy_config,
+    measure,
     require_tools,
-    run_wrk,
     running_gwd,
     running_nginx,
     stop,
@@ -108,13 +107,7 @@ def main() -> int:
             systems["express gateway"] = express_port
         systems["gwd, 5 routes"] = stack.enter_context(running_gwd(gwd_routing_config(backend_port, 5), args.workers))
         systems["gwd, 5000 routes"] = stack.enter_context(running_gwd(gwd_routing_config(backend_port, 5000), args.workers))
-        for port in systems.values():
-            run_wrk(f"http://127.0.0.1:{port}/hello", 2)
-        summaries = {name: Summary(name, []) for name in systems}
-        for round_number in range(args.rounds):
-            for name, port in systems.items():
-                summaries[name].rounds.append(run_wrk(f"http://127.0.0.1:{port}/hello", args.seconds))
-            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+        summaries = measure(systems, args.seconds, args.rounds)
 
     direct, nginx, gwd = summaries["direct backend (nginx)"], summaries["nginx proxy"], summaries["gwd proxy"]
     header = f"{'system':<24} {'req/s med':>10} {'req/s min-max':>21} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs direct':>9} {'vs nginx':>9}"

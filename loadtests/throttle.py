@@ -16,13 +16,12 @@ import sys
 from contextlib import ExitStack
 
 from harness import (
-    Summary,
     backend_server,
     free_port,
     gwd_proxy_config,
+    measure,
     print_table,
     require_tools,
-    run_wrk,
     running_gwd,
     running_nginx,
 )
@@ -45,12 +44,7 @@ def main() -> int:
             "gwd, throttling off": stack.enter_context(running_gwd(gwd_proxy_config(backend_port), args.workers)),
             "gwd, throttling on": stack.enter_context(running_gwd(gwd_proxy_config(backend_port, LIMIT), args.workers)),
         }
-        for port in ports.values():
-            run_wrk(f"http://127.0.0.1:{port}/hello", 2)
-        summaries = {name: Summary(name, []) for name in ports}
-        for _ in range(args.rounds):
-            for name, port in ports.items():
-                summaries[name].rounds.append(run_wrk(f"http://127.0.0.1:{port}/hello", args.seconds))
+        summaries = measure(ports, args.seconds, args.rounds)
     off, on = summaries["gwd, throttling off"], summaries["gwd, throttling on"]
     print_table([off, on], off, "off")
     cost = 1 - on.median_rps / off.median_rps
