@@ -46,10 +46,12 @@ class Exchange:
         # The caller's API key, once the key stage accepted it.
         self.api_key: ApiKey | None = None
 
-    def add_header(self, name: str, value: str) -> None:
+    def add_headers(self, headers: list[tuple[str, str]]) -> None:
+        """Headers for whatever response this request gets (applied by :meth:`stamp`)."""
         if self.extra_headers is None:
-            self.extra_headers = []
-        self.extra_headers.append((name, value))
+            self.extra_headers = headers
+        else:
+            self.extra_headers += headers
 
     def stamp(self, response: StreamResponse) -> None:
         """Add the headers every gwd response carries; streaming integrations call it before prepare()."""

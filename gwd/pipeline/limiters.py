@@ -120,12 +120,14 @@ class RedisLimiter:
 
     async def take(self, key: bytes, rate: float, burst: float) -> Decision:
         if self._loop.time() < self._down_until:
-            return self._unavailable(burst)
+            self._refuse_unless_fail_open()
+            return Decision(True, burst, 0.0)
         try:
             allowed, tokens = await self._take(keys=[b"gwd:" + key], args=[rate, burst])
         except (redis.exceptions.RedisError, OSError) as exc:
             self._failed(exc)
-            return self._unavailable(burst)
+            self._refuse_unless_fail_open()
+            return Decision(True, burst, 0.0)
         if self._down_until:
             self._down_until = 0.0
             log.warning("Redis at %s answers again; limits are shared again", self._url)
@@ -147,7 +149,8 @@ class RedisLimiter:
         ISO day -> requests), which ``gwd usage`` reads.
         """
         if self._loop.time() < self._down_until:
-            return self._quota_unavailable()
+            self._refuse_unless_fail_open()
+            return True
         today = utc_today()
         start = period_start(quota.period, today)
         counter = f"gwd:quota:{key.id}:{quota.period}:{start.isoformat()}"
@@ -157,13 +160,9 @@ class RedisLimiter:
             )
         except (redis.exceptions.RedisError, OSError) as exc:
             self._failed(exc)
-            return self._quota_unavailable()
-        return bool(allowed)
-
-    def _quota_unavailable(self) -> bool:
-        if self._fail_open:
+            self._refuse_unless_fail_open()
             return True
-        raise GatewayError(503, "Service Unavailable")
+        return bool(allowed)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -174,7 +173,7 @@ class RedisLimiter:
             log.error("Redis at %s failed (%s); %s until it answers", self._url, exc, policy)
         self._down_until = self._loop.time() + RETRY_INTERVAL
 
-    def _unavailable(self, burst: float) -> Decision:
-        if self._fail_open:
-            return Decision(True, burst, 0.0)
-        raise GatewayError(503, "Service Unavailable")
+    def _refuse_unless_fail_open(self) -> None:
+        """Redis is unavailable: carry on without it (fail_open), or answer 503."""
+        if not self._fail_open:
+            raise GatewayError(503, "Service Unavailable")

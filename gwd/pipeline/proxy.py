@@ -31,7 +31,13 @@ from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.templates import split_params
 from gwd.pipeline.types import Handler
-from gwd.pipeline.upstream import UpstreamConnection, UpstreamError, UpstreamPools, UpstreamResponse
+from gwd.pipeline.upstream import (
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPools,
+    UpstreamResponse,
+    connection_options,
+)
 
 log = logging.getLogger("gwd.proxy")
 
@@ -190,7 +196,7 @@ def _request_head(
     """The request line and headers for the backend, and how the body travels (None, "length", "chunked")."""
     request = exchange.request
     raw_headers = request.raw_headers
-    connection_tokens: set[bytes] = set()
+    named: set[bytes] = set()  # header names the client's Connection header lists
     client_host = b""
     forwarded_for = b""
     forwarded_proto = b""
@@ -202,7 +208,7 @@ def _request_head(
         lowered = name.lower()
         if lowered in _REQUEST_REPLACED:
             if lowered == b"connection":
-                connection_tokens.update(token.strip().lower() for token in value.split(b","))
+                named.update(connection_options(value))
             elif lowered == b"host":
                 client_host = value
             elif lowered == b"x-forwarded-for":
@@ -217,8 +223,8 @@ def _request_head(
                 chunked = True
             continue
         lines.append(name + b": " + value + b"\r\n")
-    if connection_tokens:
-        lines = [line for line in lines if line.split(b":", 1)[0].lower() not in connection_tokens]
+    if named:
+        lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
     peer = request.remote or ""
     trusted = bool(trusted_proxies) and is_trusted(peer, trusted_proxies)
     peer_bytes = peer.encode()

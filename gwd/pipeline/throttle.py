@@ -125,11 +125,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             throttled[stage.name, route_name, "quota"] += 1
             raise GatewayError(429, "Limit Exceeded")
         if states:
-            headers = [("RateLimit-Policy", this_policy), ("RateLimit", states)]
-            if exchange.extra_headers is None:
-                exchange.extra_headers = headers
-            else:
-                exchange.extra_headers += headers
+            exchange.add_headers([("RateLimit-Policy", this_policy), ("RateLimit", states)])
         return await next_handler(exchange)
 
     return throttle

@@ -35,7 +35,12 @@ SWEEP_INTERVAL = 0.1
 """Timeouts fire up to this much late."""
 
 
-_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close"})
+_CONNECTION_DIRECTIVES = frozenset({b"keep-alive", b"close"})
+
+
+def connection_options(value: bytes) -> set[bytes]:
+    """The lower-cased options of a ``Connection`` header value (RFC 9110 §7.6.1)."""
+    return {token.strip().lower() for token in value.split(b",")}
 
 
 class UpstreamError(Exception):
@@ -184,7 +189,7 @@ class UpstreamConnection(asyncio.Protocol):
             elif lowered == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
             elif lowered == b"connection":
-                tokens = tokens.union(token.strip().lower() for token in value.split(b",")) - _CONNECTION_OPTIONS
+                tokens = tokens.union(connection_options(value)) - _CONNECTION_DIRECTIVES
         self._response = UpstreamResponse(status, self._headers, content_length, chunked, tokens)
         self._keep_alive = parser.should_keep_alive()
         if self._head_only:
