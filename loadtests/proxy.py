@@ -6,7 +6,7 @@ Starts, on 127.0.0.1 only:
   - the backend: nginx answering a small JSON body itself (one worker), the
     fastest backend this machine has, so the proxies are what is measured;
   - nginx as a reverse proxy, configured as in production: upstream
-    keep-alive, HTTP/1.1 to the backend, a buffered access log;
+    keep-alive, HTTP/1.1 to the backend, its access log on (to a file);
   - gwd with --workers N and its access log on (to a file);
   - the Express gateway (Node cluster + http-proxy-middleware) when `node` is
     installed and `npm install` has been run in loadtests/express;

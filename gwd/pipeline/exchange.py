@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp.web import BaseRequest, StreamResponse
 
 from gwd.keystore import ApiKey
+from gwd.pipeline.passthrough import PassThroughResponse
 
 
 class Exchange:
@@ -55,13 +56,20 @@ class Exchange:
 
     def stamp(self, response: StreamResponse) -> None:
         """Add the headers every gwd response carries; streaming integrations call it before prepare()."""
+        if self.draining:
+            # A keep-alive client learns to open its next connection elsewhere
+            # instead of racing the close of an idle one.
+            response.force_close()
+        if isinstance(response, PassThroughResponse):
+            lines = [b"X-Request-Id: ", self.request_id.encode(), b"\r\nServer: gwd\r\n"]
+            if self.extra_headers:
+                for name, value in self.extra_headers:
+                    lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+            response.header_lines = b"".join(lines)
+            return
         headers = response.headers
         headers["X-Request-Id"] = self.request_id
         headers["Server"] = "gwd"
         if self.extra_headers:
             for name, value in self.extra_headers:
                 headers[name] = value
-        if self.draining:
-            # A keep-alive client learns to open its next connection elsewhere
-            # instead of racing the close of an idle one.
-            response.force_close()

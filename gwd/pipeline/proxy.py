@@ -6,7 +6,8 @@ Header rules follow RFC 9110 §7.6: hop-by-hop headers, and those the
 is the backend's unless the route preserves the client's.  Bodies stream
 both ways untouched (no decompression, no redirects followed).  A small
 response with a known length is read whole and sent with its head in one
-write; anything else streams.
+write of the backend's own header bytes (:mod:`gwd.pipeline.passthrough`);
+anything else streams.
 
 Failures: a refused, reset or broken backend is ``502 Bad Gateway``; one
 that does not answer within ``timeout`` is ``504``.  An idempotent request
@@ -29,6 +30,7 @@ from gwd.config import HttpIntegration, RouteKey, StageConfig, parse_backend_uri
 from gwd.pipeline.clientip import Networks, is_trusted
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.passthrough import PassThroughResponse
 from gwd.pipeline.templates import split_params
 from gwd.pipeline.types import Handler
 from gwd.pipeline.upstream import (
@@ -266,9 +268,14 @@ async def _send_body(connection: UpstreamConnection, request: web.BaseRequest, c
         await connection.send_body(b"0\r\n\r\n")
 
 
+def _dropped_response_headers(response: UpstreamResponse) -> frozenset[bytes]:
+    """Lower-cased names not passed on: hop-by-hop ones, those the backend's ``Connection`` names, and ours."""
+    return _RESPONSE_REPLACED | response.connection_tokens if response.connection_tokens else _RESPONSE_REPLACED
+
+
 def _response_headers(response: UpstreamResponse) -> CIMultiDict[str]:
-    """The backend's headers minus hop-by-hop ones, those its ``Connection`` names, and ours."""
-    dropped = _RESPONSE_REPLACED | response.connection_tokens if response.connection_tokens else _RESPONSE_REPLACED
+    """The backend's headers that are passed on, for an aiohttp response."""
+    dropped = _dropped_response_headers(response)
     return CIMultiDict(
         [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers if name.lower() not in dropped]
     )
@@ -277,9 +284,9 @@ def _response_headers(response: UpstreamResponse) -> CIMultiDict[str]:
 async def _respond(
     exchange: Exchange, connection: UpstreamConnection, response: UpstreamResponse, head_only: bool
 ) -> web.StreamResponse:
-    headers = _response_headers(response)
     length = response.content_length
     if head_only or response.status in (204, 304):
+        headers = _response_headers(response)
         # No body, but the length the body would have had is the backend's to state.
         if length is not None and response.status != 204:
             headers["Content-Length"] = str(length)
@@ -295,8 +302,8 @@ async def _respond(
             body = b"".join(parts)
         connection.release()
         exchange.response_length = len(body)
-        return web.Response(status=response.status, headers=headers, body=body)
-    return await _stream(exchange, connection, response.status, headers, length)
+        return PassThroughResponse(response.status, response.headers, _dropped_response_headers(response), body)
+    return await _stream(exchange, connection, response.status, _response_headers(response), length)
 
 
 async def _stream(

@@ -261,3 +261,50 @@ def test_expect_100_continue_is_answered_before_the_body(gateway, backend):
     assert reply.startswith(b"HTTP/1.1 200")
     assert orjson.loads(reply.split(b"\r\n\r\n", 1)[1])["length"] == len(body)
     assert "expect" not in backend.received[0].header_names()
+
+
+def test_small_response_keeps_the_backends_header_lines_and_gets_framing_right(start_daemon, backend):
+    """A buffered response passes header lines through as bytes; Date, length and Connection are ours to get right."""
+    raw_port = free_port()
+    listener = socket.create_server(("127.0.0.1", raw_port))
+
+    def serve_without_date() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 201 Made\r\nX-Twice: a\r\nX-Twice: b\r\nServer: backend/1\r\n"
+                b"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+            )
+            conn.recv(65536)  # until the gateway closes its side
+
+    thread = threading.Thread(target=serve_without_date, daemon=True)
+    thread.start()
+    extra = f"""
+[[routes]]
+route = "GET /raw"
+integration = {{ type = "http", uri = "http://127.0.0.1:{raw_port}/" }}
+"""
+    daemon = start_daemon(proxy_config(backend, extra), workers=1)
+    reply = raw_request(daemon.port, b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, body = reply.split(b"\r\n\r\n", 1)
+    status, *lines = head.split(b"\r\n")
+    names = [line.split(b":", 1)[0].lower() for line in lines]
+    assert status == b"HTTP/1.1 201 Created" and body == b"hello"
+    assert [line for line in lines if line.startswith(b"X-Twice")] == [b"X-Twice: a", b"X-Twice: b"]
+    assert names.count(b"date") == 1 and names.count(b"server") == 1 and b"Server: gwd" in lines
+    assert b"Content-Length: 5" in lines and b"Connection: close" in lines
+    listener.close()
+
+    # HTTP/1.0 keep-alive: the answer says so and the connection carries a second request.
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /api/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            reply = b""
+            while b"\r\n\r\n" not in reply or not reply.endswith(b"}"):
+                reply += sock.recv(65536)
+            head = reply.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+            assert head[0] == b"HTTP/1.0 200 OK" and b"Connection: keep-alive" in head
+            # The backend's own Date passes through (aiohttp backends always send one).
+            assert sum(1 for line in head if line.lower().startswith(b"date:")) == 1
+    assert len(backend.received) == 2
