@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import mmap
 import multiprocessing
-import struct
 import time
 from typing import Any
 
 WAYS = 8
 LOCK_STRIPES = 64
-_SLOT = struct.Struct("<Qdd")  # key hash (0: empty), tokens, last update (monotonic seconds)
 LOCK_TIMEOUT = 1.0
 """A critical section takes microseconds: a lock held this long belongs to a worker that died holding it."""
 
@@ -40,12 +38,20 @@ class BucketTable:
     True
     """
 
-    __slots__ = ("slots", "_sets", "_memory", "_locks")
+    __slots__ = ("slots", "_sets", "_memory", "_hashes", "_tokens", "_updated", "_locks")
 
     def __init__(self, slots: int) -> None:
         self._sets = max(1, slots // WAYS)
         self.slots = self._sets * WAYS
-        self._memory = mmap.mmap(-1, self.slots * _SLOT.size)
+        # Three arrays side by side: key hash (0: empty), tokens, last update
+        # (monotonic seconds).  A set's eight hashes are one slice, searched
+        # in C by ``list.index`` rather than slot by slot in Python.
+        self._memory = mmap.mmap(-1, self.slots * 8 * 3)
+        view = memoryview(self._memory)
+        size = self.slots * 8
+        self._hashes = view[:size].cast("Q")
+        self._tokens = view[size : 2 * size].cast("d")
+        self._updated = view[2 * size :].cast("d")
         # Fork-inherited semaphores: any process may release them, which is what
         # lets a survivor repair a stripe whose holder was killed.
         context = multiprocessing.get_context("fork")
@@ -60,30 +66,40 @@ class BucketTable:
         """
         if now is None:
             now = time.monotonic()
-        key_hash, set_index = self._locate(key)
-        memory = self._memory
-        unpack, size = _SLOT.unpack_from, _SLOT.size
-        lock = self._lock(set_index)
+        # Python's own hash: every worker is forked from one supervisor and so
+        # shares its hash secret; it costs a tenth of a cryptographic digest.
+        key_hash = (hash(key) & 0xFFFFFFFFFFFFFFFF) or 1
+        first = key_hash % self._sets * WAYS
+        lock = self._locks[first % LOCK_STRIPES]
+        if not lock.acquire(False):
+            _wait_for(lock)
         try:
-            base = set_index * WAYS * size
-            offset = victim = base
-            victim_updated = float("inf")
-            for offset in range(base, base + WAYS * size, size):
-                stored_hash, tokens, updated = unpack(memory, offset)
-                if stored_hash == key_hash:
-                    break
-                if stored_hash == 0:
-                    updated = float("-inf")
-                if updated < victim_updated:
-                    victim, victim_updated = offset, updated
+            hashes = self._hashes
+            if hashes[first] == key_hash:
+                slot = first  # where a set's first key lives: the usual case
             else:
-                # Not stored: a new bucket, full, in an empty or the least recently used slot.
-                offset, tokens, updated = victim, burst, now
-            tokens = min(burst, tokens + max(0.0, now - updated) * rate)
+                ways = hashes[first : first + WAYS].tolist()
+                slot = first + ways.index(key_hash) if key_hash in ways else -1
+            if slot >= 0:
+                tokens = self._tokens[slot]
+                elapsed = now - self._updated[slot]
+                if elapsed > 0.0:
+                    tokens += elapsed * rate
+                    if tokens > burst:
+                        tokens = burst
+                else:
+                    # Another worker updated it after this one read the clock.
+                    now = self._updated[slot]
+            else:
+                # A new bucket, full, in an empty slot or the least recently used one.
+                slot = first + self._victim(first, ways)
+                hashes[slot] = key_hash
+                tokens = burst
             allowed = tokens >= 1.0
             if allowed:
                 tokens -= 1.0
-            _SLOT.pack_into(memory, offset, key_hash, tokens, now)
+            self._tokens[slot] = tokens
+            self._updated[slot] = now
         finally:
             lock.release()
         if allowed:
@@ -92,44 +108,36 @@ class BucketTable:
 
     def give_back(self, key: bytes, burst: float) -> None:
         """Return a token taken by :meth:`take` for a request that a later check refused."""
-        key_hash, set_index = self._locate(key)
-        lock = self._lock(set_index)
+        key_hash = (hash(key) & 0xFFFFFFFFFFFFFFFF) or 1
+        first = key_hash % self._sets * WAYS
+        lock = self._locks[first % LOCK_STRIPES]
+        if not lock.acquire(False):
+            _wait_for(lock)
         try:
-            offset = self._own_slot(set_index, key_hash)
-            if offset is not None:
-                _, tokens, updated = _SLOT.unpack_from(self._memory, offset)
-                _SLOT.pack_into(self._memory, offset, key_hash, min(burst, tokens + 1.0), updated)
+            ways = self._hashes[first : first + WAYS].tolist()
+            if key_hash in ways:
+                slot = first + ways.index(key_hash)
+                self._tokens[slot] = min(burst, self._tokens[slot] + 1.0)
         finally:
             lock.release()
 
-    def _locate(self, key: bytes) -> tuple[int, int]:
-        # Python's own hash: every worker is forked from one supervisor and so
-        # shares its hash secret; it costs a tenth of a cryptographic digest.
-        key_hash = (hash(key) & 0xFFFFFFFFFFFFFFFF) or 1
-        return key_hash, key_hash % self._sets
-
-    def _lock(self, set_index: int) -> Any:
-        """Acquire and return the set's lock; the caller releases it."""
-        lock = self._locks[set_index % LOCK_STRIPES]
-        if not lock.acquire(False) and not lock.acquire(timeout=LOCK_TIMEOUT):
-            # Its holder died inside the critical section: repair the stripe.
-            lock.release()
-            lock.acquire()
-        return lock
-
-    def _own_slot(self, set_index: int, key_hash: int) -> int | None:
-        """The offset of the key's slot, or None if its bucket is not stored."""
-        base = set_index * WAYS * _SLOT.size
-        for offset in range(base, base + WAYS * _SLOT.size, _SLOT.size):
-            if _SLOT.unpack_from(self._memory, offset)[0] == key_hash:
-                return offset
-        return None
+    def _victim(self, first: int, ways: list[int]) -> int:
+        """The way a new bucket takes in the set starting at slot ``first``."""
+        if 0 in ways:
+            return ways.index(0)
+        updated = self._updated[first : first + WAYS].tolist()
+        return updated.index(min(updated))
 
     def occupied(self) -> int:
         """How many slots hold a bucket (for tests and diagnostics)."""
-        return sum(
-            1 for index in range(self.slots) if _SLOT.unpack_from(self._memory, index * _SLOT.size)[0] != 0
-        )
+        return self.slots - self._hashes.tolist().count(0)
+
+
+def _wait_for(lock: Any) -> None:
+    """Acquire a contended stripe lock, repairing it if its holder died inside the critical section."""
+    if not lock.acquire(timeout=LOCK_TIMEOUT):
+        lock.release()
+        lock.acquire()
 
 
 class Decision:

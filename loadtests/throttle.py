@@ -1,6 +1,6 @@
 """What throttling costs: gwd proxying with and without a per-client limit that never triggers.
 
-    python3 loadtests/throttle.py [--seconds 5] [--rounds 3] [--workers 2]
+    python3 loadtests/throttle.py [--seconds 5] [--rounds 5] [--workers 2]
 
 Starts a backend (nginx answering itself, one worker) and two gwd daemons
 proxying to it, one with a per-client limit (`client_throttle`, keyed by
@@ -32,7 +32,7 @@ LIMIT = "client_throttle = { rate = 1000000, burst = 1000000 }\n"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-cost", type=float, default=0.10, help="largest acceptable loss of req/s")
     args = parser.parse_args()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from gwd.buckets import BucketTable
 
 
@@ -54,3 +56,39 @@ def test_a_flood_of_keys_stays_within_the_table():
     assert table.occupied() <= table.slots == 4096
     # The most recent keys are still tracked (least recently used ones were evicted).
     assert not table.take(b"ip-99999", rate=0.0, burst=1.0, now=99_999.0).allowed
+
+
+def test_one_set_holds_eight_keys_and_evicts_the_least_recently_used():
+    table = BucketTable(8)  # a single set: every key competes for its eight slots
+    assert table.slots == 8
+    for i in range(8):
+        assert table.take(b"k%d" % i, rate=0.0, burst=2.0, now=float(i)).allowed
+    for i in range(8):
+        # Each key found again in its own slot: one token left, then none.
+        assert table.take(b"k%d" % i, rate=0.0, burst=2.0, now=10.0 + i).allowed
+        assert not table.take(b"k%d" % i, rate=0.0, burst=2.0, now=10.0 + i).allowed
+    # A ninth key takes the slot of k0, the least recently used; k0 comes back full.
+    assert table.take(b"new", rate=0.0, burst=2.0, now=20.0).allowed
+    assert table.occupied() == 8
+    assert table.take(b"k0", rate=0.0, burst=2.0, now=21.0).allowed
+    assert not table.take(b"k7", rate=0.0, burst=2.0, now=22.0).allowed
+
+
+def test_give_back_returns_one_token_to_its_own_key():
+    table = BucketTable(8)
+    for key in (b"a", b"b"):
+        assert table.take(key, rate=0.0, burst=1.0).allowed
+    table.give_back(b"b", burst=1.0)
+    table.give_back(b"never-taken", burst=1.0)  # not stored: nothing to return, nothing created
+    assert not table.take(b"a", rate=0.0, burst=1.0).allowed
+    assert table.take(b"b", rate=0.0, burst=1.0).allowed
+    assert table.occupied() == 2
+
+
+def test_a_clock_reading_older_than_the_last_update_neither_refills_nor_drains():
+    table = BucketTable(64)
+    assert table.take(b"k", rate=10.0, burst=3.0, now=100.0).allowed
+    # Another worker updated the bucket at 100.0 after this one read 99.0.
+    assert table.take(b"k", rate=10.0, burst=3.0, now=99.0).remaining == 1.0
+    # Refill is counted from 100.0, not from the older reading.
+    assert table.take(b"k", rate=10.0, burst=3.0, now=100.1).remaining == pytest.approx(1.0)

@@ -43,7 +43,8 @@ class _Bucket:
 
     def state(self, decision: Decision) -> str:
         remaining = decision.remaining
-        return self._state_format % (remaining, math.ceil((self.burst - remaining) / self.rate))
+        # -((r - b) // rate) is ceil((b - r) / rate) without a call.
+        return self._state_format % (remaining, -((remaining - self.burst) // self.rate))
 
 
 def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_handler: Handler) -> Handler:
@@ -70,14 +71,46 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     client_bucket = _Bucket("client", client_limit) if client_limit else None
     client_prefix = b"client\0" + scope + b"\0"
     header = client_limit.key[len("header:") :] if client_limit and client_limit.key.startswith("header:") else None
-    policy = _policy(client_bucket, route_bucket)
-    plan_policies = {name: _policy(client_bucket, bucket, route_bucket) for name, bucket in plan_buckets.items()}
+    by_address = header is None and not resources.trusted_proxies
+    # ("RateLimit-Policy", value) pairs, built once: without a key's plan, and for each plan.
+    policy_header = ("RateLimit-Policy", _policy(client_bucket, route_bucket))
+    plan_policy_headers = {
+        name: ("RateLimit-Policy", _policy(client_bucket, bucket, route_bucket)) for name, bucket in plan_buckets.items()
+    }
     limiter = resources.limiter
     throttled = resources.throttled
     route_name = str(route.key)
     trusted = resources.trusted_proxies
 
     asynchronous = limiter.asynchronous
+
+    def client_key(exchange: Exchange) -> bytes:
+        request = exchange.request
+        if by_address:
+            identity = request.remote or ""
+        else:
+            # A request without the named header is keyed by its address instead.
+            identity = (header and request.headers.get(header)) or client_address(request, trusted)
+        return client_prefix + identity.encode("utf-8", "surrogateescape")
+
+    if not plan_buckets and not quotas and (client_bucket is None or route_bucket is None):
+        # One bucket, no key plan: the common case, without the lists below.
+        only = client_bucket or route_bucket
+        assert only is not None
+        take = limiter.take
+        rate, burst = only.rate, only.burst
+
+        async def throttle_one(exchange: Exchange) -> web.StreamResponse:
+            decision = take(route_key if only is route_bucket else client_key(exchange), rate, burst)
+            if asynchronous:
+                decision = await decision
+            if not decision.allowed:
+                throttled[stage.name, route_name, only.name] += 1
+                raise _too_many(decision, only, policy_header[1])
+            exchange.add_headers([policy_header, ("RateLimit", only.state(decision))])
+            return await next_handler(exchange)
+
+        return throttle_one
 
     async def count(key: ApiKey, quota: Quota) -> bool:
         """Count a request against the key's quota where the limiter keeps quotas: Redis, or SQLite."""
@@ -96,15 +129,12 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         # refusal gives back the tokens taken before it.
         checks: list[tuple[bytes, _Bucket]] = []
         if client_bucket is not None:
-            request = exchange.request
-            # A request without the named header is keyed by its address instead.
-            identity = (header and request.headers.get(header)) or client_address(request, trusted)
-            checks.append((client_prefix + identity.encode("utf-8", "surrogateescape"), client_bucket))
-        this_policy = policy
+            checks.append((client_key(exchange), client_bucket))
+        this_policy = policy_header
         api_key = exchange.api_key
         if api_key is not None and api_key.plan in plan_buckets:
             checks.append((b"key\0" + api_key.id.encode(), plan_buckets[api_key.plan]))
-            this_policy = plan_policies[api_key.plan]
+            this_policy = plan_policy_headers[api_key.plan]
         if route_bucket is not None:
             checks.append((route_key, route_bucket))
         taken: list[tuple[bytes, float]] = []
@@ -116,7 +146,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             if not decision.allowed:
                 await give_back(taken)
                 throttled[stage.name, route_name, bucket.name] += 1
-                raise _too_many(decision, bucket, this_policy)
+                raise _too_many(decision, bucket, this_policy[1])
             taken.append((key, bucket.burst))
             states = f"{states}, {bucket.state(decision)}" if states else bucket.state(decision)
         # The quota is counted last, so that a request refused by a bucket is not counted.
@@ -125,7 +155,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             throttled[stage.name, route_name, "quota"] += 1
             raise GatewayError(429, "Limit Exceeded")
         if states:
-            exchange.add_headers([("RateLimit-Policy", this_policy), ("RateLimit", states)])
+            exchange.add_headers([this_policy, ("RateLimit", states)])
         return await next_handler(exchange)
 
     return throttle
