@@ -198,16 +198,32 @@ class Summary:
 def measure(ports: dict[str, int], seconds: int, rounds: int, path: str = "/hello") -> dict[str, Summary]:
     """Warm every system up, then run the same wrk command on each, round after round.
 
-    Interleaving the rounds spreads a noisy machine's drift over every system alike.
+    Interleaving the rounds spreads a noisy machine's drift over every system
+    alike; every other round runs the systems in reverse order, so that none
+    is always the one measured just after another.
     """
     for port in ports.values():
         run_wrk(f"http://127.0.0.1:{port}{path}", 2)
     summaries = {name: Summary(name, []) for name in ports}
     for round_number in range(rounds):
-        for name, port in ports.items():
+        order = list(ports.items())
+        if round_number % 2:
+            order.reverse()
+        for name, port in order:
             summaries[name].rounds.append(run_wrk(f"http://127.0.0.1:{port}{path}", seconds))
         print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
     return summaries
+
+
+def paired_ratio(measured: Summary, reference: Summary, value: str = "requests_per_second") -> float:
+    """The median over rounds of measured/reference, each pair taken in the same round.
+
+    Runs of one round share the machine's load of the moment, so their ratio
+    moves less than the ratio of two medians taken over different moments.
+    """
+    return statistics.median(
+        getattr(mine, value) / getattr(theirs, value) for mine, theirs in zip(measured.rounds, reference.rounds)
+    )
 
 
 def print_table(summaries: list[Summary], reference: Summary, reference_label: str) -> None:
