@@ -34,8 +34,8 @@ class BucketTable:
     """A fixed number of token buckets shared by every process forked after its creation.
 
     >>> table = BucketTable(1024)
-    >>> table.take(b"client-1", rate=1.0, burst=2.0).allowed
-    True
+    >>> table.take(b"client-1", rate=1.0, burst=2.0)
+    1.0
     """
 
     __slots__ = ("slots", "_sets", "_memory", "_hashes", "_tokens", "_updated", "_locks")
@@ -57,12 +57,14 @@ class BucketTable:
         context = multiprocessing.get_context("fork")
         self._locks = [context.Lock() for _ in range(LOCK_STRIPES)]
 
-    def take(self, key: bytes, rate: float, burst: float, now: float | None = None) -> Decision:
+    def take(self, key: bytes, rate: float, burst: float, now: float | None = None) -> float:
         """Consume one token from ``key``'s bucket if it has one.
 
-        A new bucket starts full (``burst`` tokens) and refills at ``rate``
-        tokens per second up to ``burst``.  (One function on purpose: this
-        runs for every throttled request.)
+        Returns the tokens left (``>= 0.0``) when the request may pass, or,
+        when the bucket had no token, minus the seconds until it has one
+        (``< 0.0``): one float rather than an object, because this runs for
+        every throttled request.  A new bucket starts full (``burst``
+        tokens) and refills at ``rate`` tokens per second up to ``burst``.
         """
         if now is None:
             now = time.monotonic()
@@ -95,16 +97,16 @@ class BucketTable:
                 slot = first + self._victim(first, ways)
                 hashes[slot] = key_hash
                 tokens = burst
-            allowed = tokens >= 1.0
-            if allowed:
+            if tokens >= 1.0:
                 tokens -= 1.0
+                left = tokens
+            else:
+                left = (tokens - 1.0) / rate if rate > 0 else float("-inf")
             self._tokens[slot] = tokens
             self._updated[slot] = now
         finally:
             lock.release()
-        if allowed:
-            return Decision(True, tokens, 0.0)
-        return Decision(False, tokens, (1.0 - tokens) / rate if rate > 0 else float("inf"))
+        return left
 
     def give_back(self, key: bytes, burst: float) -> None:
         """Return a token taken by :meth:`take` for a request that a later check refused."""
@@ -138,14 +140,3 @@ def _wait_for(lock: Any) -> None:
     if not lock.acquire(timeout=LOCK_TIMEOUT):
         lock.release()
         lock.acquire()
-
-
-class Decision:
-    """The outcome of one :meth:`BucketTable.take`."""
-
-    __slots__ = ("allowed", "remaining", "retry_after")
-
-    def __init__(self, allowed: bool, remaining: float, retry_after: float) -> None:
-        self.allowed = allowed
-        self.remaining = remaining  # tokens left after this request
-        self.retry_after = retry_after  # seconds until one token is back (0 when allowed)

@@ -25,7 +25,7 @@ class Exchange:
         "integration_latency",
         "integration_error",
         "response_length",
-        "extra_headers",
+        "extra_header_lines",
         "api_key",
     )
 
@@ -42,17 +42,19 @@ class Exchange:
         self.integration_error: str | None = None
         # Body bytes of a response the integration streamed itself; None for a buffered one.
         self.response_length: int | None = None
-        # Headers stages add to whatever response the request gets.
-        self.extra_headers: list[tuple[str, str]] | None = None
+        # Header lines stages add to whatever response the request gets, encoded.
+        self.extra_header_lines = b""
         # The caller's API key, once the key stage accepted it.
         self.api_key: ApiKey | None = None
 
-    def add_headers(self, headers: list[tuple[str, str]]) -> None:
-        """Headers for whatever response this request gets (applied by :meth:`stamp`)."""
-        if self.extra_headers is None:
-            self.extra_headers = headers
-        else:
-            self.extra_headers += headers
+    def add_header_lines(self, lines: bytes) -> None:
+        """Header lines (``Name: value\\r\\n`` each) for whatever response this request gets.
+
+        Encoded by the stage that adds them, often from a template built at
+        config load: most responses are passed-through backend responses,
+        which take them as they are (see :meth:`stamp`).
+        """
+        self.extra_header_lines += lines
 
     def stamp(self, response: StreamResponse) -> None:
         """Add the headers every gwd response carries; streaming integrations call it before prepare()."""
@@ -61,15 +63,12 @@ class Exchange:
             # instead of racing the close of an idle one.
             response.force_close()
         if isinstance(response, PassThroughResponse):
-            lines = [b"X-Request-Id: ", self.request_id.encode(), b"\r\nServer: gwd\r\n"]
-            if self.extra_headers:
-                for name, value in self.extra_headers:
-                    lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-            response.header_lines = b"".join(lines)
+            response.header_lines = b"X-Request-Id: " + self.request_id.encode() + b"\r\nServer: gwd\r\n" + self.extra_header_lines
             return
         headers = response.headers
         headers["X-Request-Id"] = self.request_id
         headers["Server"] = "gwd"
-        if self.extra_headers:
-            for name, value in self.extra_headers:
-                headers[name] = value
+        if self.extra_header_lines:
+            for line in self.extra_header_lines.splitlines():
+                name, value = line.split(b": ", 1)
+                headers[name.decode("latin-1")] = value.decode("latin-1")

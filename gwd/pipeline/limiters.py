@@ -1,6 +1,7 @@
 """Where the throttle stage's token buckets live: this daemon's shared memory, or Redis.
 
-Both answer the same two calls, ``take`` and ``give_back``: the memory
+Both answer the same two calls, ``take`` (see :meth:`BucketTable.take
+<gwd.buckets.BucketTable.take>` for what it returns) and ``give_back``: the memory
 backend at once, the Redis backend as coroutines (its ``asynchronous`` is
 True), so the memory path, the common one, costs no coroutine per check.
 The memory backend is the daemon's
@@ -23,7 +24,7 @@ import logging
 import redis.asyncio
 import redis.exceptions
 
-from gwd.buckets import BucketTable, Decision
+from gwd.buckets import BucketTable
 from gwd.config import Quota
 from gwd.keystore import ApiKey, period_start, utc_today
 from gwd.pipeline.errors import GatewayError
@@ -118,23 +119,22 @@ class RedisLimiter:
         self._down_until = 0.0
         self._loop = asyncio.get_running_loop()
 
-    async def take(self, key: bytes, rate: float, burst: float) -> Decision:
+    async def take(self, key: bytes, rate: float, burst: float) -> float:
         if self._loop.time() < self._down_until:
             self._refuse_unless_fail_open()
-            return Decision(True, burst, 0.0)
+            return burst
         try:
             allowed, tokens = await self._take(keys=[b"gwd:" + key], args=[rate, burst])
         except (redis.exceptions.RedisError, OSError) as exc:
             self._failed(exc)
             self._refuse_unless_fail_open()
-            return Decision(True, burst, 0.0)
+            return burst
         if self._down_until:
             self._down_until = 0.0
             log.warning("Redis at %s answers again; limits are shared again", self._url)
-        remaining = float(tokens)
         if allowed:
-            return Decision(True, remaining, 0.0)
-        return Decision(False, remaining, (1.0 - remaining) / rate)
+            return float(tokens)
+        return (float(tokens) - 1.0) / rate
 
     async def give_back(self, key: bytes, burst: float) -> None:
         try:

@@ -19,7 +19,6 @@ import math
 
 from aiohttp import web
 
-from gwd.buckets import Decision
 from gwd.config import Limit, Quota, RouteConfig, StageConfig
 from gwd.keystore import ApiKey
 from gwd.pipeline.clientip import client_address
@@ -28,23 +27,28 @@ from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.resources import Resources
 from gwd.pipeline.types import Handler
 
+CLIENT_KEY_CACHE = 1024
+"""Client identities whose bucket keys each route's throttle keeps ready."""
+CACHED_IDENTITY_LENGTH = 64
+
 
 class _Bucket:
     """One configured limit, made ready at config load."""
 
-    __slots__ = ("name", "rate", "burst", "policy", "_state_format")
+    __slots__ = ("name", "rate", "burst", "policy", "state_format")
 
     def __init__(self, name: str, limit: Limit) -> None:
         self.name = name
         self.rate = limit.rate
         self.burst = float(limit.burst)
         self.policy = f'"{name}";q={limit.burst};w={max(1, math.ceil(limit.burst / limit.rate))}'
-        self._state_format = f'"{name}";r=%d;t=%d'
+        # Takes :meth:`state`'s two numbers.
+        self.state_format = f'"{name}";r=%d;t=%d'
 
-    def state(self, decision: Decision) -> str:
-        remaining = decision.remaining
+    def state(self, remaining: float) -> tuple[float, float]:
+        """The requests left and the seconds until the bucket is full again."""
         # -((r - b) // rate) is ceil((b - r) / rate) without a call.
-        return self._state_format % (remaining, -((remaining - self.burst) // self.rate))
+        return remaining, -((remaining - self.burst) // self.rate)
 
 
 def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_handler: Handler) -> Handler:
@@ -72,17 +76,21 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     client_prefix = b"client\0" + scope + b"\0"
     header = client_limit.key[len("header:") :] if client_limit and client_limit.key.startswith("header:") else None
     by_address = header is None and not resources.trusted_proxies
-    # ("RateLimit-Policy", value) pairs, built once: without a key's plan, and for each plan.
-    policy_header = ("RateLimit-Policy", _policy(client_bucket, route_bucket))
-    plan_policy_headers = {
-        name: ("RateLimit-Policy", _policy(client_bucket, bucket, route_bucket)) for name, bucket in plan_buckets.items()
-    }
+    # RateLimit-Policy values, built once: without a key's plan, and for each plan.
+    policy = _policy(client_bucket, route_bucket)
+    plan_policies = {name: _policy(client_bucket, bucket, route_bucket) for name, bucket in plan_buckets.items()}
     limiter = resources.limiter
     throttled = resources.throttled
     route_name = str(route.key)
     trusted = resources.trusted_proxies
 
     asynchronous = limiter.asynchronous
+
+    # Bucket keys by client identity: the same bytes object for a returning
+    # client, so its hash is computed once.  Short identities only (an IPv6
+    # address is at most 45 characters), and cleared when full, so that its
+    # memory stays small whatever clients send.
+    client_keys: dict[str, bytes] = {}
 
     def client_key(exchange: Exchange) -> bytes:
         request = exchange.request
@@ -91,7 +99,14 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         else:
             # A request without the named header is keyed by its address instead.
             identity = (header and request.headers.get(header)) or client_address(request, trusted)
-        return client_prefix + identity.encode("utf-8", "surrogateescape")
+        key = client_keys.get(identity)
+        if key is None:
+            key = client_prefix + identity.encode("utf-8", "surrogateescape")
+            if len(identity) <= CACHED_IDENTITY_LENGTH:
+                if len(client_keys) >= CLIENT_KEY_CACHE:
+                    client_keys.clear()
+                client_keys[identity] = key
+        return key
 
     if not plan_buckets and not quotas and (client_bucket is None or route_bucket is None):
         # One bucket, no key plan: the common case, without the lists below.
@@ -99,15 +114,17 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         assert only is not None
         take = limiter.take
         rate, burst = only.rate, only.burst
+        per_client = only is client_bucket
+        lines_format = f"RateLimit-Policy: {policy}\r\nRateLimit: {only.state_format}\r\n".encode()
 
         async def throttle_one(exchange: Exchange) -> web.StreamResponse:
-            decision = take(route_key if only is route_bucket else client_key(exchange), rate, burst)
+            left = take(client_key(exchange) if per_client else route_key, rate, burst)
             if asynchronous:
-                decision = await decision
-            if not decision.allowed:
+                left = await left
+            if left < 0.0:
                 throttled[stage.name, route_name, only.name] += 1
-                raise _too_many(decision, only, policy_header[1])
-            exchange.add_headers([policy_header, ("RateLimit", only.state(decision))])
+                raise _too_many(-left, only, policy)
+            exchange.add_header_lines(lines_format % only.state(left))
             return await next_handler(exchange)
 
         return throttle_one
@@ -130,32 +147,33 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         checks: list[tuple[bytes, _Bucket]] = []
         if client_bucket is not None:
             checks.append((client_key(exchange), client_bucket))
-        this_policy = policy_header
+        this_policy = policy
         api_key = exchange.api_key
         if api_key is not None and api_key.plan in plan_buckets:
             checks.append((b"key\0" + api_key.id.encode(), plan_buckets[api_key.plan]))
-            this_policy = plan_policy_headers[api_key.plan]
+            this_policy = plan_policies[api_key.plan]
         if route_bucket is not None:
             checks.append((route_key, route_bucket))
         taken: list[tuple[bytes, float]] = []
         states = ""
         for key, bucket in checks:
-            decision = limiter.take(key, bucket.rate, bucket.burst)
+            left = limiter.take(key, bucket.rate, bucket.burst)
             if asynchronous:
-                decision = await decision
-            if not decision.allowed:
+                left = await left
+            if left < 0.0:
                 await give_back(taken)
                 throttled[stage.name, route_name, bucket.name] += 1
-                raise _too_many(decision, bucket, this_policy[1])
+                raise _too_many(-left, bucket, this_policy)
             taken.append((key, bucket.burst))
-            states = f"{states}, {bucket.state(decision)}" if states else bucket.state(decision)
+            state = bucket.state_format % bucket.state(left)
+            states = f"{states}, {state}" if states else state
         # The quota is counted last, so that a request refused by a bucket is not counted.
         if api_key is not None and api_key.plan in quotas and not await count(api_key, quotas[api_key.plan]):
             await give_back(taken)
             throttled[stage.name, route_name, "quota"] += 1
             raise GatewayError(429, "Limit Exceeded")
         if states:
-            exchange.add_headers([this_policy, ("RateLimit", states)])
+            exchange.add_header_lines(f"RateLimit-Policy: {this_policy}\r\nRateLimit: {states}\r\n".encode())
         return await next_handler(exchange)
 
     return throttle
@@ -165,13 +183,13 @@ def _policy(*buckets: _Bucket | None) -> str:
     return ", ".join(bucket.policy for bucket in buckets if bucket is not None)
 
 
-def _too_many(decision: Decision, bucket: _Bucket, policy: str) -> GatewayError:
+def _too_many(retry_after: float, bucket: _Bucket, policy: str) -> GatewayError:
     return GatewayError(
         429,
         "Too Many Requests",
         {
-            "Retry-After": str(max(1, math.ceil(decision.retry_after))),
+            "Retry-After": str(max(1, math.ceil(retry_after))),
             "RateLimit-Policy": policy,
-            "RateLimit": f'"{bucket.name}";r=0;t={math.ceil(decision.retry_after)}',
+            "RateLimit": f'"{bucket.name}";r=0;t={math.ceil(retry_after)}',
         },
     )
