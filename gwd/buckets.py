@@ -35,7 +35,7 @@ class BucketTable:
 
     >>> table = BucketTable(1024)
     >>> table.take(b"client-1", rate=1.0, burst=2.0)
-    1.0
+    (1, 1.0)
     """
 
     __slots__ = ("slots", "_sets", "_memory", "_hashes", "_tokens", "_updated", "_locks")
@@ -57,14 +57,14 @@ class BucketTable:
         context = multiprocessing.get_context("fork")
         self._locks = [context.Lock() for _ in range(LOCK_STRIPES)]
 
-    def take(self, key: bytes, rate: float, burst: float, now: float | None = None) -> float:
-        """Consume one token from ``key``'s bucket if it has one.
+    def take(self, key: bytes, rate: float, burst: float, most: int = 1, now: float | None = None) -> tuple[int, float]:
+        """Consume up to ``most`` whole tokens from ``key``'s bucket, if it has one.
 
-        Returns the tokens left (``>= 0.0``) when the request may pass, or,
-        when the bucket had no token, minus the seconds until it has one
-        (``< 0.0``): one float rather than an object, because this runs for
-        every throttled request.  A new bucket starts full (``burst``
+        Returns how many were taken and, when that is at least one, the
+        tokens left; when none were (the bucket has less than one), 0 and
+        the seconds until it has one.  A new bucket starts full (``burst``
         tokens) and refills at ``rate`` tokens per second up to ``burst``.
+        (One function on purpose: this runs for throttled requests.)
         """
         if now is None:
             now = time.monotonic()
@@ -97,16 +97,18 @@ class BucketTable:
                 slot = first + self._victim(first, ways)
                 hashes[slot] = key_hash
                 tokens = burst
-            if tokens >= 1.0:
-                tokens -= 1.0
-                left = tokens
+            if tokens >= most:
+                taken = most
             else:
-                left = (tokens - 1.0) / rate if rate > 0 else float("-inf")
+                taken = int(tokens)
+            tokens -= taken
             self._tokens[slot] = tokens
             self._updated[slot] = now
         finally:
             lock.release()
-        return left
+        if taken:
+            return taken, tokens
+        return 0, (1.0 - tokens) / rate if rate > 0 else float("inf")
 
     def give_back(self, key: bytes, burst: float) -> None:
         """Return a token taken by :meth:`take` for a request that a later check refused."""

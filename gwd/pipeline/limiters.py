@@ -1,19 +1,20 @@
 """Where the throttle stage's token buckets live: this daemon's shared memory, or Redis.
 
-Both answer the same two calls, ``take`` (see :meth:`BucketTable.take
-<gwd.buckets.BucketTable.take>` for what it returns) and ``give_back``: the memory
-backend at once, the Redis backend as coroutines (its ``asynchronous`` is
-True), so the memory path, the common one, costs no coroutine per check.
-The memory backend is the daemon's
+Both answer the same two calls, ``take`` (the tokens left, or minus the
+seconds until a token is back when none is left) and ``give_back``: the
+memory backend at once, the Redis backend as coroutines (its
+``asynchronous`` is True), so the memory path, the common one, costs no
+coroutine per check.  The memory backend is the daemon's
 :class:`~gwd.buckets.BucketTable`: one limit across its workers.  The Redis
 backend makes a limit one limit across every daemon using the same Redis:
 each check is one round trip running an atomic Lua script, with Redis's
 clock, and buckets expire once they would be full again, so Redis holds only
-active clients.  With Redis, API-key quotas are counted there too (one
-limit for all daemons); with memory, in the state directory's SQLite.  When Redis cannot be reached, ``fail_open`` decides: serve
-(and log) or answer 503; after a failure Redis is left alone for
-``RETRY_INTERVAL`` and then tried again, so the daemon reconnects by itself
-without a timeout per request in between.
+active clients.  With Redis, API-key quotas are counted there too (one limit
+for all daemons); with memory, in the state directory's SQLite.  When Redis
+cannot be reached, ``fail_open`` decides: serve (and log) or answer 503;
+after a failure Redis is left alone for ``RETRY_INTERVAL`` and then tried
+again, so the daemon reconnects by itself without a timeout per request in
+between.
 """
 
 from __future__ import annotations
@@ -85,16 +86,71 @@ def usage_key(key_id: str) -> str:
     return f"gwd:usage:{key_id}"
 
 
-class MemoryLimiter:
-    """Buckets in the daemon's shared memory."""
+LEASE_SHARE = 100
+"""A worker takes at most 1/LEASE_SHARE of a bucket's burst from the shared table at once."""
+MAX_LEASES = 4096
+"""Buckets a worker holds leased tokens of; all are dropped when it holds this many."""
 
-    __slots__ = ("take", "give_back")
+
+class _Lease:
+    """Tokens one worker took from a shared bucket ahead of the requests that use them."""
+
+    __slots__ = ("tokens", "shared_left")
+
+    def __init__(self, tokens: int, shared_left: float) -> None:
+        self.tokens = tokens
+        # What the shared bucket had left when these were taken (for RateLimit's "r").
+        self.shared_left = shared_left
+
+
+class MemoryLimiter:
+    """Buckets in the daemon's shared memory, taken from a lease at a time for large bursts.
+
+    A bucket whose burst is under ``2 * LEASE_SHARE`` is checked in the
+    shared table on every request: exact.  A larger one is taken from up to
+    ``burst // LEASE_SHARE`` tokens at a time; the worker keeps the rest for
+    its next requests on that key.  Every admitted request still holds a
+    token taken from the one shared bucket, so the daemon never admits more
+    than the bucket gives out; the cost is that tokens one worker holds are
+    not available to the others, at most ``burst / LEASE_SHARE`` per worker
+    and key (1% of the burst), and that a worker's RateLimit ``r`` is its
+    own view.  A never-triggering limit then costs a shared-table check per
+    hundred or more requests instead of one per request.
+    """
+
+    __slots__ = ("_table", "_leases")
 
     asynchronous = False
 
     def __init__(self, table: BucketTable) -> None:
-        self.take = table.take
-        self.give_back = table.give_back
+        self._table = table
+        self._leases: dict[bytes, _Lease] = {}
+
+    def take(self, key: bytes, rate: float, burst: float) -> float:
+        """The tokens left (>= 0) when the request may pass, else minus the seconds until a token is back."""
+        lease = self._leases.get(key)
+        if lease is not None and lease.tokens:
+            lease.tokens -= 1
+            return lease.shared_left + lease.tokens
+        taken, left = self._table.take(key, rate, burst, max(1, int(burst) // LEASE_SHARE))
+        if not taken:
+            return -left
+        if taken > 1:
+            if lease is None:
+                if len(self._leases) >= MAX_LEASES:
+                    self._leases.clear()
+                self._leases[key] = _Lease(taken - 1, left)
+            else:
+                lease.tokens, lease.shared_left = taken - 1, left
+        return left + taken - 1
+
+    def give_back(self, key: bytes, burst: float) -> None:
+        """Return a token that a later check made unused: to this worker's lease if it has one."""
+        lease = self._leases.get(key)
+        if lease is not None:
+            lease.tokens += 1
+        else:
+            self._table.give_back(key, burst)
 
     async def close(self) -> None:
         pass

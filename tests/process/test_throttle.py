@@ -29,6 +29,11 @@ integration = { type = "mock", body = '{"ok": true}' }
 client_throttle = { rate = 2, burst = 2 }
 
 [[routes]]
+route = "GET /leased"
+integration = { type = "mock", body = '{"ok": true}' }
+throttle = { rate = 200, burst = 1000 }
+
+[[routes]]
 route = "GET /free"
 integration = { type = "mock", body = '{"ok": true}' }
 """
@@ -43,6 +48,17 @@ def test_one_limit_across_two_workers(start_daemon):
     assert hammer.offered_per_second >= 1000, f"only {hammer.offered_per_second:.0f} req/s offered"
     # burst + rate x the time over which requests kept arriving.
     expected = 100 + 100 * hammer.elapsed
+    assert abs(accepted - expected) <= 0.05 * expected, (accepted, expected, hammer.statuses)
+
+
+def test_a_leased_limit_is_still_one_limit_across_two_workers(start_daemon):
+    """burst 1000: workers take tokens ten at a time (see MemoryLimiter); the total still holds."""
+    daemon = start_daemon(CONFIG, workers=2)
+    hammer = Hammer(daemon.port, "/leased", seconds=6, threads=6).run().join()
+    accepted = hammer.statuses.get(200, 0)
+    assert set(hammer.statuses) <= {200, 429}, hammer.statuses
+    assert hammer.offered_per_second >= 1000, f"only {hammer.offered_per_second:.0f} req/s offered"
+    expected = 1000 + 200 * hammer.elapsed
     assert abs(accepted - expected) <= 0.05 * expected, (accepted, expected, hammer.statuses)
 
 
