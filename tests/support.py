@@ -25,6 +25,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def forked_results(processes: int, work: Callable[[], int]) -> list[int]:
+    """Run ``work`` in ``processes`` forked children at once; the numbers they return."""
+    read_fd, write_fd = os.pipe()
+    children = []
+    for _ in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            os.write(write_fd, b"%d\n" % work())
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as results:
+        return [int(line) for line in results.read().split()]
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02) -> object:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

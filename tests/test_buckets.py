@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
+from support import forked_results
 
 from gwd.buckets import BucketTable
 
 
 def test_consumption_is_atomic_across_processes():
     table = BucketTable(1024)
-    read_fd, write_fd = os.pipe()
-    children = []
-    for _ in range(4):
-        pid = os.fork()
-        if pid == 0:
-            allowed = sum(table.take(b"shared", rate=0.0, burst=1000.0)[0] for _ in range(500))
-            os.write(write_fd, b"%d\n" % allowed)
-            os._exit(0)
-        children.append(pid)
-    for pid in children:
-        os.waitpid(pid, 0)
-    os.close(write_fd)
-    counts = [int(line) for line in os.read(read_fd, 4096).split()]
+    counts = forked_results(4, lambda: sum(table.take(b"shared", rate=0.0, burst=1000.0)[0] for _ in range(500)))
     assert len(counts) == 4
     # 2,000 attempts on a bucket of 1,000 that never refills: exactly 1,000 pass.
     assert sum(counts) == 1000

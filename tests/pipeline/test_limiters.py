@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
+from support import forked_results
 
 from gwd.buckets import BucketTable
 from gwd.pipeline.limiters import LEASE_SHARE, MAX_LEASES, MemoryLimiter
@@ -25,20 +24,12 @@ def test_a_large_burst_is_leased_and_holds_as_one_limit_across_processes():
     burst = 1000.0
     lease = int(burst) // LEASE_SHARE
     table = BucketTable(1024)
-    read_fd, write_fd = os.pipe()
-    children = []
-    for _ in range(4):
-        pid = os.fork()
-        if pid == 0:
-            limiter = MemoryLimiter(table)  # each worker has its own leases
-            admitted = sum(limiter.take(b"shared", 0.0, burst) >= 0 for _ in range(500))
-            os.write(write_fd, b"%d\n" % admitted)
-            os._exit(0)
-        children.append(pid)
-    for pid in children:
-        os.waitpid(pid, 0)
-    os.close(write_fd)
-    counts = [int(line) for line in os.read(read_fd, 4096).split()]
+
+    def admitted() -> int:
+        limiter = MemoryLimiter(table)  # each worker has its own leases
+        return sum(limiter.take(b"shared", 0.0, burst) >= 0 for _ in range(500))
+
+    counts = forked_results(4, admitted)
     assert len(counts) == 4
     # Never more than the bucket gives out; at most lease - 1 tokens left unused in each worker.
     assert burst - 4 * (lease - 1) <= sum(counts) <= burst

@@ -219,25 +219,31 @@ def test_client_disconnect_cancels_the_backend_request(gateway, backend):
     wait_for(lambda: backend.cancelled == ["/slow/20"], 5, "the backend request to be cancelled")
 
 
-def test_unreadable_response_is_502(start_daemon, backend):
-    garbage_port = free_port()
-    listener = socket.create_server(("127.0.0.1", garbage_port))
+def one_shot_backend(reply: bytes) -> tuple[str, socket.socket]:
+    """A backend that answers one request with ``reply`` as raw bytes: a route to it, and its listener to close."""
+    listener = socket.create_server(("127.0.0.1", 0))
 
-    def serve_garbage() -> None:
+    def serve() -> None:
         conn, _ = listener.accept()
-        conn.recv(65536)
-        conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
-        conn.close()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(reply)
+            conn.settimeout(5)
+            conn.recv(65536)  # until the gateway closes its side
 
-    thread = threading.Thread(target=serve_garbage, daemon=True)
-    thread.start()
-    extra = f"""
+    threading.Thread(target=serve, daemon=True).start()
+    route = f"""
 [[routes]]
-route = "GET /garbage"
-integration = {{ type = "http", uri = "http://127.0.0.1:{garbage_port}/" }}
+route = "GET /raw"
+integration = {{ type = "http", uri = "http://127.0.0.1:{listener.getsockname()[1]}/" }}
 """
-    daemon = start_daemon(proxy_config(backend, extra), workers=1)
-    assert daemon.get("/garbage").status == 502
+    return route, listener
+
+
+def test_unreadable_response_is_502(start_daemon, backend):
+    route, listener = one_shot_backend(b"NOT HTTP AT ALL\r\n\r\n")
+    daemon = start_daemon(proxy_config(backend, route), workers=1)
+    assert daemon.get("/raw").status == 502
     listener.close()
 
 
@@ -265,27 +271,11 @@ def test_expect_100_continue_is_answered_before_the_body(gateway, backend):
 
 def test_small_response_keeps_the_backends_header_lines_and_gets_framing_right(start_daemon, backend):
     """A buffered response passes header lines through as bytes; Date, length and Connection are ours to get right."""
-    raw_port = free_port()
-    listener = socket.create_server(("127.0.0.1", raw_port))
-
-    def serve_without_date() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(
-                b"HTTP/1.1 201 Made\r\nX-Twice: a\r\nX-Twice: b\r\nServer: backend/1\r\n"
-                b"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
-            )
-            conn.recv(65536)  # until the gateway closes its side
-
-    thread = threading.Thread(target=serve_without_date, daemon=True)
-    thread.start()
-    extra = f"""
-[[routes]]
-route = "GET /raw"
-integration = {{ type = "http", uri = "http://127.0.0.1:{raw_port}/" }}
-"""
-    daemon = start_daemon(proxy_config(backend, extra), workers=1)
+    route, listener = one_shot_backend(
+        b"HTTP/1.1 201 Made\r\nX-Twice: a\r\nX-Twice: b\r\nServer: backend/1\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    daemon = start_daemon(proxy_config(backend, route), workers=1)
     reply = raw_request(daemon.port, b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     head, body = reply.split(b"\r\n\r\n", 1)
     status, *lines = head.split(b"\r\n")
