@@ -31,6 +31,9 @@ _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_SIZE = re.compile(r"^(\d+)(B|KiB|MiB|GiB)$")
+_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 class ConfigError(Exception):
@@ -93,11 +96,29 @@ class ThrottleConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheConfig:
+    max_bytes: int  # per worker: responses past it evict the least recently used
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """How a route's responses are cached (a stage's policy is its routes' default)."""
+
+    ttl: float
+    query: tuple[str, ...]  # query parameters in the key
+    headers: tuple[str, ...]  # lower-cased request headers in the key (Accept-Encoding always)
+    statuses: frozenset[int]
+    per_identity: bool  # cache authenticated requests, one entry per caller
+    respect_backend: bool  # honour the backend's max-age / s-maxage when shorter
+
+
+@dataclass(frozen=True, slots=True)
 class StageConfig:
     name: str
     variables: Mapping[str, str]
     throttle: Limit | None = None  # the default for each of the stage's routes
     client_throttle: ClientLimit | None = None
+    cache: CachePolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +186,8 @@ class RouteConfig:
     throttle: Limit | None = None  # overrides the stage's
     client_throttle: ClientLimit | None = None
     api_key_required: bool = False
+    cache: CachePolicy | None = None  # overrides the stage's; None: the stage's
+    cache_disabled: bool = False  # ``cache = { enabled = false }``: not even the stage's
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +214,7 @@ class Config:
     stages: tuple[StageConfig, ...]
     routes: tuple[RouteConfig, ...]
     usage_plans: tuple[UsagePlan, ...] = ()
+    cache: CacheConfig = CacheConfig(64 * 1024**2)
 
 
 def parse_duration(text: str) -> float:
@@ -199,6 +223,14 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f'expected a duration such as "30s" or "250ms", got {text!r}')
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as ``"64MiB"``, ``"512KiB"`` or ``"100B"``."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise ValueError(f'expected a size such as "64MiB" or "512KiB", got {text!r}')
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
 def parse_address(text: str) -> Address:
@@ -420,13 +452,49 @@ class _ConfigReader:
             fail_open=throttle_table.get("fail_open", bool, True, "true or false"),
         )
         throttle_table.finish()
+        cache_table = root.table("cache")
+        cache = CacheConfig(max_bytes=cache_table.parsed("max_bytes", 64 * 1024**2, parse_size))
+        if cache.max_bytes < 1024**2:
+            cache_table.problem("max_bytes", f"must be at least 1MiB, got {cache.max_bytes} bytes")
+        cache_table.finish()
         stages = self._stages(root.tables("stages"))
         routes = self._routes(root.tables("routes"), stages)
         usage_plans = self._usage_plans(root.tables("usage_plans"))
         root.finish()
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(self.source, server, log, throttle, stages, routes, usage_plans)
+        return Config(self.source, server, log, throttle, stages, routes, usage_plans, cache)
+
+    def _cache_policy(self, parent: _Table) -> tuple[CachePolicy | None, bool]:
+        """The ``cache`` table under ``parent``: (the policy, or None; True if it says enabled = false)."""
+        if not parent.has("cache"):
+            return None, False
+        table = parent.table("cache")
+        enabled = table.get("enabled", bool, True, "true or false")
+        ttl = table.duration("ttl", 300.0, 0.001, 3600.0)
+        key = table.table("key")
+        query = tuple(self._names(key, "query", lambda name: bool(name)))
+        headers = tuple(name.lower() for name in self._names(key, "headers", _HEADER_NAME.match))
+        key.finish()
+        statuses = frozenset(self._names(table, "statuses", lambda code: 200 <= code <= 599, kind=int) or [200])
+        per_identity = table.get("per_identity", bool, False, "true or false")
+        respect_backend = table.get("respect_backend", bool, True, "true or false")
+        table.finish()
+        if not enabled:
+            return None, True
+        return CachePolicy(ttl, query, headers, statuses, per_identity, respect_backend), False
+
+    def _names(self, table: _Table, key: str, valid: Callable[[Any], object], kind: type = str) -> list[Any]:
+        """A list of strings (or ``kind``) under ``key``, each passing ``valid``."""
+        what = "a list of strings" if kind is str else "a list of integers"
+        items = table.get(key, list, [], what)
+        names = []
+        for index, item in enumerate(items):
+            if not isinstance(item, kind) or isinstance(item, bool) or not valid(item):
+                self.problem(f"{table.key_path(key)}[{index}]", f"not a valid entry: {_describe(item)}")
+            else:
+                names.append(item)
+        return names
 
     def _usage_plans(self, tables: list[_Table]) -> tuple[UsagePlan, ...]:
         plans: list[UsagePlan] = []
@@ -536,10 +604,11 @@ class _ConfigReader:
             variables = table.string_map("variables")
             throttle = self._limit(table, "throttle")
             client_throttle = self._client_limit(table, "client_throttle")
+            cache, _ = self._cache_policy(table)
             table.finish()
             if name is not None:
                 seen.add(name)
-                stages.append(StageConfig(name, variables, throttle, client_throttle))
+                stages.append(StageConfig(name, variables, throttle, client_throttle, cache))
         return tuple(stages) or (StageConfig(DEFAULT_STAGE, {}),)
 
     def _routes(self, tables: list[_Table], stages: tuple[StageConfig, ...]) -> tuple[RouteConfig, ...]:
@@ -553,6 +622,7 @@ class _ConfigReader:
             throttle = self._limit(table, "throttle")
             client_throttle = self._client_limit(table, "client_throttle")
             api_key_required = table.get("api_key_required", bool, False, "true or false")
+            cache, cache_disabled = self._cache_policy(table)
             table.finish()
             if key is None or integration is None:
                 continue
@@ -562,7 +632,7 @@ class _ConfigReader:
                 table.problem("route", f"{str(key)!r} duplicates {first_seen[shape]}")
                 continue
             first_seen[shape] = f"{table.key_path('route')} ({str(key)!r})"
-            routes.append(RouteConfig(key, integration, throttle, client_throttle, api_key_required))
+            routes.append(RouteConfig(key, integration, throttle, client_throttle, api_key_required, cache, cache_disabled))
         return tuple(routes)
 
     def _integration(

@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from multidict import CIMultiDict
 from support import free_port
 
 
@@ -103,6 +104,13 @@ class Backend:
                 raise
             return web.Response(text="slow done")
         received = await self._record(request)
+        if path.startswith("/delayed/"):
+            await asyncio.sleep(float(path.rsplit("/", 1)[1]))
+            return web.json_response({"delayed": True})
+        if path == "/with-headers":
+            # ?h=Name:Value, repeatable: a response carrying those headers.
+            headers = [tuple(item.split(":", 1)) for item in request.query.getall("h", ())]
+            return web.Response(text="with headers", headers=CIMultiDict(headers))
         if path.startswith("/status/"):
             code = int(path.rsplit("/", 1)[1])
             headers = {"X-Backend": "yes"}

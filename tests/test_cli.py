@@ -57,6 +57,13 @@ BROKEN_CONFIGS = [
     ('[[routes]]\nroute = "GET /a"\nintegration = { type = "mock" }\nthrottle = { rate = 0, burst = 1 }\n', "routes[0].throttle.rate", "more than 0"),
     ('[[routes]]\nroute = "GET /a"\nintegration = { type = "mock" }\nthrottle = { rate = 5 }\n', "routes[0].throttle.burst", "missing"),
     ('[[stages]]\nname = "p"\nclient_throttle = { rate = 1, burst = 1, key = "cookie" }\n', "stages[0].client_throttle.key", '"ip" or "header:NAME"'),
+    ('[cache]\nmax_bytes = "64MB"\n', "cache.max_bytes", '"64MiB"'),
+    ('[cache]\nmax_bytes = "512KiB"\n', "cache.max_bytes", "at least 1MiB"),
+    ('[[stages]]\nname = "p"\ncache = { ttl = "2h" }\n', "stages[0].cache.ttl", "between"),
+    ('[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\ncache = { key = { query = "page" } }\n', "routes[0].cache.key.query", "a list of strings"),
+    ('[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\ncache = { key = { headers = ["bad header"] } }\n', "routes[0].cache.key.headers[0]", "not a valid entry"),
+    ('[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\ncache = { statuses = [200, 700] }\n', "routes[0].cache.statuses[1]", "not a valid entry"),
+    ('[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\ncache = { ttl = "5m", stale = true }\n', "routes[0].cache.stale", "unknown key"),
     ("[throttle]\ntable_size = 8\n", "throttle.table_size", "between 64 and"),
 ]
 

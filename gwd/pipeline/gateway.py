@@ -19,6 +19,7 @@ from gwd.buckets import BucketTable
 from gwd.config import Config
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.apikeys import KeyCache
+from gwd.pipeline.cachestore import MemoryStore
 from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
 from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
@@ -55,12 +56,14 @@ class Gateway:
             self._limiter: MemoryLimiter | RedisLimiter = MemoryLimiter(buckets)
         else:
             self._limiter = RedisLimiter(config.throttle.backend, config.throttle.fail_open)
+        caching = any(stage.cache for stage in config.stages) or any(route.cache for route in config.routes)
         resources = Resources(
             self._pools,
             self._limiter,
             config.server.trusted_proxies,
             self._keys,
             {plan.name: plan for plan in config.usage_plans},
+            cache_store=MemoryStore(config.cache.max_bytes) if caching else None,
         )
         routers: dict[str, tuple[str, Router[RouteTarget]]] = {}
         for stage in config.stages:

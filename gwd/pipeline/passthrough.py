@@ -53,22 +53,25 @@ _date_line = _DateLine()
 
 
 class PassThroughResponse(web.StreamResponse):
-    """The backend's status, header lines and body, minus the header names in ``dropped``.
+    """A status, the backend's header lines as bytes, and a body: sent in one write.
 
-    The pipeline's own headers (request id, rate limits) come as the
-    encoded :attr:`header_lines`, and any set on :attr:`headers` are added; ``Content-Length`` is the body's; ``Date`` is the
-    backend's, or ours when it sent none (RFC 9110 §6.6.1); ``Connection``
-    says what the client's request and the worker's state decided.  Only for
-    responses that have a body (not HEAD, 204 or 304).
+    ``backend_lines`` are ``Name: value\\r\\n`` lines, hop-by-hop ones
+    already dropped; ``dated`` says whether they hold a ``Date``.  The
+    pipeline's own headers (request id, rate limits, cache status) come as
+    the encoded :attr:`header_lines`, and any set on :attr:`headers` are
+    added; ``Content-Length`` is the body's; ``Date`` is ours when the lines
+    hold none (RFC 9110 §6.6.1); ``Connection`` says what the client's
+    request and the worker's state decided.  Only for responses that have a
+    body (not 204 or 304); to a HEAD request it sends the head alone.
     """
 
-    __slots__ = ("_backend_headers", "_dropped", "_payload", "header_lines")
+    __slots__ = ("backend_lines", "dated", "payload", "header_lines")
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], dropped: frozenset[bytes], body: bytes) -> None:
+    def __init__(self, status: int, backend_lines: bytes, dated: bool, body: bytes) -> None:
         super().__init__(status=status)
-        self._backend_headers = headers
-        self._dropped = dropped
-        self._payload = body
+        self.backend_lines = backend_lines
+        self.dated = dated
+        self.payload = body
         # The pipeline's own header lines, encoded (see Exchange.stamp).
         self.header_lines = b""
 
@@ -80,30 +83,22 @@ class PassThroughResponse(web.StreamResponse):
         if keep_alive is None:
             keep_alive = self._keep_alive = request.keep_alive
         version = request.version
-        dropped = self._dropped
-        dated = False
-        lines = [_status_line(version, self.status)]
-        for name, value in self._backend_headers:
-            lowered = name.lower()
-            if lowered in dropped:
-                continue
-            if lowered == b"date":
-                dated = True
-            lines.append(name + b": " + value + b"\r\n")
-        if not dated:
+        lines = [_status_line(version, self.status), self.backend_lines]
+        if not self.dated:
             lines.append(_date_line.current())
         lines.append(self.header_lines)
         if self._headers:
             for name, text in self._headers.items():
                 lines.append(f"{name}: {text}\r\n".encode("latin-1"))
-        lines.append(b"Content-Length: %d\r\n" % len(self._payload))
+        lines.append(b"Content-Length: %d\r\n" % len(self.payload))
         if keep_alive:
             if version == HttpVersion10:
                 lines.append(b"Connection: keep-alive\r\n")
         elif version == HttpVersion11:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
-        lines.append(self._payload)
+        if request.method != "HEAD":  # a cached GET answering a HEAD: its length, not its body
+            lines.append(self.payload)
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client closed the connection")
@@ -114,3 +109,8 @@ class PassThroughResponse(web.StreamResponse):
             # must not grow the write buffer without bound.
             await request.writer.drain()
         return None
+
+
+def date_line() -> bytes:
+    """``Date: ...\\r\\n`` for now."""
+    return _date_line.current()

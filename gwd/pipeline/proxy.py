@@ -273,6 +273,21 @@ def _dropped_response_headers(response: UpstreamResponse) -> frozenset[bytes]:
     return _RESPONSE_REPLACED | response.connection_tokens if response.connection_tokens else _RESPONSE_REPLACED
 
 
+def _response_header_lines(response: UpstreamResponse) -> tuple[bytes, bool]:
+    """The backend's header lines that are passed on, as bytes, and whether they hold a ``Date``."""
+    dropped = _dropped_response_headers(response)
+    dated = False
+    lines = []
+    for name, value in response.headers:
+        lowered = name.lower()
+        if lowered in dropped:
+            continue
+        if lowered == b"date":
+            dated = True
+        lines.append(name + b": " + value + b"\r\n")
+    return b"".join(lines), dated
+
+
 def _response_headers(response: UpstreamResponse) -> CIMultiDict[str]:
     """The backend's headers that are passed on, for an aiohttp response."""
     dropped = _dropped_response_headers(response)
@@ -302,7 +317,7 @@ async def _respond(
             body = b"".join(parts)
         connection.release()
         exchange.response_length = len(body)
-        return PassThroughResponse(response.status, response.headers, _dropped_response_headers(response), body)
+        return PassThroughResponse(response.status, *_response_header_lines(response), body)
     return await _stream(exchange, connection, response.status, _response_headers(response), length)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 from gwd.config import UsagePlan
+from gwd.pipeline.cachestore import MemoryStore
 from gwd.pipeline.clientip import Networks
 from gwd.pipeline.upstream import UpstreamPools
 
@@ -25,3 +26,6 @@ class Resources:
     # Refused requests by (stage, route key, reason: "client", "key", "route" or "quota"),
     # kept for the metrics endpoint.
     throttled: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    cache_store: MemoryStore | None = None  # None when no route caches
+    # Cache results by (stage, route key, "hit" | "miss" | "bypass"), kept for the metrics endpoint.
+    cache_results: Counter[tuple[str, str, str]] = field(default_factory=Counter)

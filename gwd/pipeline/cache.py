@@ -1,0 +1,163 @@
+"""Response cache stage: serve GET and HEAD from the worker's store, fetch each missing entry once.
+
+The key is built from what the route's policy names and nothing else: the
+stage and route key, the request path (so its parameters), the named query
+parameters (sorted, so their order does not matter), the named request
+headers, and always ``Accept-Encoding``, so a gzip body is never sent to a
+client that asked for plain text.  A request carrying ``Authorization`` or
+``x-api-key`` is not served from nor stored into the shared entries: it
+bypasses the cache, unless the policy says ``per_identity``, and then its
+entries are its own (keyed by a digest of those headers).
+
+A response is stored when its status is one the policy lists (200 by
+default), it has no ``Set-Cookie``, its ``Cache-Control`` says neither
+``no-store``, ``no-cache`` nor ``private``, and its body came whole (not
+streamed); the backend's ``max-age``/``s-maxage`` shortens the TTL when the
+policy respects it.  A HEAD is answered from the GET entry.  Concurrent
+misses for one key in a worker wait for the first one's fetch (single
+flight) instead of all going to the backend.
+
+Responses say ``X-Cache: Hit`` (with ``Age``), ``Miss`` or ``Bypass``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+
+from aiohttp import web
+
+from gwd.config import CachePolicy, RouteConfig, StageConfig
+from gwd.pipeline.cachestore import CachedResponse
+from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.passthrough import PassThroughResponse, date_line
+from gwd.pipeline.resources import Resources
+from gwd.pipeline.types import Handler
+
+_CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+_MISS = b"X-Cache: Miss\r\n"
+_BYPASS = b"X-Cache: Bypass\r\n"
+_HIT = b"X-Cache: Hit\r\nAge: %d\r\n"
+_MAX_AGE = re.compile(rb"(?:^|,)\s*max-age\s*=\s*\"?(\d+)")
+_S_MAXAGE = re.compile(rb"(?:^|,)\s*s-maxage\s*=\s*\"?(\d+)")
+_UNCACHEABLE = re.compile(rb"(?:^|,)\s*(no-store|no-cache|private)\b")
+
+
+def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_handler: Handler) -> Handler:
+    """Wrap ``next_handler`` with the route's cache policy, or return it as it is when it has none."""
+    policy = None if route.cache_disabled else route.cache or stage.cache
+    if policy is None:
+        return next_handler
+    store = resources.cache_store
+    assert store is not None  # the gateway makes one when any route caches
+    counts = resources.cache_results
+    route_name = str(route.key)
+    prefix = f"{stage.name}\0{route_name}\0".encode()
+    in_flight: dict[bytes, asyncio.Future[None]] = {}
+
+    def count(result: str) -> None:
+        counts[stage.name, route_name, result] += 1
+
+    async def bypass(exchange: Exchange) -> web.StreamResponse:
+        count("bypass")
+        exchange.add_header_lines(_BYPASS)
+        return await next_handler(exchange)
+
+    async def cached(exchange: Exchange) -> web.StreamResponse:
+        request = exchange.request
+        if request.method not in _CACHEABLE_METHODS:
+            return await bypass(exchange)
+        key = cache_key(request, policy, prefix)
+        if key is None:
+            return await bypass(exchange)
+        while True:
+            entry = store.get(key, time.monotonic())
+            if entry is not None:
+                count("hit")
+                exchange.add_header_lines(_HIT % (time.monotonic() - entry.stored_at))
+                exchange.response_length = 0 if request.method == "HEAD" else len(entry.body)
+                return PassThroughResponse(entry.status, entry.header_lines, True, entry.body)
+            waiting = in_flight.get(key)
+            if waiting is None:
+                break
+            # Another request is fetching this entry: wait for it, then look again.
+            await asyncio.shield(waiting)
+            if store.get(key, time.monotonic()) is None:
+                break  # it was not cacheable after all: fetch for ourselves
+        count("miss")
+        exchange.add_header_lines(_MISS)
+        if request.method == "HEAD":
+            return await next_handler(exchange)
+        fetched: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        in_flight[key] = fetched
+        try:
+            response = await next_handler(exchange)
+            entry = _storable(response, policy)
+            if entry is not None:
+                store.put(key, entry)
+            return response
+        finally:
+            del in_flight[key]
+            fetched.set_result(None)
+
+    return cached
+
+
+def cache_key(request: web.BaseRequest, policy: CachePolicy, prefix: bytes) -> bytes | None:
+    """The request's cache key under ``policy``, or None when it must not share cached responses."""
+    headers = request.headers
+    identity = ""
+    credentials = (headers.get("Authorization"), headers.get("x-api-key"))
+    if credentials != (None, None):
+        if not policy.per_identity:
+            return None
+        identity = hashlib.sha256(repr(credentials).encode()).hexdigest()
+    parts = [request.raw_path.partition("?")[0], headers.get("Accept-Encoding", ""), identity]
+    if policy.query:
+        query = request.rel_url.query
+        for name in policy.query:
+            parts.append("&".join(sorted(query.getall(name, ()))))
+    for name in policy.headers:
+        parts.append(",".join(headers.getall(name, ())))
+    return prefix + "\0".join(parts).encode("utf-8", "surrogateescape")
+
+
+def _storable(response: web.StreamResponse, policy: CachePolicy) -> CachedResponse | None:
+    """What the cache keeps of ``response``, or None when it must not be kept."""
+    if response.status not in policy.statuses:
+        return None
+    if isinstance(response, PassThroughResponse):
+        lines, dated, body = response.backend_lines, response.dated, response.payload
+    elif type(response) is web.Response and isinstance(response.body, bytes):
+        # A mock integration's response.
+        headers = response.headers
+        lines = b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items())
+        if "Content-Type" not in headers:
+            lines += b"Content-Type: application/octet-stream\r\n"  # what aiohttp sends for it
+        dated, body = False, response.body
+    else:
+        return None  # streamed: too large, or of unknown length
+    ttl = policy.ttl
+    for line in lines.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        if name == b"set-cookie":
+            return None
+        if name == b"cache-control":
+            value = value.lower()
+            if _UNCACHEABLE.search(value):
+                return None
+            if policy.respect_backend:
+                # A shared cache takes s-maxage over max-age (RFC 9111 §5.2.2.10).
+                found = _S_MAXAGE.search(value) or _MAX_AGE.search(value)
+                if found:
+                    ttl = min(ttl, float(found.group(1)))
+    if ttl <= 0:
+        return None
+    if not dated:
+        # Keep the time the response was made, as a shared cache must (RFC 9111 §4).
+        lines += date_line()
+    now = time.monotonic()
+    return CachedResponse(response.status, lines, body, now, now + ttl)
