@@ -1,4 +1,4 @@
-"""The ``gwd`` command: run, check, keys, usage, version."""
+"""The ``gwd`` command: run, check, keys, usage, cache, version."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from gwd import __version__
 from gwd.config import BUILTIN_SOURCE, Config, ConfigError, load_config, parse_address
-from gwd.keystore import ApiKey, KeyStore, KeyStoreError
+from gwd.keystore import PERMISSIONS, ApiKey, KeyStore, KeyStoreError
 from gwd.logs import setup_logging
 
 EXIT_CONFIG = 78
@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--plan", help="the usage plan whose limits apply to the key")
     create.add_argument("--value", help="the key's value (at least 20 characters); generated when left out")
+    create.add_argument(
+        "--permission",
+        action="append",
+        default=[],
+        choices=sorted(PERMISSIONS),
+        help="allow the key more than calling routes (cache-invalidate: refresh cached responses); repeatable",
+    )
     create.set_defaults(command=_keys_create)
     listing = keys_commands.add_parser("list", help="list keys (never their values)")
     listing.set_defaults(command=_keys_list)
@@ -63,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--to", dest="last_day", metavar="YYYY-MM-DD", type=_day, help="last day (default: today, UTC)")
     usage.add_argument("-c", "--config", metavar="FILE", help="the daemon's config file (for server.state_dir)")
     usage.set_defaults(command=_usage)
+
+    cache = commands.add_parser("cache", help="act on a running daemon's response cache")
+    cache_commands = cache.add_subparsers(title="cache commands", required=True, metavar="COMMAND")
+    flush = cache_commands.add_parser("flush", help="drop cached responses on every worker (within a second)")
+    flush.add_argument("--stage", metavar="NAME", help="only this stage's (default: every stage's)")
+    flush.add_argument("--route", metavar="KEY", help='only this route\'s, e.g. "GET /pets/{id}" (default: every route\'s)')
+    flush.add_argument("-c", "--config", metavar="FILE", help="the daemon's config file (for server.state_dir)")
+    flush.set_defaults(command=_cache_flush)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(command=lambda args: print(f"gwd {__version__}") or 0)
@@ -85,7 +100,7 @@ def _keys_create(args: argparse.Namespace) -> int:
         print(f"gwd: no usage plan named {args.plan!r} in {config.source}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        key, value = store.create(args.name, args.plan, args.value)
+        key, value = store.create(args.name, args.plan, args.value, frozenset(args.permission))
     except KeyStoreError as exc:
         print(f"gwd: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -128,7 +143,24 @@ def _key_action(args: argparse.Namespace, action: Any) -> int:
 def _key_line(key: ApiKey) -> str:
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(key.created_at))
     status = "active" if key.revoked_at is None else "revoked " + time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(key.revoked_at))
-    return f"{key.name:<24} {key.id:<18} {key.plan or '-':<16} {created:<20} {status}"
+    permissions = f" (may {', '.join(sorted(key.permissions))})" if key.permissions else ""
+    return f"{key.name:<24} {key.id:<18} {key.plan or '-':<16} {created:<20} {status}{permissions}"
+
+
+def _cache_flush(args: argparse.Namespace) -> int:
+    opened = _open_keys(args)
+    if opened is None:
+        return EXIT_CONFIG
+    config, store = opened
+    if args.stage is not None and args.stage not in {stage.name for stage in config.stages}:
+        print(f"gwd: no stage named {args.stage!r} in {config.source}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.route is not None and args.route not in {str(route.key) for route in config.routes}:
+        print(f"gwd: no route {args.route!r} in {config.source}", file=sys.stderr)
+        return EXIT_USAGE
+    store.request_cache_flush(args.stage, args.route)
+    print(f"cache flush requested (stage {args.stage or 'all'}, route {args.route or 'all'}); workers apply it within a second")
+    return 0
 
 
 def _usage(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _SIZE = re.compile(r"^(\d+)(B|KiB|MiB|GiB)$")
 _SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_INVALIDATION = ("require_key", "allow", "ignore")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -110,6 +111,7 @@ class CachePolicy:
     statuses: frozenset[int]
     per_identity: bool  # cache authenticated requests, one entry per caller
     respect_backend: bool  # honour the backend's max-age / s-maxage when shorter
+    invalidation: str  # a client's Cache-Control: max-age=0: "require_key", "allow" or "ignore"
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,10 +481,13 @@ class _ConfigReader:
         statuses = frozenset(self._names(table, "statuses", lambda code: 200 <= code <= 599, kind=int) or [200])
         per_identity = table.get("per_identity", bool, False, "true or false")
         respect_backend = table.get("respect_backend", bool, True, "true or false")
+        invalidation = table.string("invalidation", "require_key")
+        if invalidation not in _INVALIDATION:
+            table.problem("invalidation", f"expected one of {', '.join(_INVALIDATION)}, got {invalidation!r}")
         table.finish()
         if not enabled:
             return None, True
-        return CachePolicy(ttl, query, headers, statuses, per_identity, respect_backend), False
+        return CachePolicy(ttl, query, headers, statuses, per_identity, respect_backend, invalidation), False
 
     def _names(self, table: _Table, key: str, valid: Callable[[Any], object], kind: type = str) -> list[Any]:
         """A list of strings (or ``kind``) under ``key``, each passing ``valid``."""

@@ -1,4 +1,4 @@
-"""API keys and their usage in SQLite under the state directory.
+"""API keys, their usage, and cache flush requests in SQLite under the state directory.
 
 Keys are stored as SHA-256 hashes only; a key's value is shown once, when it
 is created.  The CLI writes keys; every worker reads them and notices a
@@ -39,7 +39,15 @@ CREATE TABLE IF NOT EXISTS usage (
     count INTEGER NOT NULL,
     PRIMARY KEY (key_id, day)
 );
+CREATE TABLE IF NOT EXISTS cache_flushes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stage TEXT,
+    route TEXT,
+    requested_at REAL NOT NULL
+);
 """
+PERMISSIONS = frozenset({"cache-invalidate"})
+"""What a key may be allowed beyond calling routes: cache-invalidate refreshes cached responses."""
 
 
 class KeyStoreError(Exception):
@@ -53,6 +61,24 @@ class ApiKey:
     plan: str | None
     created_at: float
     revoked_at: float | None
+    permissions: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFlush:
+    """A ``gwd cache flush`` request: None for stage or route means all of them."""
+
+    id: int
+    stage: str | None
+    route: str | None
+
+
+_KEY_COLUMNS = "id, name, plan, created_at, revoked_at, permissions"
+
+
+def _key(row: tuple) -> ApiKey:
+    *fields, permissions = row
+    return ApiKey(*fields, frozenset(permissions.split(",")) - {""})
 
 
 def utc_today(now: float | None = None) -> date:
@@ -84,23 +110,30 @@ class KeyStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(api_keys)")}
+        if "permissions" not in columns:  # a database from before permissions existed
+            self._db.execute("ALTER TABLE api_keys ADD COLUMN permissions TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self._db.close()
 
-    def create(self, name: str, plan: str | None, value: str | None) -> tuple[ApiKey, str]:
+    def create(
+        self, name: str, plan: str | None, value: str | None, permissions: frozenset[str] = frozenset()
+    ) -> tuple[ApiKey, str]:
         """A new key and its value (generated unless given); the value is not kept."""
         if not name or len(name) > 128:
             raise KeyStoreError("a key name must be 1-128 characters")
+        if permissions - PERMISSIONS:
+            raise KeyStoreError(f"unknown permission {sorted(permissions - PERMISSIONS)[0]!r} (known: {', '.join(sorted(PERMISSIONS))})")
         if value is None:
             value = secrets.token_urlsafe(30)
         elif len(value) < MIN_VALUE_LENGTH:
             raise KeyStoreError(f"a key value must be at least {MIN_VALUE_LENGTH} characters")
-        key = ApiKey("k" + secrets.token_hex(8), name, plan, time.time(), None)
+        key = ApiKey("k" + secrets.token_hex(8), name, plan, time.time(), None, permissions)
         try:
             self._db.execute(
-                "INSERT INTO api_keys (id, name, value_sha256, plan, created_at) VALUES (?, ?, ?, ?, ?)",
-                (key.id, key.name, hash_value(value), key.plan, key.created_at),
+                "INSERT INTO api_keys (id, name, value_sha256, plan, created_at, permissions) VALUES (?, ?, ?, ?, ?, ?)",
+                (key.id, key.name, hash_value(value), key.plan, key.created_at, ",".join(sorted(permissions))),
             )
         except sqlite3.IntegrityError as exc:
             what = "name" if "name" in str(exc) else "value"
@@ -117,23 +150,36 @@ class KeyStore:
         return self.get(name)
 
     def get(self, name: str) -> ApiKey:
-        row = self._db.execute(
-            "SELECT id, name, plan, created_at, revoked_at FROM api_keys WHERE name = ?", (name,)
-        ).fetchone()
+        row = self._db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise KeyStoreError(f"no key named {name!r}")
-        return ApiKey(*row)
+        return _key(row)
 
     def list(self) -> list[ApiKey]:
-        rows = self._db.execute("SELECT id, name, plan, created_at, revoked_at FROM api_keys ORDER BY created_at")
-        return [ApiKey(*row) for row in rows]
+        rows = self._db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at")
+        return [_key(row) for row in rows]
 
     def active_by_hash(self) -> dict[bytes, ApiKey]:
         """Every key that is not revoked, by the SHA-256 of its value."""
-        rows = self._db.execute(
-            "SELECT value_sha256, id, name, plan, created_at, revoked_at FROM api_keys WHERE revoked_at IS NULL"
+        rows = self._db.execute(f"SELECT value_sha256, {_KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL")
+        return {row[0]: _key(row[1:]) for row in rows}
+
+    def request_cache_flush(self, stage: str | None, route: str | None) -> None:
+        """Ask every running worker to drop cached responses of ``stage`` and ``route`` (None: all)."""
+        self._db.execute(
+            "INSERT INTO cache_flushes (stage, route, requested_at) VALUES (?, ?, ?)", (stage, route, time.time())
         )
-        return {row[0]: ApiKey(*row[1:]) for row in rows}
+        # Old requests have been seen by every worker long ago.
+        self._db.execute("DELETE FROM cache_flushes WHERE requested_at < ?", (time.time() - 3600,))
+
+    def cache_flushes_after(self, last_id: int) -> list[CacheFlush]:
+        """Flush requests newer than ``last_id``, oldest first."""
+        rows = self._db.execute("SELECT id, stage, route FROM cache_flushes WHERE id > ? ORDER BY id", (last_id,))
+        return [CacheFlush(*row) for row in rows]
+
+    def last_cache_flush(self) -> int:
+        (last,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM cache_flushes").fetchone()
+        return last
 
     def consume_quota(self, key_id: str, period: str, limit: int, now: float | None = None) -> bool:
         """Count one request of ``key_id`` unless its ``period`` (day, week, month) already has ``limit``."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from typing import Callable
 
 from aiohttp import web
 
 from gwd.config import Quota, RouteConfig, StageConfig
-from gwd.keystore import ApiKey, KeyStore, hash_value
+from gwd.keystore import ApiKey, CacheFlush, KeyStore, hash_value
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.resources import Resources
@@ -27,14 +28,20 @@ POLL_INTERVAL = 0.25
 
 
 class KeyCache:
-    """A worker's copy of the active keys."""
+    """A worker's copy of the active keys; it also hands on ``gwd cache flush`` requests.
 
-    __slots__ = ("_store", "_keys", "_version", "_poll_handle")
+    ``on_cache_flush`` is called with each flush requested after the worker
+    started, within ``POLL_INTERVAL`` of the request.
+    """
+
+    __slots__ = ("_store", "_keys", "_version", "_poll_handle", "_last_flush", "on_cache_flush")
 
     def __init__(self, state_dir: str) -> None:
         self._store = KeyStore(state_dir)
         self._keys = self._store.active_by_hash()
         self._version = self._store.version()
+        self._last_flush = self._store.last_cache_flush()
+        self.on_cache_flush: Callable[[CacheFlush], None] | None = None
         self._poll_handle = asyncio.get_running_loop().call_later(POLL_INTERVAL, self._poll)
 
     def lookup(self, value: str) -> ApiKey | None:
@@ -55,6 +62,10 @@ class KeyCache:
             if version != self._version:
                 self._keys = self._store.active_by_hash()
                 self._version = version
+                for flush in self._store.cache_flushes_after(self._last_flush):
+                    self._last_flush = flush.id
+                    if self.on_cache_flush is not None:
+                        self.on_cache_flush(flush)
         except sqlite3.Error as exc:
             # Keep serving with the keys already known; try again next time.
             log.error("cannot read the API key database: %s", exc)

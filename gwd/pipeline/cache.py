@@ -17,6 +17,13 @@ policy respects it.  A HEAD is answered from the GET entry.  Concurrent
 misses for one key in a worker wait for the first one's fetch (single
 flight) instead of all going to the backend.
 
+A client's ``Cache-Control: max-age=0`` (or ``no-cache``) refreshes the
+entry from the backend only when the policy's ``invalidation`` allows it:
+``"allow"``, or ``"require_key"`` (the default) and an ``x-api-key`` with
+the ``cache-invalidate`` permission, like AWS's "Require authorization";
+otherwise it is served as any request.  ``gwd cache flush`` empties whole
+stages and routes (see :meth:`Gateway._flush_cache`).
+
 Responses say ``X-Cache: Hit`` (with ``Age``), ``Miss`` or ``Bypass``.
 """
 
@@ -28,6 +35,7 @@ import re
 import time
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from gwd.config import CachePolicy, RouteConfig, StageConfig
 from gwd.pipeline.cachestore import CachedResponse
@@ -42,6 +50,7 @@ _BYPASS = b"X-Cache: Bypass\r\n"
 _HIT = b"X-Cache: Hit\r\nAge: %d\r\n"
 _MAX_AGE = re.compile(rb"(?:^|,)\s*max-age\s*=\s*\"?(\d+)")
 _S_MAXAGE = re.compile(rb"(?:^|,)\s*s-maxage\s*=\s*\"?(\d+)")
+_REFRESH = re.compile(r"(?:^|,)\s*(?:max-age\s*=\s*0|no-cache)\b", re.IGNORECASE)
 _UNCACHEABLE = re.compile(rb"(?:^|,)\s*(no-store|no-cache|private)\b")
 
 
@@ -52,6 +61,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         return next_handler
     store = resources.cache_store
     assert store is not None  # the gateway makes one when any route caches
+    keys = resources.keys
     counts = resources.cache_results
     route_name = str(route.key)
     prefix = f"{stage.name}\0{route_name}\0".encode()
@@ -65,14 +75,27 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         exchange.add_header_lines(_BYPASS)
         return await next_handler(exchange)
 
+    def may_refresh(headers: CIMultiDictProxy[str]) -> bool:
+        """Whether this request's ``Cache-Control: max-age=0`` refreshes the entry (the policy's invalidation)."""
+        if policy.invalidation == "allow":
+            return True
+        if policy.invalidation == "ignore" or keys is None:
+            return False
+        value = headers.get("x-api-key")
+        key = keys.lookup(value) if value else None
+        return key is not None and "cache-invalidate" in key.permissions
+
     async def cached(exchange: Exchange) -> web.StreamResponse:
         request = exchange.request
         if request.method not in _CACHEABLE_METHODS:
             return await bypass(exchange)
-        key = cache_key(request, policy, prefix)
+        headers = request.headers
+        refresh = _REFRESH.search(headers.get("Cache-Control", "")) is not None and may_refresh(headers)
+        # A key that may refresh the entry only authorises that: it does not make the request its own.
+        key = cache_key(request, policy, prefix, key_authorises_refresh=refresh)
         if key is None:
             return await bypass(exchange)
-        while True:
+        while not refresh:
             entry = store.get(key, time.monotonic())
             if entry is not None:
                 count("hit")
@@ -90,26 +113,36 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         exchange.add_header_lines(_MISS)
         if request.method == "HEAD":
             return await next_handler(exchange)
-        fetched: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        in_flight[key] = fetched
+        leader = key not in in_flight  # a refresh may overlap a fetch already under way
+        if leader:
+            fetched: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            in_flight[key] = fetched
         try:
             response = await next_handler(exchange)
             entry = _storable(response, policy)
             if entry is not None:
                 store.put(key, entry)
+            elif refresh:
+                store.delete(key)  # what is there is stale: the backend says so
             return response
         finally:
-            del in_flight[key]
-            fetched.set_result(None)
+            if leader:
+                del in_flight[key]
+                fetched.set_result(None)
 
     return cached
 
 
-def cache_key(request: web.BaseRequest, policy: CachePolicy, prefix: bytes) -> bytes | None:
-    """The request's cache key under ``policy``, or None when it must not share cached responses."""
+def cache_key(
+    request: web.BaseRequest, policy: CachePolicy, prefix: bytes, key_authorises_refresh: bool = False
+) -> bytes | None:
+    """The request's cache key under ``policy``, or None when it must not share cached responses.
+
+    Keys start with ``prefix``, ``STAGE\\0ROUTE\\0``, which is what a flush drops.
+    """
     headers = request.headers
     identity = ""
-    credentials = (headers.get("Authorization"), headers.get("x-api-key"))
+    credentials = (headers.get("Authorization"), None if key_authorises_refresh else headers.get("x-api-key"))
     if credentials != (None, None):
         if not policy.per_identity:
             return None

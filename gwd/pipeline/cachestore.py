@@ -74,6 +74,10 @@ class MemoryStore:
         self._bytes += entry.size
         return True
 
+    def delete(self, key: bytes) -> None:
+        if key in self._entries:
+            self._remove(key)
+
     def delete_prefix(self, prefix: bytes) -> int:
         """Drop every entry whose key starts with ``prefix``; how many."""
         doomed = [key for key in self._entries if key.startswith(prefix)]

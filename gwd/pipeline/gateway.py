@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gwd.buckets import BucketTable
 from gwd.config import Config
+from gwd.keystore import CacheFlush
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.apikeys import KeyCache
 from gwd.pipeline.cachestore import MemoryStore
@@ -45,25 +46,41 @@ class RouteTarget(NamedTuple):
 class Gateway:
     """Serves requests for one loaded config; a reload builds a new one in new workers."""
 
-    __slots__ = ("_stages", "_access_log", "_draining", "_id_prefix", "_id_counter", "_pools", "_keys", "_limiter")
+    __slots__ = (
+        "_stages",
+        "_access_log",
+        "_draining",
+        "_id_prefix",
+        "_id_counter",
+        "_pools",
+        "_keys",
+        "_limiter",
+        "_cache_store",
+        "_stage_names",
+    )
 
     def __init__(self, config: Config, access_log: AccessLog | None, buckets: BucketTable) -> None:
         """``buckets`` is the daemon's shared throttle table (used unless Redis holds the buckets)."""
         self._pools = UpstreamPools(config.server.upstream_keepalive)
-        needs_keys = any(route.api_key_required for route in config.routes)
+        caching = any(stage.cache for stage in config.stages) or any(route.cache for route in config.routes)
+        self._cache_store = MemoryStore(config.cache.max_bytes) if caching else None
+        # Caching needs the key database too: key permissions, and `gwd cache flush` requests.
+        needs_keys = caching or any(route.api_key_required for route in config.routes)
         self._keys = KeyCache(config.server.state_dir) if needs_keys else None
+        if self._keys is not None and self._cache_store is not None:
+            self._keys.on_cache_flush = self._flush_cache
+        self._stage_names = [stage.name for stage in config.stages]
         if config.throttle.backend == "memory":
             self._limiter: MemoryLimiter | RedisLimiter = MemoryLimiter(buckets)
         else:
             self._limiter = RedisLimiter(config.throttle.backend, config.throttle.fail_open)
-        caching = any(stage.cache for stage in config.stages) or any(route.cache for route in config.routes)
         resources = Resources(
             self._pools,
             self._limiter,
             config.server.trusted_proxies,
             self._keys,
             {plan.name: plan for plan in config.usage_plans},
-            cache_store=MemoryStore(config.cache.max_bytes) if caching else None,
+            cache_store=self._cache_store,
         )
         routers: dict[str, tuple[str, Router[RouteTarget]]] = {}
         for stage in config.stages:
@@ -86,6 +103,17 @@ class Gateway:
         if self._keys is not None:
             self._keys.close()
         await self._limiter.close()
+
+    def _flush_cache(self, flush: CacheFlush) -> None:
+        """Drop cached responses as ``gwd cache flush`` asked (see cache.cache_key for the key layout)."""
+        assert self._cache_store is not None
+        if flush.route is None:
+            prefixes = [b""] if flush.stage is None else [f"{flush.stage}\0".encode()]
+        else:
+            stages = self._stage_names if flush.stage is None else [flush.stage]
+            prefixes = [f"{stage}\0{flush.route}\0".encode() for stage in stages]
+        dropped = sum(self._cache_store.delete_prefix(prefix) for prefix in prefixes)
+        log.info("cache flush (stage %s, route %s): %d responses dropped", flush.stage or "*", flush.route or "*", dropped)
 
     def start_draining(self) -> None:
         """From now on every response says ``Connection: close``."""

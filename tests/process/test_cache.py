@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 
+import subprocess
+import sys
+from pathlib import Path
+
 import aiohttp
 import pytest
 from backend import Backend
-from support import request, wait_for
+from support import ROOT, request, wait_for
 
 
-def cache_config(backend: Backend) -> str:
+def cache_config(backend: Backend, state_dir: Path) -> str:
     return f"""
+[server]
+state_dir = "{state_dir}"
+
 [cache]
 max_bytes = "4MiB"
 
@@ -38,6 +45,21 @@ cache = {{ per_identity = true }}
 [[routes]]
 route = "GET /plain/{{proxy+}}"
 integration = {{ type = "http", uri = "{backend.url}/{{proxy}}" }}
+
+[[routes]]
+route = "GET /allow/{{proxy+}}"
+integration = {{ type = "http", uri = "{backend.url}/{{proxy}}" }}
+cache = {{ invalidation = "allow" }}
+
+[[routes]]
+route = "GET /keyed"
+integration = {{ type = "mock", body = "key accepted" }}
+api_key_required = true
+
+[[routes]]
+route = "GET /ignore/{{proxy+}}"
+integration = {{ type = "http", uri = "{backend.url}/{{proxy}}" }}
+cache = {{ invalidation = "ignore" }}
 """
 
 
@@ -48,8 +70,8 @@ def backend():
 
 
 @pytest.fixture
-def gateway(start_daemon, backend):
-    return start_daemon(cache_config(backend), workers=1)
+def gateway(start_daemon, backend, tmp_path):
+    return start_daemon(cache_config(backend, tmp_path / "state"), workers=1)
 
 
 def x_cache(gateway, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> str:
@@ -157,8 +179,8 @@ def concurrent_gets(port: int, path: str, count: int) -> list[str]:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_concurrent_misses_fetch_once_per_worker(start_daemon, backend, workers):
-    gateway = start_daemon(cache_config(backend), workers=workers)
+def test_concurrent_misses_fetch_once_per_worker(start_daemon, backend, workers, tmp_path):
+    gateway = start_daemon(cache_config(backend, tmp_path / "state"), workers=workers)
     results = concurrent_gets(gateway.port, "/any/delayed/0.5", 200)
     fetched = [seen for seen in backend.received if seen.raw_path == "/delayed/0.5"]
     assert 1 <= len(fetched) <= workers, len(fetched)
@@ -186,3 +208,66 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+def gwd(daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gwd", *args, "-c", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+
+
+def test_invalidation_modes(gateway, backend):
+    refresh = {"Cache-Control": "max-age=0"}
+    created = gwd(gateway, "keys", "create", "--name", "ops", "--permission", "cache-invalidate")
+    assert created.returncode == 0, created.stderr
+    ops = {**refresh, "x-api-key": created.stdout.splitlines()[-1]}
+    plain_key = gwd(gateway, "keys", "create", "--name", "app").stdout.splitlines()[-1]
+    wait_for(lambda: request(gateway.port, "GET", "/keyed", ops).status == 200, 5, "the new keys to take effect")
+    for prefix in ("/allow", "/ignore", "/any"):
+        assert x_cache(gateway, f"{prefix}/x") == "Miss"
+    # allow: anyone refreshes; the refreshed entry then serves everyone.
+    assert x_cache(gateway, "/allow/x", headers=refresh) == "Miss"
+    assert x_cache(gateway, "/allow/x") == "Hit"
+    # ignore: a refresh is served like any request.
+    assert x_cache(gateway, "/ignore/x", headers=refresh) == "Hit"
+    assert x_cache(gateway, "/ignore/x", headers={"Cache-Control": "no-cache"}) == "Hit"
+    # require_key (the default): only a key with the cache-invalidate permission refreshes.
+    def refreshes_seen() -> int:
+        return sum(1 for seen in backend.received if seen.raw_path == "/x")
+
+    before = refreshes_seen()
+    assert x_cache(gateway, "/any/x", headers=refresh) == "Hit"
+    assert x_cache(gateway, "/any/x", headers={**refresh, "x-api-key": plain_key}) == "Bypass"
+    assert refreshes_seen() == before + 1  # the bypass went to the backend; nothing was refreshed
+    assert x_cache(gateway, "/any/x", headers=ops) == "Miss"
+    assert refreshes_seen() == before + 2
+    assert x_cache(gateway, "/any/x") == "Hit"
+
+
+def test_flush_empties_the_named_route_on_all_workers(start_daemon, backend, tmp_path):
+    daemon = start_daemon(cache_config(backend, tmp_path / "state"), workers=2)
+    assert len(daemon.worker_pids()) == 2
+    # Forty requests on fresh connections: both workers hold both entries.
+    for path in ("/any/a", "/c/b?page=1"):
+        for _ in range(40):
+            request(daemon.port, "GET", path)
+    assert [x_cache(daemon, "/any/a") for _ in range(10)] == ["Hit"] * 10
+
+    refused = gwd(daemon, "cache", "flush", "--route", "GET /nope")
+    assert refused.returncode == 2 and "no route" in refused.stderr
+    flushed = gwd(daemon, "cache", "flush", "--route", "ANY /any/{proxy+}")
+    assert flushed.returncode == 0, flushed.stderr
+    misses = []
+
+    def both_workers_refetched() -> bool:
+        misses.extend(result for _ in range(20) if (result := x_cache(daemon, "/any/a")) == "Miss")
+        return len(misses) >= 2
+
+    wait_for(both_workers_refetched, 5, "each worker to drop its entry and fetch it again")
+    assert len(misses) == 2  # one per worker, not more
+    # The other route's entries were not touched.
+    assert x_cache(daemon, "/c/b?page=1") == "Hit"
