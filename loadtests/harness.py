@@ -131,6 +131,27 @@ def backend_server(port: int) -> str:
 """
 
 
+def nginx_proxy_server(port: int, backend_port: int) -> str:
+    """nginx as a production reverse proxy: upstream keep-alive, HTTP/1.1 upstream, the stock access log."""
+    return f"""
+    upstream backend {{
+        server 127.0.0.1:{backend_port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        access_log {{prefix}}/access.log;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+"""
+
+
 def gwd_proxy_config(backend_port: int, route_extra: str = "") -> str:
     """gwd proxying GET /hello to the backend, access log to a file, plus ``route_extra`` route keys."""
     return f"""

@@ -34,6 +34,7 @@ from harness import (
     free_port,
     gwd_proxy_config,
     measure,
+    nginx_proxy_server,
     paired_ratio,
     require_tools,
     running_gwd,
@@ -80,27 +81,10 @@ def main() -> int:
         print("Express gateway skipped: needs `node` and `npm install` in loadtests/express", file=sys.stderr)
 
     backend_port, nginx_port, express_port = free_port(), free_port(), free_port()
-    proxy_servers = f"""
-    upstream backend {{
-        server 127.0.0.1:{backend_port};
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{nginx_port} backlog=4096;
-        access_log {{prefix}}/access.log;
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }}
-    }}
-"""
     systems: dict[str, int] = {}
     with ExitStack() as stack:
         stack.enter_context(running_nginx(backend_server(backend_port), 1, [backend_port]))
-        stack.enter_context(running_nginx(proxy_servers, args.workers, [nginx_port]))
+        stack.enter_context(running_nginx(nginx_proxy_server(nginx_port, backend_port), args.workers, [nginx_port]))
         systems["direct backend (nginx)"] = backend_port
         systems["nginx proxy"] = nginx_port
         systems["gwd proxy"] = stack.enter_context(running_gwd(gwd_proxy_config(backend_port), args.workers))

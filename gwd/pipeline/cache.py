@@ -62,16 +62,12 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     store = resources.cache_store
     assert store is not None  # the gateway makes one when any route caches
     keys = resources.keys
-    counts = resources.cache_results
-    route_name = str(route.key)
-    prefix = f"{stage.name}\0{route_name}\0".encode()
-    in_flight: dict[bytes, asyncio.Future[None]] = {}
-
-    def count(result: str) -> None:
-        counts[stage.name, route_name, result] += 1
+    counts = resources.cache_results[stage.name, str(route.key)] = CacheCounts()
+    prefix = f"{stage.name}\0{route.key}\0"
+    in_flight: dict[str, asyncio.Future[None]] = {}
 
     async def bypass(exchange: Exchange) -> web.StreamResponse:
-        count("bypass")
+        counts.bypass += 1
         exchange.add_header_lines(_BYPASS)
         return await next_handler(exchange)
 
@@ -90,16 +86,18 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         if request.method not in _CACHEABLE_METHODS:
             return await bypass(exchange)
         headers = request.headers
-        refresh = _REFRESH.search(headers.get("Cache-Control", "")) is not None and may_refresh(headers)
+        cache_control = headers.get("Cache-Control")
+        refresh = cache_control is not None and _REFRESH.search(cache_control) is not None and may_refresh(headers)
         # A key that may refresh the entry only authorises that: it does not make the request its own.
         key = cache_key(request, policy, prefix, key_authorises_refresh=refresh)
         if key is None:
             return await bypass(exchange)
         while not refresh:
-            entry = store.get(key, time.monotonic())
+            now = time.monotonic()
+            entry = store.get(key, now)
             if entry is not None:
-                count("hit")
-                exchange.add_header_lines(_HIT % (time.monotonic() - entry.stored_at))
+                counts.hit += 1
+                exchange.add_header_lines(_HIT % (now - entry.stored_at))
                 exchange.response_length = 0 if request.method == "HEAD" else len(entry.body)
                 return PassThroughResponse(entry.status, entry.header_lines, True, entry.body)
             waiting = in_flight.get(key)
@@ -109,7 +107,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             await asyncio.shield(waiting)
             if store.get(key, time.monotonic()) is None:
                 break  # it was not cacheable after all: fetch for ourselves
-        count("miss")
+        counts.miss += 1
         exchange.add_header_lines(_MISS)
         if request.method == "HEAD":
             return await next_handler(exchange)
@@ -134,8 +132,8 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
 
 
 def cache_key(
-    request: web.BaseRequest, policy: CachePolicy, prefix: bytes, key_authorises_refresh: bool = False
-) -> bytes | None:
+    request: web.BaseRequest, policy: CachePolicy, prefix: str, key_authorises_refresh: bool = False
+) -> str | None:
     """The request's cache key under ``policy``, or None when it must not share cached responses.
 
     Keys start with ``prefix``, ``STAGE\\0ROUTE\\0``, which is what a flush drops.
@@ -147,14 +145,25 @@ def cache_key(
         if not policy.per_identity:
             return None
         identity = hashlib.sha256(repr(credentials).encode()).hexdigest()
-    parts = [request.raw_path.partition("?")[0], headers.get("Accept-Encoding", ""), identity]
+    parts = [request.rel_url.raw_path, headers.get("Accept-Encoding", ""), identity]
     if policy.query:
         query = request.rel_url.query
         for name in policy.query:
             parts.append("&".join(sorted(query.getall(name, ()))))
     for name in policy.headers:
         parts.append(",".join(headers.getall(name, ())))
-    return prefix + "\0".join(parts).encode("utf-8", "surrogateescape")
+    return prefix + "\0".join(parts)
+
+
+class CacheCounts:
+    """What one stage's route's look-ups found, kept for the metrics endpoint."""
+
+    __slots__ = ("hit", "miss", "bypass")
+
+    def __init__(self) -> None:
+        self.hit = 0
+        self.miss = 0
+        self.bypass = 0
 
 
 def _storable(response: web.StreamResponse, policy: CachePolicy) -> CachedResponse | None:

@@ -40,7 +40,7 @@ class MemoryStore:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[bytes, CachedResponse] = OrderedDict()
+        self._entries: OrderedDict[str, CachedResponse] = OrderedDict()
         self._bytes = 0
         self.evictions = 0  # entries dropped to make room, kept for the metrics endpoint
 
@@ -48,7 +48,7 @@ class MemoryStore:
     def stored_bytes(self) -> int:
         return self._bytes
 
-    def get(self, key: bytes, now: float) -> CachedResponse | None:
+    def get(self, key: str, now: float) -> CachedResponse | None:
         """The fresh entry under ``key``, marked as the most recently used; None if absent or expired."""
         entry = self._entries.get(key)
         if entry is None:
@@ -59,7 +59,7 @@ class MemoryStore:
         self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: bytes, entry: CachedResponse) -> bool:
+    def put(self, key: str, entry: CachedResponse) -> bool:
         """Store ``entry``, evicting the least recently used ones to make room; False if it is too large."""
         entry.size = len(key) + len(entry.header_lines) + len(entry.body) + ENTRY_OVERHEAD
         if entry.size > self.max_bytes // LARGEST_SHARE:
@@ -74,11 +74,11 @@ class MemoryStore:
         self._bytes += entry.size
         return True
 
-    def delete(self, key: bytes) -> None:
+    def delete(self, key: str) -> None:
         if key in self._entries:
             self._remove(key)
 
-    def delete_prefix(self, prefix: bytes) -> int:
+    def delete_prefix(self, prefix: str) -> int:
         """Drop every entry whose key starts with ``prefix``; how many."""
         doomed = [key for key in self._entries if key.startswith(prefix)]
         for key in doomed:
@@ -88,5 +88,5 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _remove(self, key: bytes) -> None:
+    def _remove(self, key: str) -> None:
         self._bytes -= self._entries.pop(key).size

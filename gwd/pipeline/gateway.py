@@ -108,10 +108,10 @@ class Gateway:
         """Drop cached responses as ``gwd cache flush`` asked (see cache.cache_key for the key layout)."""
         assert self._cache_store is not None
         if flush.route is None:
-            prefixes = [b""] if flush.stage is None else [f"{flush.stage}\0".encode()]
+            prefixes = [""] if flush.stage is None else [f"{flush.stage}\0"]
         else:
             stages = self._stage_names if flush.stage is None else [flush.stage]
-            prefixes = [f"{stage}\0{flush.route}\0".encode() for stage in stages]
+            prefixes = [f"{stage}\0{flush.route}\0" for stage in stages]
         dropped = sum(self._cache_store.delete_prefix(prefix) for prefix in prefixes)
         log.info("cache flush (stage %s, route %s): %d responses dropped", flush.stage or "*", flush.route or "*", dropped)
 

@@ -17,6 +17,7 @@ from http import HTTPStatus
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
+from multidict import CIMultiDict
 
 _STATUS_LINES = {
     (version, status.value): f"HTTP/{version.major}.{version.minor} {status.value} {status.phrase}\r\n".encode()
@@ -68,12 +69,23 @@ class PassThroughResponse(web.StreamResponse):
     __slots__ = ("backend_lines", "dated", "payload", "header_lines")
 
     def __init__(self, status: int, backend_lines: bytes, dated: bool, body: bytes) -> None:
-        super().__init__(status=status)
+        # Not StreamResponse.__init__: its header dict is made only if something
+        # asks for :attr:`headers` (the pipeline's own headers come encoded).
+        self._state: dict = {}
+        self._headers = None  # type: ignore[assignment]
+        self._status = status
+        self._reason = ""
         self.backend_lines = backend_lines
         self.dated = dated
         self.payload = body
         # The pipeline's own header lines, encoded (see Exchange.stamp).
         self.header_lines = b""
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        if self._headers is None:
+            self._headers = CIMultiDict()
+        return self._headers
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         """Write the whole response; aiohttp's ``write_eof`` then finds it sent."""

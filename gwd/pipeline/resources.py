@@ -13,6 +13,7 @@ from gwd.pipeline.upstream import UpstreamPools
 
 if TYPE_CHECKING:
     from gwd.pipeline.apikeys import KeyCache
+    from gwd.pipeline.cache import CacheCounts
     from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
 
 
@@ -27,5 +28,5 @@ class Resources:
     # kept for the metrics endpoint.
     throttled: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     cache_store: MemoryStore | None = None  # None when no route caches
-    # Cache results by (stage, route key, "hit" | "miss" | "bypass"), kept for the metrics endpoint.
-    cache_results: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # Cache look-up results by (stage, route key), kept for the metrics endpoint.
+    cache_results: dict[tuple[str, str], CacheCounts] = field(default_factory=dict)

@@ -1,0 +1,71 @@
+"""What the response cache buys: a cached route against the same route uncached, and nginx.
+
+    python3 loadtests/cache.py [--seconds 5] [--rounds 5] [--workers 2]
+
+Starts a backend (nginx answering itself, one worker), nginx as a reverse
+proxy in front of it (as in loadtests/proxy.py), and two gwd daemons
+proxying to it with their access log on: one caching the route (every
+request after the first is a hit), one not.  Drives all three with the same
+`wrk -t1 -c64` command in interleaved rounds and prints the table.  Each bar
+is the median, over rounds, of the ratio within a round.  Exits non-zero if
+the cached route serves less than 2x the uncached one's requests/s or less
+than 0.6x nginx's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import ExitStack
+
+from harness import (
+    backend_server,
+    free_port,
+    gwd_proxy_config,
+    measure,
+    nginx_proxy_server,
+    paired_ratio,
+    print_table,
+    require_tools,
+    running_gwd,
+    running_nginx,
+)
+
+STATE = '[server]\nstate_dir = "{tmp}/state"\n'
+CACHED = 'cache = { ttl = "3600s" }\n'
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    require_tools("wrk", "nginx")
+    backend_port, nginx_port = free_port(), free_port()
+    with ExitStack() as stack:
+        stack.enter_context(running_nginx(backend_server(backend_port), 1, [backend_port]))
+        stack.enter_context(running_nginx(nginx_proxy_server(nginx_port, backend_port), args.workers, [nginx_port]))
+        ports = {
+            "nginx proxy": nginx_port,
+            "gwd, uncached": stack.enter_context(running_gwd(STATE + gwd_proxy_config(backend_port), args.workers)),
+            "gwd, cache hits": stack.enter_context(running_gwd(STATE + gwd_proxy_config(backend_port, CACHED), args.workers)),
+        }
+        summaries = measure(ports, args.seconds, args.rounds)
+    nginx, uncached, cached = summaries["nginx proxy"], summaries["gwd, uncached"], summaries["gwd, cache hits"]
+    print_table([nginx, uncached, cached], uncached, "uncached")
+    checks = [
+        ("cache hits >= 2x the uncached route", paired_ratio(cached, uncached), 2.0),
+        ("cache hits >= 0.6x nginx proxy", paired_ratio(cached, nginx), 0.6),
+    ]
+    errors = sum(r.errors for s in summaries.values() for r in s.rounds)
+    failed = errors > 0
+    print(f"{'PASS' if not errors else 'FAIL'}: {errors} socket errors or non-2xx responses")
+    for label, value, bar in checks:
+        failed |= value < bar
+        print(f"{'PASS' if value >= bar else 'FAIL'}: {label}: {value:.2f}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
