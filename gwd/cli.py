@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import sys
 import time
 from datetime import date, datetime, timedelta, timezone
@@ -158,9 +159,39 @@ def _cache_flush(args: argparse.Namespace) -> int:
     if args.route is not None and args.route not in {str(route.key) for route in config.routes}:
         print(f"gwd: no route {args.route!r} in {config.source}", file=sys.stderr)
         return EXIT_USAGE
-    store.request_cache_flush(args.stage, args.route)
-    print(f"cache flush requested (stage {args.stage or 'all'}, route {args.route or 'all'}); workers apply it within a second")
+    if config.cache.backend == "memory":
+        store.request_cache_flush(args.stage, args.route)
+        print(f"cache flush requested (stage {args.stage or 'all'}, route {args.route or 'all'}); workers apply it within a second")
+        return 0
+    import redis
+
+    try:
+        dropped = _flush_redis_cache(config.cache.backend, [s.name for s in config.stages], args.stage, args.route)
+    except (redis.exceptions.RedisError, OSError) as exc:
+        print(f"gwd: cannot reach the cache at {config.cache.backend}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"cache flushed (stage {args.stage or 'all'}, route {args.route or 'all'}): {dropped} responses dropped")
     return 0
+
+
+def _flush_redis_cache(url: str, stages: list[str], stage: str | None, route: str | None) -> int:
+    """Delete the matching ``gwd:cache:STAGE\\0ROUTE\\0...`` entries (see gwd.pipeline.cache.cache_key)."""
+    if route is None:
+        prefixes = [""] if stage is None else [f"{stage}\0"]
+    else:
+        prefixes = [f"{name}\0{route}\0" for name in ([stage] if stage else stages)]
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    dropped = 0
+    try:
+        for prefix in prefixes:
+            pattern = "gwd:cache:" + re.sub(r"([\\*?\[\]])", r"\\\1", prefix) + "*"
+            for name in client.scan_iter(match=pattern, count=1000):
+                dropped += client.delete(name)
+    finally:
+        client.close()
+    return dropped
 
 
 def _usage(args: argparse.Namespace) -> int:

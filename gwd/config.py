@@ -99,6 +99,7 @@ class ThrottleConfig:
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
     max_bytes: int  # per worker: responses past it evict the least recently used
+    backend: str = "memory"  # or a redis:// URL shared by every worker and daemon using it
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +456,10 @@ class _ConfigReader:
         )
         throttle_table.finish()
         cache_table = root.table("cache")
-        cache = CacheConfig(max_bytes=cache_table.parsed("max_bytes", 64 * 1024**2, parse_size))
+        cache_backend = cache_table.string("backend", "memory")
+        if cache_backend != "memory" and not cache_backend.startswith("redis://"):
+            cache_table.problem("backend", f'expected "memory" or a redis:// URL, got {cache_backend!r}')
+        cache = CacheConfig(cache_table.parsed("max_bytes", 64 * 1024**2, parse_size), cache_backend)
         if cache.max_bytes < 1024**2:
             cache_table.problem("max_bytes", f"must be at least 1MiB, got {cache.max_bytes} bytes")
         cache_table.finish()

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
-from support import Daemon
+from support import Daemon, RedisServer
 
 
 @pytest.fixture
@@ -28,3 +28,12 @@ def start_daemon(tmp_path: Path) -> Callable[..., Daemon]:
     yield start
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server for the test, killed at teardown."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

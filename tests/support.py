@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import aiohttp
 import orjson
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -321,3 +325,60 @@ class Hammer:
     @property
     def offered_per_second(self) -> float:
         return sum(self.statuses.values()) / self.elapsed
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, without persistence."""
+
+    def __init__(self, tmp_path) -> None:
+        self.port = free_port()
+        self.tmp_path = tmp_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.tmp_path)],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, 10, "redis-server to answer")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16) == b"+PONG\r\n"
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def x_cache(daemon: Daemon, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> str:
+    """The X-Cache header of one request ('-' when there is none)."""
+    return request(daemon.port, method, path, headers).headers.get("x-cache", "-")
+
+
+def concurrent_gets(port: int, path: str, count: int) -> list[str]:
+    """``count`` GETs at once, each on its own connection; their X-Cache headers."""
+    async def run() -> list[str]:
+        connector = aiohttp.TCPConnector(limit=count)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one() -> str:
+                async with session.get(f"http://127.0.0.1:{port}{path}") as reply:
+                    await reply.read()
+                    assert reply.status == 200
+                    return reply.headers["X-Cache"]
+
+            return await asyncio.gather(*(one() for _ in range(count)))
+
+    return asyncio.run(run())

@@ -15,7 +15,9 @@ default), it has no ``Set-Cookie``, its ``Cache-Control`` says neither
 streamed); the backend's ``max-age``/``s-maxage`` shortens the TTL when the
 policy respects it.  A HEAD is answered from the GET entry.  Concurrent
 misses for one key in a worker wait for the first one's fetch (single
-flight) instead of all going to the backend.
+flight) instead of all going to the backend; with Redis, one process of all
+the daemons fetches while the others wait for its entry (a short lock).
+When Redis cannot be reached, requests bypass the cache.
 
 A client's ``Cache-Control: max-age=0`` (or ``no-cache``) refreshes the
 entry from the backend only when the policy's ``invalidation`` allows it:
@@ -38,13 +40,15 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from gwd.config import CachePolicy, RouteConfig, StageConfig
-from gwd.pipeline.cachestore import CachedResponse
+from gwd.pipeline.cachestore import CachedResponse, CacheUnavailable, RedisStore
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.passthrough import PassThroughResponse, date_line
 from gwd.pipeline.resources import Resources
 from gwd.pipeline.types import Handler
 
 _CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+LOCK_LEASE = 5.0
+"""With Redis: how long other daemons wait for the one fetching an entry before fetching it themselves."""
 _MISS = b"X-Cache: Miss\r\n"
 _BYPASS = b"X-Cache: Bypass\r\n"
 _HIT = b"X-Cache: Hit\r\nAge: %d\r\n"
@@ -61,6 +65,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         return next_handler
     store = resources.cache_store
     assert store is not None  # the gateway makes one when any route caches
+    shared = isinstance(store, RedisStore)  # its calls are coroutines
     keys = resources.keys
     counts = resources.cache_results[stage.name, str(route.key)] = CacheCounts()
     prefix = f"{stage.name}\0{route.key}\0"
@@ -81,6 +86,12 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         key = keys.lookup(value) if value else None
         return key is not None and "cache-invalidate" in key.permissions
 
+    def hit(exchange: Exchange, entry: CachedResponse, now: float) -> web.StreamResponse:
+        counts.hit += 1
+        exchange.add_header_lines(_HIT % (now - entry.stored_at))
+        exchange.response_length = 0 if exchange.request.method == "HEAD" else len(entry.body)
+        return PassThroughResponse(entry.status, entry.header_lines, True, entry.body)
+
     async def cached(exchange: Exchange) -> web.StreamResponse:
         request = exchange.request
         if request.method not in _CACHEABLE_METHODS:
@@ -92,36 +103,63 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         key = cache_key(request, policy, prefix, key_authorises_refresh=refresh)
         if key is None:
             return await bypass(exchange)
-        while not refresh:
-            now = time.monotonic()
-            entry = store.get(key, now)
-            if entry is not None:
-                counts.hit += 1
-                exchange.add_header_lines(_HIT % (now - entry.stored_at))
-                exchange.response_length = 0 if request.method == "HEAD" else len(entry.body)
-                return PassThroughResponse(entry.status, entry.header_lines, True, entry.body)
-            waiting = in_flight.get(key)
-            if waiting is None:
-                break
-            # Another request is fetching this entry: wait for it, then look again.
-            await asyncio.shield(waiting)
-            if store.get(key, time.monotonic()) is None:
-                break  # it was not cacheable after all: fetch for ourselves
-        counts.miss += 1
-        exchange.add_header_lines(_MISS)
-        if request.method == "HEAD":
-            return await next_handler(exchange)
+        try:
+            while not refresh:
+                now = time.monotonic()
+                entry = store.get(key, now)
+                if shared:
+                    entry = await entry
+                if entry is not None:
+                    return hit(exchange, entry, now)
+                waiting = in_flight.get(key)
+                if waiting is None:
+                    break
+                # Another request of this worker is fetching this entry: wait for it, then look again.
+                await asyncio.shield(waiting)
+                entry = store.get(key, time.monotonic())
+                if shared:
+                    entry = await entry
+                if entry is None:
+                    break  # it was not cacheable after all: fetch for ourselves
+            if request.method == "HEAD":
+                counts.miss += 1
+                exchange.add_header_lines(_MISS)
+                return await next_handler(exchange)
+        except CacheUnavailable:
+            return await bypass(exchange)
         leader = key not in in_flight  # a refresh may overlap a fetch already under way
         if leader:
             fetched: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             in_flight[key] = fetched
         try:
+            locked = False
+            if shared and leader and not refresh:
+                # One process of all the daemons fetches; the others wait for its entry.
+                try:
+                    locked = await store.lock(key, LOCK_LEASE)
+                    if not locked:
+                        entry = await store.wait_for(key, LOCK_LEASE)
+                        if entry is not None:
+                            return hit(exchange, entry, time.monotonic())
+                except CacheUnavailable:
+                    pass
+            counts.miss += 1
+            exchange.add_header_lines(_MISS)
             response = await next_handler(exchange)
             entry = _storable(response, policy)
-            if entry is not None:
-                store.put(key, entry)
-            elif refresh:
-                store.delete(key)  # what is there is stale: the backend says so
+            try:
+                if entry is not None:
+                    stored = store.put(key, entry)
+                elif refresh:
+                    stored = store.delete(key)  # what is there is stale: the backend says so
+                else:
+                    stored = None
+                if shared and stored is not None:
+                    await stored
+                if locked:
+                    await store.unlock(key)
+            except CacheUnavailable:
+                pass
             return response
         finally:
             if leader:

@@ -1,4 +1,4 @@
-"""Where cached responses live: a bounded, least-recently-used store in each worker.
+"""Where cached responses live: a bounded, least-recently-used store in each worker, or Redis.
 
 aiocache's in-memory backend keeps every entry until its TTL (with a timer
 per entry) and has no size bound, and every look-up through its API is a
@@ -11,7 +11,17 @@ looked up, or evicted like any other.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections import OrderedDict
+from typing import Any
+
+import aiocache
+import redis.exceptions
+from aiocache.serializers import MsgPackSerializer
+
+log = logging.getLogger("gwd.cache")
 
 ENTRY_OVERHEAD = 512
 """Bytes counted for each entry on top of its key, header lines and body (the Python objects holding them)."""
@@ -90,3 +100,98 @@ class MemoryStore:
 
     def _remove(self, key: str) -> None:
         self._bytes -= self._entries.pop(key).size
+
+
+class CacheUnavailable(Exception):
+    """The shared store cannot be reached: the request goes on without the cache."""
+
+
+class RedisStore:
+    """Cached responses in Redis, shared by every worker of every daemon using it (through aiocache).
+
+    Entries are msgpack lists (status, header lines, body, Unix time stored)
+    under ``gwd:cache:KEY`` with Redis expiring them.  A fetch takes a short
+    lock, ``gwd:cache:KEY-lock`` (SET NX with a lease), so that one process
+    in all the daemons goes to the backend while the others poll for the
+    entry.  When Redis fails, every call raises :class:`CacheUnavailable`
+    for ``RETRY_INTERVAL``, without trying Redis, and is logged once.
+    """
+
+    RETRY_INTERVAL = 1.0
+    TIMEOUT = 0.25
+    POLL_INTERVAL = 0.025
+
+    __slots__ = ("_url", "_cache", "_down_until")
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._cache = aiocache.Cache.from_url(url)
+        # encoding=None: values are binary (bodies are bytes), not UTF-8 text.
+        self._cache.serializer = MsgPackSerializer(encoding=None, use_list=True)
+        self._cache.namespace = "gwd:cache"
+        self._cache.timeout = self.TIMEOUT
+        self._down_until = 0.0
+
+    async def get(self, key: str, now: float) -> CachedResponse | None:
+        try:
+            stored = await self._call(self._cache.get, key)
+            if stored is None:
+                return None
+            status, header_lines, body, stored_epoch, expires_epoch = stored
+        except (ValueError, TypeError) as exc:
+            # Not an entry this version wrote: a miss, and the fetch replaces it.
+            log.warning("unreadable cache entry %r: %s", key, exc)
+            return None
+        # Into this process's monotonic clock, which Age and expiry use.
+        return CachedResponse(status, header_lines, body, now - (time.time() - stored_epoch), now + expires_epoch - time.time())
+
+    async def put(self, key: str, entry: CachedResponse) -> None:
+        ttl = entry.expires_at - time.monotonic()
+        if ttl > 0:
+            stored_epoch = time.time() - (time.monotonic() - entry.stored_at)
+            value = [entry.status, entry.header_lines, entry.body, stored_epoch, time.time() + ttl]
+            await self._call(self._cache.set, key, value, ttl=float(ttl))
+
+    async def delete(self, key: str) -> None:
+        await self._call(self._cache.delete, key)
+
+    async def lock(self, key: str, lease: float) -> bool:
+        """Take the fetch lock of ``key`` for ``lease`` seconds; False when someone holds it."""
+        try:
+            await self._call(self._cache.add, key + "-lock", 1, ttl=float(lease))
+        except ValueError:
+            return False
+        return True
+
+    async def unlock(self, key: str) -> None:
+        await self._call(self._cache.delete, key + "-lock")
+
+    async def wait_for(self, key: str, lease: float) -> CachedResponse | None:
+        """The entry another process is fetching, once stored; None if its lock goes without one."""
+        deadline = time.monotonic() + lease
+        while time.monotonic() < deadline:
+            await asyncio.sleep(self.POLL_INTERVAL)
+            entry = await self.get(key, time.monotonic())
+            if entry is not None:
+                return entry
+            if not await self._call(self._cache.exists, key + "-lock"):
+                return None
+        return None
+
+    async def close(self) -> None:
+        await self._cache.close()
+
+    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        if time.monotonic() < self._down_until:
+            raise CacheUnavailable(self._url)
+        try:
+            result = await method(*args, **kwargs)
+        except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:
+            if not self._down_until:
+                log.error("the response cache at %s failed (%s); requests bypass it until it answers", self._url, exc)
+            self._down_until = time.monotonic() + self.RETRY_INTERVAL
+            raise CacheUnavailable(self._url) from None
+        if self._down_until:
+            self._down_until = 0.0
+            log.warning("the response cache at %s answers again", self._url)
+        return result

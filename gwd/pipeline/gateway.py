@@ -20,7 +20,7 @@ from gwd.config import Config
 from gwd.keystore import CacheFlush
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.apikeys import KeyCache
-from gwd.pipeline.cachestore import MemoryStore
+from gwd.pipeline.cachestore import MemoryStore, RedisStore
 from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
 from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
@@ -63,11 +63,15 @@ class Gateway:
         """``buckets`` is the daemon's shared throttle table (used unless Redis holds the buckets)."""
         self._pools = UpstreamPools(config.server.upstream_keepalive)
         caching = any(stage.cache for stage in config.stages) or any(route.cache for route in config.routes)
-        self._cache_store = MemoryStore(config.cache.max_bytes) if caching else None
+        self._cache_store: MemoryStore | RedisStore | None = None
+        if caching:
+            backend = config.cache.backend
+            self._cache_store = MemoryStore(config.cache.max_bytes) if backend == "memory" else RedisStore(backend)
         # Caching needs the key database too: key permissions, and `gwd cache flush` requests.
         needs_keys = caching or any(route.api_key_required for route in config.routes)
         self._keys = KeyCache(config.server.state_dir) if needs_keys else None
-        if self._keys is not None and self._cache_store is not None:
+        if self._keys is not None and isinstance(self._cache_store, MemoryStore):
+            # Redis entries are flushed by `gwd cache flush` itself.
             self._keys.on_cache_flush = self._flush_cache
         self._stage_names = [stage.name for stage in config.stages]
         if config.throttle.backend == "memory":
@@ -103,10 +107,12 @@ class Gateway:
         if self._keys is not None:
             self._keys.close()
         await self._limiter.close()
+        if isinstance(self._cache_store, RedisStore):
+            await self._cache_store.close()
 
     def _flush_cache(self, flush: CacheFlush) -> None:
         """Drop cached responses as ``gwd cache flush`` asked (see cache.cache_key for the key layout)."""
-        assert self._cache_store is not None
+        assert isinstance(self._cache_store, MemoryStore)
         if flush.route is None:
             prefixes = [""] if flush.stage is None else [f"{flush.stage}\0"]
         else:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 from gwd.config import UsagePlan
-from gwd.pipeline.cachestore import MemoryStore
+from gwd.pipeline.cachestore import MemoryStore, RedisStore
 from gwd.pipeline.clientip import Networks
 from gwd.pipeline.upstream import UpstreamPools
 
@@ -27,6 +27,6 @@ class Resources:
     # Refused requests by (stage, route key, reason: "client", "key", "route" or "quota"),
     # kept for the metrics endpoint.
     throttled: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    cache_store: MemoryStore | None = None  # None when no route caches
+    cache_store: MemoryStore | RedisStore | None = None  # None when no route caches
     # Cache look-up results by (stage, route key), kept for the metrics endpoint.
     cache_results: dict[tuple[str, str], CacheCounts] = field(default_factory=dict)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import subprocess
 import sys
 from pathlib import Path
 
-import aiohttp
 import pytest
 from backend import Backend
-from support import ROOT, request, wait_for
+from support import ROOT, concurrent_gets, request, wait_for, x_cache
 
 
 def cache_config(backend: Backend, state_dir: Path) -> str:
@@ -72,10 +70,6 @@ def backend():
 @pytest.fixture
 def gateway(start_daemon, backend, tmp_path):
     return start_daemon(cache_config(backend, tmp_path / "state"), workers=1)
-
-
-def x_cache(gateway, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> str:
-    return request(gateway.port, method, path, headers).headers.get("x-cache", "-")
 
 
 def test_hit_after_miss_then_miss_after_the_ttl(gateway, backend):
@@ -160,22 +154,6 @@ def test_authenticated_requests_are_not_shared(gateway, backend):
     # With per_identity: each caller has entries of its own.
     assert [x_cache(gateway, "/mine/x", headers=who) for who in (alice, alice, bob, bob)] == ["Miss", "Hit", "Miss", "Hit"]
     assert x_cache(gateway, "/mine/x") == "Miss"
-
-
-def concurrent_gets(port: int, path: str, count: int) -> list[str]:
-    async def run() -> list[str]:
-        connector = aiohttp.TCPConnector(limit=count)
-        async with aiohttp.ClientSession(connector=connector) as session:
-
-            async def one() -> str:
-                async with session.get(f"http://127.0.0.1:{port}{path}") as reply:
-                    await reply.read()
-                    assert reply.status == 200
-                    return reply.headers["X-Cache"]
-
-            return await asyncio.gather(*(one() for _ in range(count)))
-
-    return asyncio.run(run())
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -2,54 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import sys
 
-import pytest
-from support import ROOT, Hammer, free_port, request, wait_for
-
-
-class RedisServer:
-    def __init__(self, tmp_path) -> None:
-        self.port = free_port()
-        self.tmp_path = tmp_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        if shutil.which("redis-server") is None:
-            pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does)")
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.tmp_path)],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for(self._answers, 10, "redis-server to answer")
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16) == b"+PONG\r\n"
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+from support import ROOT, Hammer, request, wait_for
 
 
 def config(redis_url: str, rate: int, burst: int, fail_open: bool = True) -> str:
