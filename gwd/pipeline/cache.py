@@ -183,14 +183,14 @@ def cache_key(
         if not policy.per_identity:
             return None
         identity = hashlib.sha256(repr(credentials).encode()).hexdigest()
-    parts = [request.rel_url.raw_path, headers.get("Accept-Encoding", ""), identity]
+    key = f"{prefix}{request.rel_url.raw_path}\0{headers.get('Accept-Encoding', '')}\0{identity}"
     if policy.query:
         query = request.rel_url.query
         for name in policy.query:
-            parts.append("&".join(sorted(query.getall(name, ()))))
+            key += "\0" + "&".join(sorted(query.getall(name, ())))
     for name in policy.headers:
-        parts.append(",".join(headers.getall(name, ())))
-    return prefix + "\0".join(parts)
+        key += "\0" + ",".join(headers.getall(name, ()))
+    return key
 
 
 class CacheCounts:
