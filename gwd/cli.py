@@ -175,13 +175,12 @@ def _cache_flush(args: argparse.Namespace) -> int:
 
 
 def _flush_redis_cache(url: str, stages: list[str], stage: str | None, route: str | None) -> int:
-    """Delete the matching ``gwd:cache:STAGE\\0ROUTE\\0...`` entries (see gwd.pipeline.cache.cache_key)."""
-    if route is None:
-        prefixes = [""] if stage is None else [f"{stage}\0"]
-    else:
-        prefixes = [f"{name}\0{route}\0" for name in ([stage] if stage else stages)]
+    """Delete the matching ``gwd:cache:...`` entries; how many."""
     import redis
 
+    from gwd.pipeline.cache import flush_prefixes
+
+    prefixes = flush_prefixes(stages, stage, route)
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     dropped = 0
     try:

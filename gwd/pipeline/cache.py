@@ -193,6 +193,13 @@ def cache_key(
     return key
 
 
+def flush_prefixes(stages: list[str], stage: str | None, route: str | None) -> list[str]:
+    """The key prefixes (see :func:`cache_key`) of a flush of ``stage`` and ``route`` (None: all)."""
+    if route is None:
+        return [""] if stage is None else [f"{stage}\0"]
+    return [f"{name}\0{route}\0" for name in ([stage] if stage is not None else stages)]
+
+
 class CacheCounts:
     """What one stage's route's look-ups found, kept for the metrics endpoint."""
 

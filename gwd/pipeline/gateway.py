@@ -20,6 +20,7 @@ from gwd.config import Config
 from gwd.keystore import CacheFlush
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.apikeys import KeyCache
+from gwd.pipeline.cache import flush_prefixes
 from gwd.pipeline.cachestore import MemoryStore, RedisStore
 from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
@@ -111,13 +112,9 @@ class Gateway:
             await self._cache_store.close()
 
     def _flush_cache(self, flush: CacheFlush) -> None:
-        """Drop cached responses as ``gwd cache flush`` asked (see cache.cache_key for the key layout)."""
+        """Drop cached responses as ``gwd cache flush`` asked."""
         assert isinstance(self._cache_store, MemoryStore)
-        if flush.route is None:
-            prefixes = [""] if flush.stage is None else [f"{flush.stage}\0"]
-        else:
-            stages = self._stage_names if flush.stage is None else [flush.stage]
-            prefixes = [f"{stage}\0{flush.route}\0" for stage in stages]
+        prefixes = flush_prefixes(self._stage_names, flush.stage, flush.route)
         dropped = sum(self._cache_store.delete_prefix(prefix) for prefix in prefixes)
         log.info("cache flush (stage %s, route %s): %d responses dropped", flush.stage or "*", flush.route or "*", dropped)
 
