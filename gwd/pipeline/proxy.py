@@ -289,11 +289,9 @@ def _response_header_lines(response: UpstreamResponse) -> tuple[bytes, bool]:
 
 
 def _response_headers(response: UpstreamResponse) -> CIMultiDict[str]:
-    """The backend's headers that are passed on, for an aiohttp response."""
-    dropped = _dropped_response_headers(response)
-    return CIMultiDict(
-        [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers if name.lower() not in dropped]
-    )
+    """The backend's headers that are passed on, for an aiohttp response (streamed, or without a body)."""
+    lines = _response_header_lines(response)[0].decode("latin-1").split("\r\n")
+    return CIMultiDict(line.split(": ", 1) for line in lines if line)  # type: ignore[misc]
 
 
 async def _respond(
