@@ -68,20 +68,9 @@ class BucketTable:
         """
         if now is None:
             now = time.monotonic()
-        # Python's own hash: every worker is forked from one supervisor and so
-        # shares its hash secret; it costs a tenth of a cryptographic digest.
-        key_hash = (hash(key) & 0xFFFFFFFFFFFFFFFF) or 1
-        first = key_hash % self._sets * WAYS
-        lock = self._locks[first % LOCK_STRIPES]
-        if not lock.acquire(False):
-            _wait_for(lock)
+        key_hash, first, lock = self._lock_set(key)
         try:
-            hashes = self._hashes
-            if hashes[first] == key_hash:
-                slot = first  # where a set's first key lives: the usual case
-            else:
-                ways = hashes[first : first + WAYS].tolist()
-                slot = first + ways.index(key_hash) if key_hash in ways else -1
+            slot = self._find(first, key_hash)
             if slot >= 0:
                 tokens = self._tokens[slot]
                 elapsed = now - self._updated[slot]
@@ -94,8 +83,8 @@ class BucketTable:
                     now = self._updated[slot]
             else:
                 # A new bucket, full, in an empty slot or the least recently used one.
-                slot = first + self._victim(first, ways)
-                hashes[slot] = key_hash
+                slot = self._victim(first)
+                self._hashes[slot] = key_hash
                 tokens = burst
             if tokens >= most:
                 taken = most
@@ -112,25 +101,40 @@ class BucketTable:
 
     def give_back(self, key: bytes, burst: float) -> None:
         """Return a token taken by :meth:`take` for a request that a later check refused."""
+        key_hash, first, lock = self._lock_set(key)
+        try:
+            slot = self._find(first, key_hash)
+            if slot >= 0:
+                self._tokens[slot] = min(burst, self._tokens[slot] + 1.0)
+        finally:
+            lock.release()
+
+    def _lock_set(self, key: bytes) -> tuple[int, int, Any]:
+        """The key's hash, the first slot of its set, and that set's lock, acquired (the caller releases it)."""
+        # Python's own hash: every worker is forked from one supervisor and so
+        # shares its hash secret; it costs a tenth of a cryptographic digest.
         key_hash = (hash(key) & 0xFFFFFFFFFFFFFFFF) or 1
         first = key_hash % self._sets * WAYS
         lock = self._locks[first % LOCK_STRIPES]
         if not lock.acquire(False):
             _wait_for(lock)
-        try:
-            ways = self._hashes[first : first + WAYS].tolist()
-            if key_hash in ways:
-                slot = first + ways.index(key_hash)
-                self._tokens[slot] = min(burst, self._tokens[slot] + 1.0)
-        finally:
-            lock.release()
+        return key_hash, first, lock
 
-    def _victim(self, first: int, ways: list[int]) -> int:
-        """The way a new bucket takes in the set starting at slot ``first``."""
+    def _find(self, first: int, key_hash: int) -> int:
+        """The slot holding ``key_hash`` in the set starting at ``first``, or -1."""
+        hashes = self._hashes
+        if hashes[first] == key_hash:
+            return first  # where a set's first key lives: the usual case
+        ways = hashes[first : first + WAYS].tolist()
+        return first + ways.index(key_hash) if key_hash in ways else -1
+
+    def _victim(self, first: int) -> int:
+        """The slot a new bucket takes in the set starting at ``first``: an empty one, else the least recently used."""
+        ways = self._hashes[first : first + WAYS].tolist()
         if 0 in ways:
-            return ways.index(0)
+            return first + ways.index(0)
         updated = self._updated[first : first + WAYS].tolist()
-        return updated.index(min(updated))
+        return first + updated.index(min(updated))
 
     def occupied(self) -> int:
         """How many slots hold a bucket (for tests and diagnostics)."""
