@@ -114,13 +114,9 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
                 waiting = in_flight.get(key)
                 if waiting is None:
                     break
-                # Another request of this worker is fetching this entry: wait for it, then look again.
+                # Another request of this worker is fetching this entry: wait for it, then
+                # look again (if it was not cacheable after all, fetch for ourselves).
                 await asyncio.shield(waiting)
-                entry = store.get(key, time.monotonic())
-                if shared:
-                    entry = await entry
-                if entry is None:
-                    break  # it was not cacheable after all: fetch for ourselves
             if request.method == "HEAD":
                 counts.miss += 1
                 exchange.add_header_lines(_MISS)
