@@ -11,11 +11,10 @@ throughput (the median, over rounds, of the ratio within a round).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from contextlib import ExitStack
 
-from harness import measure, paired_ratio, print_table, require_tools, running_gwd
+from harness import load_test_parser, measure, paired_ratio, print_table, require_tools, running_gwd
 
 ROUTE = """
 [[routes]]
@@ -31,10 +30,7 @@ VARIANTS = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
+    parser = load_test_parser(__doc__, seconds=5, rounds=3)
     parser.add_argument("--min-ratio", type=float, default=0.70, help="file-log throughput / log-off throughput bar")
     args = parser.parse_args()
     require_tools("wrk")

@@ -14,7 +14,6 @@ than 0.6x nginx's.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from contextlib import ExitStack
 
@@ -22,6 +21,7 @@ from harness import (
     backend_server,
     free_port,
     gwd_proxy_config,
+    load_test_parser,
     measure,
     nginx_proxy_server,
     paired_ratio,
@@ -36,10 +36,7 @@ CACHED = 'cache = { ttl = "3600s" }\n'
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2)
+    parser = load_test_parser(__doc__, seconds=5, rounds=5)
     args = parser.parse_args()
     require_tools("wrk", "nginx")
     backend_port, nginx_port = free_port(), free_port()

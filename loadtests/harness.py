@@ -6,6 +6,7 @@ process started here is stopped before the script exits.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -22,6 +23,15 @@ from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_test_parser(description: str, seconds: int, rounds: int) -> argparse.ArgumentParser:
+    """The options every load test takes: --seconds, --rounds, --workers; a script adds its own."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=seconds, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of each gwd (and nginx proxy, Express)")
+    return parser
 
 
 def require_tools(*names: str) -> None:

@@ -21,7 +21,6 @@ within a round, and exits non-zero if any part fails.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from harness import (
     backend_server,
     free_port,
     gwd_proxy_config,
+    load_test_parser,
     measure,
     nginx_proxy_server,
     paired_ratio,
@@ -70,10 +70,7 @@ def gwd_routing_config(backend_port: int, routes: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2, help="gwd, nginx proxy and Express worker processes")
+    parser = load_test_parser(__doc__, seconds=10, rounds=3)
     args = parser.parse_args()
     require_tools("wrk", "nginx")
     with_express = shutil.which("node") is not None and (EXPRESS_DIR / "node_modules").is_dir()

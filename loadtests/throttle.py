@@ -15,7 +15,6 @@ non-zero if throttling costs more than 10% of the requests/s.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from contextlib import ExitStack
 
@@ -23,6 +22,7 @@ from harness import (
     backend_server,
     free_port,
     gwd_proxy_config,
+    load_test_parser,
     measure,
     paired_ratio,
     print_table,
@@ -37,10 +37,7 @@ EXACT_LIMIT = "client_throttle = { rate = 1000000, burst = 100 }\n"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2)
+    parser = load_test_parser(__doc__, seconds=5, rounds=5)
     parser.add_argument("--max-cost", type=float, default=0.10, help="largest acceptable loss of req/s")
     args = parser.parse_args()
     require_tools("wrk", "nginx")
