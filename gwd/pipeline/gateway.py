@@ -26,7 +26,7 @@ from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
 from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
 from gwd.pipeline.exchange import Exchange
-from gwd.pipeline.routing import Router, StageResolver, split_path
+from gwd.pipeline.routing import ExactPaths, Router, StageResolver, split_path
 from gwd.pipeline.resources import Resources
 from gwd.pipeline.types import Handler
 from gwd.pipeline.upstream import UpstreamPools
@@ -49,6 +49,7 @@ class Gateway:
 
     __slots__ = (
         "_stages",
+        "_exact_paths",
         "_access_log",
         "_draining",
         "_id_prefix",
@@ -87,14 +88,15 @@ class Gateway:
             {plan.name: plan for plan in config.usage_plans},
             cache_store=self._cache_store,
         )
-        routers: dict[str, tuple[str, Router[RouteTarget]]] = {}
+        routers: dict[str, Router[RouteTarget]] = {}
         for stage in config.stages:
             targets = [
                 (route.key, RouteTarget(str(route.key), route.key.param_names, build_route_handler(route, stage, resources)))
                 for route in config.routes
             ]
-            routers[stage.name] = (stage.name, Router(targets))
-        self._stages = StageResolver(routers)
+            routers[stage.name] = Router(targets)
+        self._stages = StageResolver({name: (name, router) for name, router in routers.items()})
+        self._exact_paths = ExactPaths(routers)
         self._access_log = access_log
         self._draining = False
         # Request ids look like UUIDs: a random prefix per gateway (so per worker and
@@ -151,7 +153,13 @@ class Gateway:
     def _route(self, exchange: Exchange) -> Handler | None:
         """The matched route's handler, with the exchange's stage, route key and parameters set."""
         request = exchange.request
-        found = self._stages.resolve(split_path(request.rel_url.raw_path))
+        raw_path = request.rel_url.raw_path
+        exact = self._exact_paths.match(request.method, raw_path)
+        if exact is not None:
+            exchange.stage, target = exact
+            exchange.route_key = target.route_key
+            return target.handler
+        found = self._stages.resolve(split_path(raw_path))
         if found is None:
             return None
         (stage_name, router), segments = found

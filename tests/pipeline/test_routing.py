@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gwd.config import parse_route_key
-from gwd.pipeline.routing import Router, StageResolver, split_path
+from gwd.pipeline.routing import ExactPaths, Router, StageResolver, split_path
 
 ROUTES = [
     "GET /pets",
@@ -109,3 +109,26 @@ def test_without_a_default_stage_unprefixed_paths_match_nothing():
     resolver = StageResolver({"prod": "prod-router"})
     assert resolver.resolve(split_path("/pets")) is None
     assert resolver.resolve(split_path("/prod/pets")) == ("prod-router", ["pets"])
+
+
+def test_exact_paths_find_what_the_walk_finds_first():
+    """Every path the index answers, it answers as stage resolution and the trie walk do; the rest it leaves to them."""
+    stage_routes = {"$default": ROUTES + ["GET /prod/shadowed", "GET /caf%C3%A9"], "prod": ["GET /pets", "ANY /", "GET /x/{y}"]}
+    routers = {name: make_router(keys) for name, keys in stage_routes.items()}
+    index = ExactPaths(routers)
+    resolver = StageResolver({name: (name, router) for name, router in routers.items()})
+    paths = [case[1] for case in CASES] + ["/prod", "/prod/", "/prod/pets", "/prod/x/1", "/prod/shadowed", "/caf%C3%A9", "/pets/"]
+    answered = set()
+    for method in ("GET", "HEAD", "POST", "DELETE", "PATCH"):
+        for path in paths:
+            exact = index.match(method, path)
+            if exact is None:
+                continue
+            answered.add((method, path))
+            (stage, router), rest = resolver.resolve(split_path(path))
+            assert exact == (stage, router.match(method, rest)[0]), (method, path)
+    # Fixed paths are answered (HEAD by GET, any method by ANY), parameters and shadowed paths are not.
+    assert {("GET", "/pets"), ("HEAD", "/pets"), ("GET", "/pets/dog"), ("GET", "/"), ("DELETE", "/only-delete")} <= answered
+    assert {("GET", "/prod"), ("PATCH", "/prod"), ("GET", "/prod/pets")} <= answered
+    assert not {path for _, path in answered} & {"/pets/7", "/prod/x/1", "/prod/shadowed", "/caf%C3%A9", "/pets/", "/prod/"}
+    assert index.match("POST", "/pets/dog") is None  # the literal path has no POST: the walk finds POST /pets/{id}
