@@ -174,11 +174,12 @@ def cache_key(
     """
     headers = request.headers
     identity = ""
-    credentials = (headers.get("Authorization"), None if key_authorises_refresh else headers.get("x-api-key"))
-    if credentials != (None, None):
+    authorization = headers.get("Authorization")
+    api_key = None if key_authorises_refresh else headers.get("x-api-key")
+    if authorization is not None or api_key is not None:
         if not policy.per_identity:
             return None
-        identity = hashlib.sha256(repr(credentials).encode()).hexdigest()
+        identity = hashlib.sha256(repr((authorization, api_key)).encode()).hexdigest()
     key = f"{prefix}{request.rel_url.raw_path}\0{headers.get('Accept-Encoding', '')}\0{identity}"
     if policy.query:
         query = request.rel_url.query
