@@ -1,9 +1,10 @@
-"""The ``gwd`` command: run, check, keys, usage, cache, version."""
+"""The ``gwd`` command: run, check, keys, usage, cache, certs, version."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import re
 import sys
 import time
@@ -14,6 +15,8 @@ from gwd import __version__
 from gwd.config import BUILTIN_SOURCE, Config, ConfigError, load_config, parse_address
 from gwd.keystore import PERMISSIONS, ApiKey, KeyStore, KeyStoreError
 from gwd.logs import setup_logging
+
+log = logging.getLogger("gwd")
 
 EXIT_CONFIG = 78
 """sysexits' EX_CONFIG: a unit can refuse to restart on it (RestartPreventExitStatus=78)."""
@@ -79,6 +82,25 @@ def _parser() -> argparse.ArgumentParser:
     flush.add_argument("--route", metavar="KEY", help='only this route\'s, e.g. "GET /pets/{id}" (default: every route\'s)')
     flush.add_argument("-c", "--config", metavar="FILE", help="the daemon's config file (for server.state_dir)")
     flush.set_defaults(command=_cache_flush)
+
+    certs = commands.add_parser("certs", help="a private CA for mTLS to backends: create, issue, inspect certificates")
+    certs_commands = certs.add_subparsers(title="certs commands", required=True, metavar="COMMAND")
+    init = certs_commands.add_parser("init", help="create a CA and the gateway's client certificate in DIR")
+    init.add_argument("directory", metavar="DIR")
+    init.add_argument("--days", type=int, default=3650, help="how long the CA is valid (default 3650)")
+    init.add_argument("--force", action="store_true", help="replace an existing CA")
+    init.set_defaults(command=_certs_init)
+    issue = certs_commands.add_parser("issue", help="issue a certificate signed by the CA in DIR")
+    issue.add_argument("directory", metavar="DIR")
+    issue.add_argument("--name", required=True, help="common name, and the file stem: DIR/NAME.pem and DIR/NAME.key")
+    issue.add_argument("--san", action="append", default=[], help="an IP address or DNS name the certificate is for; repeatable")
+    issue.add_argument("--client", action="store_true", help="a client certificate (for mTLS) instead of a server one")
+    issue.add_argument("--days", type=int, default=825, help="how long it is valid (default 825)")
+    issue.add_argument("--force", action="store_true", help="replace an existing certificate (a renewal)")
+    issue.set_defaults(command=_certs_issue)
+    show = certs_commands.add_parser("show", help="print a certificate's subject, SANs and validity")
+    show.add_argument("file", metavar="FILE")
+    show.set_defaults(command=_certs_show)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(command=lambda args: print(f"gwd {__version__}") or 0)
@@ -253,6 +275,44 @@ def _address(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _certs_init(args: argparse.Namespace) -> int:
+    from gwd.certs import CertError, init_authority
+
+    try:
+        ca, gateway = init_authority(args.directory, days=args.days, force=args.force)
+    except (CertError, OSError) as exc:
+        print(f"gwd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"CA: {ca.certificate} (key {ca.key})")
+    print(f"gateway client certificate: {gateway.certificate} (key {gateway.key})")
+    return 0
+
+
+def _certs_issue(args: argparse.Namespace) -> int:
+    from gwd.certs import CertError, issue
+
+    try:
+        issued = issue(args.directory, args.name, sans=args.san, days=args.days, client=args.client, force=args.force)
+    except (CertError, OSError) as exc:
+        print(f"gwd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{'client' if args.client else 'server'} certificate: {issued.certificate} (key {issued.key})")
+    return 0
+
+
+def _certs_show(args: argparse.Namespace) -> int:
+    from gwd.certs import CertError, describe
+
+    try:
+        fields = describe(args.file)
+    except CertError as exc:
+        print(f"gwd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for name, value in fields.items():
+        print(f"{name + ':':12} {value}")
+    return 0
+
+
 def _worker_count(text: str) -> int:
     if not text.isdigit() or int(text) > 1024:
         raise argparse.ArgumentTypeError(f"expected a number of workers from 0 to 1024, got {text!r}")
@@ -269,10 +329,19 @@ def _load_or_report(path: str | None, overrides: dict[str, Any]) -> Config | Non
         return None
 
 
+def _log_warnings(config: Config) -> Config:
+    """Log what the config loader warned of; at start and at every reload."""
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    return config
+
+
 def _check(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config, {})
     if config is None:
         return EXIT_CONFIG
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{config.source}: OK ({len(config.routes)} routes, {len(config.stages)} stages)")
     return 0
 
@@ -287,6 +356,7 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     setup_logging(config.log.level)
+    _log_warnings(config)
     # Imported here so that `gwd check` stays light.
     from gwd.buckets import BucketTable
     from gwd.supervisor import Supervisor
@@ -296,7 +366,7 @@ def _run(args: argparse.Namespace) -> int:
     buckets = BucketTable(config.throttle.table_size)
     try:
         supervisor = Supervisor(
-            config, lambda: load_config(args.config, overrides), functools.partial(run_worker, buckets=buckets)
+            config, lambda: _log_warnings(load_config(args.config, overrides)), functools.partial(run_worker, buckets=buckets)
         )
     except OSError as exc:
         print(f"gwd: {exc}", file=sys.stderr)

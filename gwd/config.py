@@ -3,8 +3,9 @@
 Everything is validated here, once, before any worker starts: the runtime
 never parses or checks config on the request path.  Every problem is
 reported as ``FILE: key.path: problem`` and all problems are collected, so
-an operator fixes a broken file in one pass.  This module imports no
-runtime code.
+an operator fixes a broken file in one pass.  Files the config names
+(certificates, keys) are opened and checked here too.  This module imports
+no runtime code.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from urllib.parse import urlsplit
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, Mapping
+
+from gwd.tls import backend_context, expiry_warning, private_key_problem
 
 BUILTIN_SOURCE = "<built-in default>"
 
@@ -116,12 +120,24 @@ class CachePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class BackendTls:
+    """How gwd speaks TLS to an https backend; paths are absolute."""
+
+    client_cert: str | None  # presented when the backend asks (mTLS)
+    client_key: str | None
+    ca: str | None  # verifies the backend; None: the system's CAs
+    server_name: str | None  # SNI and the name checked in the backend's certificate; None: the URI's host
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class StageConfig:
     name: str
     variables: Mapping[str, str]
     throttle: Limit | None = None  # the default for each of the stage's routes
     client_throttle: ClientLimit | None = None
     cache: CachePolicy | None = None
+    backend_tls: BackendTls | None = None  # the default for the stage's https integrations
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +182,7 @@ class HttpIntegration:
     timeout: float
     connect_timeout: float
     preserve_host: bool
+    tls: BackendTls | None = None  # overrides the stage's backend_tls
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +235,7 @@ class Config:
     routes: tuple[RouteConfig, ...]
     usage_plans: tuple[UsagePlan, ...] = ()
     cache: CacheConfig = CacheConfig(64 * 1024**2)
+    warnings: tuple[str, ...] = ()  # logged at start and at every reload (expiring certificates, ...)
 
 
 def parse_duration(text: str) -> float:
@@ -437,6 +455,9 @@ class _ConfigReader:
         self.source = source
         self.overrides = overrides
         self.problems: list[str] = []
+        self.warnings: list[str] = []
+        # Relative file names in the config are relative to its directory.
+        self.base_dir = os.getcwd() if source == BUILTIN_SOURCE else os.path.dirname(os.path.abspath(source))
 
     def problem(self, key_path: str, message: str) -> None:
         self.problems.append(f"{self.source}: {key_path}: {message}")
@@ -469,7 +490,7 @@ class _ConfigReader:
         root.finish()
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(self.source, server, log, throttle, stages, routes, usage_plans, cache)
+        return Config(self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings))
 
     def _cache_policy(self, parent: _Table) -> tuple[CachePolicy | None, bool]:
         """The ``cache`` table under ``parent``: (the policy, or None; True if it says enabled = false)."""
@@ -614,10 +635,11 @@ class _ConfigReader:
             throttle = self._limit(table, "throttle")
             client_throttle = self._client_limit(table, "client_throttle")
             cache, _ = self._cache_policy(table)
+            backend_tls = self._backend_tls(table, "backend_tls")
             table.finish()
             if name is not None:
                 seen.add(name)
-                stages.append(StageConfig(name, variables, throttle, client_throttle, cache))
+                stages.append(StageConfig(name, variables, throttle, client_throttle, cache, backend_tls))
         return tuple(stages) or (StageConfig(DEFAULT_STAGE, {}),)
 
     def _routes(self, tables: list[_Table], stages: tuple[StageConfig, ...]) -> tuple[RouteConfig, ...]:
@@ -694,6 +716,7 @@ class _ConfigReader:
             timeout=table.duration("timeout", 29.0, 0.05, 3600.0),
             connect_timeout=table.duration("connect_timeout", 5.0, 0.05, 600.0),
             preserve_host=table.get("preserve_host", bool, False, "true or false"),
+            tls=self._backend_tls(table, "tls"),
         )
         table.finish()
         if uri is None or not self._check_stage_variables(table, "uri", uri, stages):
@@ -712,7 +735,63 @@ class _ConfigReader:
             if "{" in backend.query:
                 table.problem("uri", "path parameters may only appear in the path")
                 return None
+            if backend.scheme == "http" and integration.tls is not None:
+                table.problem("tls", "applies to https:// backends only, and this one is http://")
+                return None
         return integration
+
+    def _backend_tls(self, parent: _Table, key: str) -> BackendTls | None:
+        """``{ client_cert, client_key, ca, server_name, insecure_skip_verify }`` under ``key``, checked on disk."""
+        if not parent.has(key):
+            return None
+        table = parent.table(key)
+        client_cert = self._file(table, "client_cert")
+        client_key = self._file(table, "client_key")
+        ca = self._file(table, "ca")
+        server_name = table.string("server_name", None)
+        insecure = table.get("insecure_skip_verify", bool, False, "true or false")
+        table.finish()
+        if (client_cert is None) != (client_key is None):
+            table.problem("client_key" if client_key is None else "client_cert", "client_cert and client_key go together")
+            return None
+        if insecure and client_cert is not None:
+            table.problem(
+                "insecure_skip_verify",
+                "the client certificate is never presented to a backend whose certificate is not verified:"
+                " drop insecure_skip_verify or the client certificate",
+            )
+            return None
+        if client_key is not None:
+            problem = private_key_problem(client_key)
+            if problem:
+                table.problem("client_key", problem)
+                return None
+        try:
+            backend_context(client_cert, client_key, ca, insecure)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            table.problem(key, f"cannot use these files: {getattr(exc, 'reason', None) or exc}")
+            return None
+        if insecure:
+            self.warnings.append(
+                f"{self.source}: {table.key_path('insecure_skip_verify')}: backend certificates are not verified;"
+                " anyone on the path can impersonate the backend"
+            )
+        if client_cert is not None:
+            expiring = expiry_warning(client_cert)
+            if expiring:
+                self.warnings.append(f"{self.source}: {table.key_path('client_cert')}: {expiring}")
+        return BackendTls(client_cert, client_key, ca, server_name, insecure)
+
+    def _file(self, table: _Table, key: str) -> str | None:
+        """An existing file's absolute path under ``key`` (relative to the config's directory), or None."""
+        name = table.string(key, None)
+        if name is None:
+            return None
+        path = os.path.join(self.base_dir, os.path.expanduser(name))
+        if not os.path.isfile(path):
+            table.problem(key, f"no such file: {path}")
+            return None
+        return path
 
 
 def default_state_dir() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 import threading
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ class Received:
     body_sha256: str
     body_length: int
     peer: tuple[str, int]
+    client_cert_serial: str | None = None  # the client certificate's serial (hex) on a TLS backend that asks for one
 
     def header(self, name: str) -> str | None:
         values = [v for k, v in self.headers if k.lower() == name.lower()]
@@ -42,6 +44,7 @@ class Backend:
     received: list[Received] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     keep_body: bool = True
+    ssl_context: ssl.SSLContext | None = None  # serve HTTPS with it
 
     def __enter__(self) -> Backend:
         self._ready = threading.Event()
@@ -57,7 +60,7 @@ class Backend:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -68,7 +71,7 @@ class Backend:
         server = web.Server(self._handle, handler_cancellation=True)
         runner = web.ServerRunner(server)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.ssl_context).start()
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
@@ -90,6 +93,7 @@ class Backend:
             digest.hexdigest(),
             length,
             request.transport.get_extra_info("peername")[:2],
+            (request.transport.get_extra_info("peercert") or {}).get("serialNumber"),
         )
         self.received.append(received)
         return received

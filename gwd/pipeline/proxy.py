@@ -96,7 +96,8 @@ class ProxyTarget:
         host = f"[{backend.host}]" if ":" in backend.host else backend.host
         self.host_header = host if backend.port == default_port else f"{host}:{backend.port}"
         self.greedy_names = frozenset(s.text for s in key.segments if s.kind == "greedy")
-        self.pool_key = (backend.scheme, backend.host, backend.port)
+        tls = (integration.tls or stage.backend_tls) if backend.scheme == "https" else None
+        self.pool_key = (backend.scheme, backend.host, backend.port, tls)
 
     def request_target(self, exchange: Exchange) -> str:
         parts = self.path_parts

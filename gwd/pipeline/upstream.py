@@ -27,6 +27,9 @@ from typing import Any
 
 import httptools
 
+from gwd.config import BackendTls
+from gwd.tls import backend_context
+
 READ_HIGH_WATER = 256 * 1024
 READ_LOW_WATER = 64 * 1024
 IDLE_TIMEOUT = 60.0
@@ -337,13 +340,15 @@ class UpstreamPool:
 
     __slots__ = ("loop", "host", "port", "_ssl", "_server_hostname", "_max_idle", "_idle", "_all", "_pools")
 
-    def __init__(self, pools: UpstreamPools, host: str, port: int, tls: ssl.SSLContext | None, max_idle: int) -> None:
+    def __init__(
+        self, pools: UpstreamPools, host: str, port: int, tls: ssl.SSLContext | None, server_name: str | None, max_idle: int
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self._pools = pools
         self.host = host
         self.port = port
         self._ssl = tls
-        self._server_hostname = host if tls is not None else None
+        self._server_hostname = server_name
         self._max_idle = max_idle
         self._idle: list[UpstreamConnection] = []
         self._all: set[UpstreamConnection] = set()
@@ -371,6 +376,10 @@ class UpstreamPool:
             raise UpstreamError("timeout", f"connect to {self.host}:{self.port} timed out after {timeout:g}s") from None
         except ConnectionRefusedError:
             raise UpstreamError("refused", f"{self.host}:{self.port} refused the connection") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise UpstreamError(
+                "tls", f"the certificate of {self.host}:{self.port} was refused: {exc.verify_message or exc.reason}"
+            ) from None
         except ssl.SSLError as exc:
             raise UpstreamError("tls", f"TLS handshake with {self.host}:{self.port} failed: {exc.reason or exc}") from None
         except OSError as exc:
@@ -411,16 +420,23 @@ class UpstreamPools:
     __slots__ = ("_pools", "_max_idle", "_sweep_handle")
 
     def __init__(self, max_idle: int) -> None:
-        self._pools: dict[tuple[str, str, int], UpstreamPool] = {}
+        self._pools: dict[tuple[str, str, int, BackendTls | None], UpstreamPool] = {}
         self._max_idle = max_idle
         self._sweep_handle: asyncio.TimerHandle | None = None
 
-    def get(self, scheme: str, host: str, port: int) -> UpstreamPool:
-        key = (scheme, host, port)
+    def get(self, scheme: str, host: str, port: int, tls: BackendTls | None) -> UpstreamPool:
+        """The pool for a backend; routes that reach it with other TLS settings get their own."""
+        key = (scheme, host, port, tls)
         pool = self._pools.get(key)
         if pool is None:
-            tls = ssl.create_default_context() if scheme == "https" else None
-            pool = self._pools[key] = UpstreamPool(self, host, port, tls, self._max_idle)
+            if scheme != "https":
+                context, server_name = None, None
+            elif tls is None:
+                context, server_name = backend_context(None, None, None, False), host
+            else:
+                context = backend_context(tls.client_cert, tls.client_key, tls.ca, tls.insecure_skip_verify)
+                server_name = tls.server_name or host
+            pool = self._pools[key] = UpstreamPool(self, host, port, context, server_name, self._max_idle)
         return pool
 
     def start_sweeping(self) -> None:
