@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, Mapping
 
-from gwd.tls import backend_context, expiry_warning, private_key_problem
+from gwd.tls import backend_context, expiry_warning, listener_context, private_key_problem
 
 BUILTIN_SOURCE = "<built-in default>"
 
@@ -38,7 +38,11 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 _SIZE = re.compile(r"^(\d+)(B|KiB|MiB|GiB)$")
 _SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 _INVALIDATION = ("require_key", "allow", "ignore")
+_CLIENT_AUTH = ("none", "optional", "require")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
 
 class ConfigError(Exception):
@@ -59,15 +63,26 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerTls:
+    """HTTPS on the listening socket; paths are absolute."""
+
+    cert: str
+    key: str
+    client_ca: str | None  # verifies client certificates
+    client_auth: str  # "none", "optional" (verified when sent) or "require"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: Address
     workers: int
     drain_timeout: float
     keepalive_timeout: float
     backlog: int
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    trusted_proxies: Networks
     upstream_keepalive: int
     state_dir: str
+    tls: ListenerTls | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +153,8 @@ class StageConfig:
     client_throttle: ClientLimit | None = None
     cache: CachePolicy | None = None
     backend_tls: BackendTls | None = None  # the default for the stage's https integrations
+    allow: Networks = ()  # resource policy: client addresses let in (empty: all)...
+    deny: Networks = ()  # ...and refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +225,9 @@ class RouteConfig:
     api_key_required: bool = False
     cache: CachePolicy | None = None  # overrides the stage's; None: the stage's
     cache_disabled: bool = False  # ``cache = { enabled = false }``: not even the stage's
+    allow: Networks = ()  # applies together with the stage's lists
+    deny: Networks = ()
+    client_cert_subject: str | None = None  # a regex the verified client certificate's subject must match
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,6 +476,7 @@ class _ConfigReader:
         self.overrides = overrides
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self._client_certs = False  # the listener verifies client certificates (read with [server])
         # Relative file names in the config are relative to its directory.
         self.base_dir = os.getcwd() if source == BUILTIN_SOURCE else os.path.dirname(os.path.abspath(source))
 
@@ -465,6 +486,7 @@ class _ConfigReader:
     def read(self, data: Mapping[str, Any]) -> Config:
         root = _Table(self, data, "")
         server = self._server(root.table("server"))
+        self._client_certs = server.tls is not None and server.tls.client_auth != "none"
         log = self._log(root.table("log"))
         throttle_table = root.table("throttle")
         backend = throttle_table.string("backend", "memory")
@@ -594,11 +616,44 @@ class _ConfigReader:
             trusted_proxies=self._networks(table, "trusted_proxies"),
             upstream_keepalive=table.integer("upstream_keepalive", 64, 0, 65535),
             state_dir=table.parsed("state_dir", default_state_dir(), _absolute_path),
+            tls=self._listener_tls(table),
         )
         table.finish()
         return config
 
-    def _networks(self, table: _Table, key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    def _listener_tls(self, server: _Table) -> ListenerTls | None:
+        """``[server] tls = { cert, key, client_ca, client_auth }``, checked on disk."""
+        if not server.has("tls"):
+            return None
+        table = server.table("tls")
+        cert = self._file(table, "cert") if table.require("cert", "the server certificate (PEM)") else None
+        key = self._file(table, "key") if table.require("key", "the server certificate's private key (PEM)") else None
+        client_ca = self._file(table, "client_ca")
+        client_auth = table.string("client_auth", "none")
+        table.finish()
+        if client_auth not in _CLIENT_AUTH:
+            table.problem("client_auth", f"expected one of {', '.join(_CLIENT_AUTH)}, got {client_auth!r}")
+            return None
+        if client_auth != "none" and client_ca is None and not table.has("client_ca"):
+            table.problem("client_ca", f'client_auth = "{client_auth}" needs the CAs that sign client certificates')
+            return None
+        if cert is None or key is None:
+            return None
+        problem = private_key_problem(key)
+        if problem:
+            table.problem("key", problem)
+            return None
+        try:
+            listener_context(cert, key, client_ca, client_auth)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            server.problem("tls", f"cannot use these files: {getattr(exc, 'reason', None) or exc}")
+            return None
+        expiring = expiry_warning(cert)
+        if expiring:
+            self.warnings.append(f"{self.source}: {table.key_path('cert')}: {expiring}")
+        return ListenerTls(cert, key, client_ca, client_auth)
+
+    def _networks(self, table: _Table, key: str) -> Networks:
         networks = []
         for index, item in enumerate(table.get(key, list, [], "an array of CIDRs")):
             try:
@@ -636,10 +691,11 @@ class _ConfigReader:
             client_throttle = self._client_limit(table, "client_throttle")
             cache, _ = self._cache_policy(table)
             backend_tls = self._backend_tls(table, "backend_tls")
+            allow, deny = self._networks(table, "allow"), self._networks(table, "deny")
             table.finish()
             if name is not None:
                 seen.add(name)
-                stages.append(StageConfig(name, variables, throttle, client_throttle, cache, backend_tls))
+                stages.append(StageConfig(name, variables, throttle, client_throttle, cache, backend_tls, allow, deny))
         return tuple(stages) or (StageConfig(DEFAULT_STAGE, {}),)
 
     def _routes(self, tables: list[_Table], stages: tuple[StageConfig, ...]) -> tuple[RouteConfig, ...]:
@@ -654,6 +710,15 @@ class _ConfigReader:
             client_throttle = self._client_limit(table, "client_throttle")
             api_key_required = table.get("api_key_required", bool, False, "true or false")
             cache, cache_disabled = self._cache_policy(table)
+            allow, deny = self._networks(table, "allow"), self._networks(table, "deny")
+            subject = table.string("client_cert_subject", None)
+            if subject is not None:
+                try:
+                    re.compile(subject)
+                except re.error as exc:
+                    table.problem("client_cert_subject", f"not a regular expression: {exc}")
+                if not self._client_certs:
+                    table.problem("client_cert_subject", 'needs [server] tls with client_auth = "optional" or "require"')
             table.finish()
             if key is None or integration is None:
                 continue
@@ -663,7 +728,11 @@ class _ConfigReader:
                 table.problem("route", f"{str(key)!r} duplicates {first_seen[shape]}")
                 continue
             first_seen[shape] = f"{table.key_path('route')} ({str(key)!r})"
-            routes.append(RouteConfig(key, integration, throttle, client_throttle, api_key_required, cache, cache_disabled))
+            routes.append(
+                RouteConfig(
+                    key, integration, throttle, client_throttle, api_key_required, cache, cache_disabled, allow, deny, subject
+                )
+            )
         return tuple(routes)
 
     def _integration(

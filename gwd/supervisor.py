@@ -99,7 +99,8 @@ class Supervisor:
         self._install_signal_handlers()
         server = self._current.config.server
         log.info(
-            "listening on http://%s with %d worker(s) (config %s, pid %d)",
+            "listening on %s://%s with %d worker(s) (config %s, pid %d)",
+            "https" if server.tls is not None else "http",
             server.listen,
             server.workers,
             self._current.config.source,

@@ -1,4 +1,4 @@
-"""TLS contexts for backends (with the gateway's client certificate) and checks of the files behind them.
+"""TLS contexts (the listener's, and backends' with the gateway's client certificate), and file checks.
 
 The config loader runs the checks, so a missing file, a key others may
 read, a certificate that does not match its key or a CA file that does not
@@ -49,6 +49,18 @@ def backend_context(
         context.verify_mode = ssl.CERT_NONE
     if client_cert is not None:
         context.load_cert_chain(client_cert, client_key)
+    return context
+
+
+def listener_context(cert: str, key: str, client_ca: str | None, client_auth: str) -> ssl.SSLContext:
+    """A server context: TLS >= 1.2, ALPN http/1.1, client certificates per ``client_auth``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = MINIMUM_VERSION
+    context.set_alpn_protocols(["http/1.1"])
+    context.load_cert_chain(cert, key)
+    if client_auth != "none":
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED if client_auth == "require" else ssl.CERT_OPTIONAL
     return context
 
 

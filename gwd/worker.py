@@ -23,6 +23,7 @@ from gwd.config import Config
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.gateway import Gateway
 from gwd.supervisor import WORKER_BOOT_ERROR
+from gwd.tls import listener_context
 
 log = logging.getLogger("gwd.worker")
 
@@ -115,7 +116,13 @@ class Worker:
             handler_cancellation=True,
             keepalive_timeout=self._config.server.keepalive_timeout,
         )
-        self._listening = await loop.create_server(self._server, sock=self._listener, backlog=self._config.server.backlog)
+        tls = self._config.server.tls
+        self._listening = await loop.create_server(
+            self._server,
+            sock=self._listener,
+            backlog=self._config.server.backlog,
+            ssl=listener_context(tls.cert, tls.key, tls.client_ca, tls.client_auth) if tls is not None else None,
+        )
         loop.call_later(PARENT_CHECK_INTERVAL, self._check_parent)
 
     def request_stop(self, drain_timeout: float) -> None:

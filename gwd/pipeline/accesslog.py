@@ -88,28 +88,28 @@ class AccessLog:
         if second != self._clf_second:
             self._clf_second = second
             self._clf_text = format_clf_time(second)
-        line = orjson.dumps(
-            {
-                "requestId": exchange.request_id,
-                "ip": request.remote,
-                "requestTime": self._clf_text,
-                "requestTimeEpoch": int(started * 1000),
-                "httpMethod": request.method,
-                "routeKey": exchange.route_key,
-                "path": request.path,
-                "status": status,
-                "protocol": _PROTOCOLS.get(request.version) or "HTTP/%d.%d" % request.version,
-                "responseLength": response_length,
-                # Milliseconds with microsecond resolution; cheaper than round(x, 3).
-                "responseLatency": int((finished - started) * 1_000_000) / 1000,
-                "integrationLatency": exchange.integration_latency,
-                "integrationError": exchange.integration_error,
-                "userAgent": request.headers.get("User-Agent"),
-                "stage": exchange.stage,
-                "apiKeyId": exchange.api_key.id if exchange.api_key is not None else None,
-            },
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
+        fields = {
+            "requestId": exchange.request_id,
+            "ip": request.remote,
+            "requestTime": self._clf_text,
+            "requestTimeEpoch": int(started * 1000),
+            "httpMethod": request.method,
+            "routeKey": exchange.route_key,
+            "path": request.path,
+            "status": status,
+            "protocol": _PROTOCOLS.get(request.version) or "HTTP/%d.%d" % request.version,
+            "responseLength": response_length,
+            # Milliseconds with microsecond resolution; cheaper than round(x, 3).
+            "responseLatency": int((finished - started) * 1_000_000) / 1000,
+            "integrationLatency": exchange.integration_latency,
+            "integrationError": exchange.integration_error,
+            "userAgent": request.headers.get("User-Agent"),
+            "stage": exchange.stage,
+            "apiKeyId": exchange.api_key.id if exchange.api_key is not None else None,
+        }
+        if exchange.client_cert is not None:
+            fields["clientCert"] = exchange.client_cert.as_log()
+        line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
         self._pending.append(line)
         self._pending_bytes += len(line)
         if self._pending_bytes >= FLUSH_BYTES:

@@ -18,13 +18,13 @@ from __future__ import annotations
 from typing import Callable
 
 from gwd.config import HttpIntegration, MockIntegration, RouteConfig, StageConfig
-from gwd.pipeline import apikeys, cache, mock, proxy, throttle
+from gwd.pipeline import apikeys, cache, mock, policy, proxy, throttle
 from gwd.pipeline.resources import Resources
 from gwd.pipeline.types import Handler
 
 Middleware = Callable[[RouteConfig, StageConfig, Resources, Handler], Handler]
 
-MIDDLEWARE: tuple[Middleware, ...] = (apikeys.build, throttle.build, cache.build)
+MIDDLEWARE: tuple[Middleware, ...] = (policy.build, apikeys.build, throttle.build, cache.build)
 """Stages that wrap the integration, outermost first (see the module docstring)."""
 
 

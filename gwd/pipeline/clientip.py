@@ -6,15 +6,18 @@ import ipaddress
 
 from aiohttp.web import BaseRequest
 
-Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+from gwd.config import Networks
 
 
-def is_trusted(address: str, trusted: Networks) -> bool:
+def in_networks(address: str, networks: Networks) -> bool:
+    """Whether ``address`` (IPv4-mapped IPv6 counts as its IPv4 address) is in any of ``networks``."""
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(parsed in network for network in trusted)
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    return any(parsed in network for network in networks)
 
 
 def client_address(request: BaseRequest, trusted: Networks) -> str:
@@ -25,11 +28,11 @@ def client_address(request: BaseRequest, trusted: Networks) -> str:
     address is the client (addresses further left could be forged by it).
     """
     peer = request.remote or ""
-    if not trusted or not is_trusted(peer, trusted):
+    if not trusted or not in_networks(peer, trusted):
         return peer
     hops = [hop.strip() for value in request.headers.getall("X-Forwarded-For", ()) for hop in value.split(",")]
     for hop in reversed(hops):
-        if not is_trusted(hop, trusted):
+        if not in_networks(hop, trusted):
             try:
                 return str(ipaddress.ip_address(hop))
             except ValueError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp.web import BaseRequest, StreamResponse
 
 from gwd.keystore import ApiKey
+from gwd.pipeline.clientcert import ClientCert
 from gwd.pipeline.passthrough import PassThroughResponse
 
 
@@ -27,6 +28,7 @@ class Exchange:
         "response_length",
         "extra_header_lines",
         "api_key",
+        "client_cert",
     )
 
     def __init__(self, request: BaseRequest, request_id: str, draining: bool) -> None:
@@ -46,6 +48,8 @@ class Exchange:
         self.extra_header_lines = b""
         # The caller's API key, once the key stage accepted it.
         self.api_key: ApiKey | None = None
+        # The verified TLS client certificate, when the listener asks for them and one came.
+        self.client_cert: ClientCert | None = None
 
     def add_header_lines(self, lines: bytes) -> None:
         """Header lines (``Name: value\\r\\n`` each) for whatever response this request gets.

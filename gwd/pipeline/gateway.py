@@ -23,6 +23,7 @@ from gwd.pipeline.apikeys import KeyCache
 from gwd.pipeline.cache import flush_prefixes
 from gwd.pipeline.cachestore import MemoryStore, RedisStore
 from gwd.pipeline.chain import build_route_handler
+from gwd.pipeline.clientcert import client_certificate
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
 from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
 from gwd.pipeline.exchange import Exchange
@@ -59,6 +60,7 @@ class Gateway:
         "_limiter",
         "_cache_store",
         "_stage_names",
+        "_client_certs",
     )
 
     def __init__(self, config: Config, access_log: AccessLog | None, buckets: BucketTable) -> None:
@@ -98,6 +100,7 @@ class Gateway:
         self._stages = StageResolver({name: (name, router) for name, router in routers.items()})
         self._exact_paths = ExactPaths(routers)
         self._access_log = access_log
+        self._client_certs = config.server.tls is not None and config.server.tls.client_auth != "none"
         self._draining = False
         # Request ids look like UUIDs: a random prefix per gateway (so per worker and
         # per reload) and a counter, which costs far less than uuid4()'s syscall.
@@ -132,6 +135,8 @@ class Gateway:
         if request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id):
             request_id = f"{self._id_prefix}{next(self._id_counter) & 0xFFFFFFFFFFFF:012x}"
         exchange = Exchange(request, request_id, self._draining)
+        if self._client_certs:
+            exchange.client_cert = client_certificate(request)
         try:
             handler = self._route(exchange)
             response = NOT_FOUND.render() if handler is None else await handler(exchange)

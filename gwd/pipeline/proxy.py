@@ -27,7 +27,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict
 
 from gwd.config import HttpIntegration, RouteKey, StageConfig, parse_backend_uri, substitute_stage_variables
-from gwd.pipeline.clientip import Networks, is_trusted
+from gwd.pipeline.clientip import Networks, in_networks
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.passthrough import PassThroughResponse
@@ -229,7 +229,7 @@ def _request_head(
     if named:
         lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
     peer = request.remote or ""
-    trusted = bool(trusted_proxies) and is_trusted(peer, trusted_proxies)
+    trusted = bool(trusted_proxies) and in_networks(peer, trusted_proxies)
     peer_bytes = peer.encode()
     if trusted and forwarded_for:
         lines.append(b"X-Forwarded-For: " + forwarded_for + b", " + peer_bytes + b"\r\n")

@@ -1,0 +1,62 @@
+"""The client certificate a TLS listener verified, as routes and the access log see it.
+
+A connection's certificate is parsed once, on its first request, and kept
+with the connection's TLS object; a connection without TLS, or whose
+client sent no certificate, has none.  With ``client_auth = "optional"`` or
+``"require"`` every certificate that arrives has been verified against
+``client_ca`` during the handshake, which fails otherwise.
+"""
+
+from __future__ import annotations
+
+import ssl
+import weakref
+from dataclasses import dataclass
+
+from aiohttp.web import BaseRequest
+from cryptography import x509
+
+_by_connection: weakref.WeakKeyDictionary[ssl.SSLObject, ClientCert | None] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCert:
+    subject_dn: str  # RFC 4514, as "CN=billing,O=Example"
+    issuer_dn: str
+    serial_number: str  # hex
+    not_before: str  # ISO 8601, UTC
+    not_after: str
+
+    def as_log(self) -> dict[str, object]:
+        """AWS's ``requestContext.authentication.clientCert`` shape."""
+        return {
+            "subjectDN": self.subject_dn,
+            "issuerDN": self.issuer_dn,
+            "serialNumber": self.serial_number,
+            "validity": {"notBefore": self.not_before, "notAfter": self.not_after},
+        }
+
+
+def client_certificate(request: BaseRequest) -> ClientCert | None:
+    """The verified certificate the client presented on this request's connection, or None."""
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return None
+    try:
+        return _by_connection[ssl_object]
+    except KeyError:
+        pass
+    der = ssl_object.getpeercert(binary_form=True)
+    found = None
+    if der is not None:
+        certificate = x509.load_der_x509_certificate(der)
+        found = ClientCert(
+            certificate.subject.rfc4514_string(),
+            certificate.issuer.rfc4514_string(),
+            format(certificate.serial_number, "x"),
+            certificate.not_valid_before_utc.isoformat(),
+            certificate.not_valid_after_utc.isoformat(),
+        )
+    _by_connection[ssl_object] = found
+    return found
