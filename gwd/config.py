@@ -10,6 +10,7 @@ no runtime code.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, Mapping
 
-from gwd.tls import backend_context, expiry_warning, listener_context, private_key_problem
+from gwd.tls import backend_context, expiry_warning, listener_context, load_public_key, private_key_problem
 
 BUILTIN_SOURCE = "<built-in default>"
 
@@ -39,6 +40,13 @@ _SIZE = re.compile(r"^(\d+)(B|KiB|MiB|GiB)$")
 _SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 _INVALIDATION = ("require_key", "allow", "ignore")
 _CLIENT_AUTH = ("none", "optional", "require")
+_JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256")
+_JWT_DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+_IDENTITY_SOURCE = re.compile(r"^(header|query):[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_RESERVED_BACKEND_HEADERS = frozenset(
+    {"host", "connection", "content-length", "transfer-encoding", "x-forwarded-for", "x-forwarded-proto",
+     "x-forwarded-host", "via", "x-request-id", "te", "trailer", "upgrade", "keep-alive"}
+)
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -101,7 +109,7 @@ class Limit:
 
 @dataclass(frozen=True, slots=True)
 class ClientLimit:
-    """A token bucket per client; ``key`` is "ip" or "header:NAME"."""
+    """A token bucket per client; ``key`` is "ip", "header:NAME" or "claim:NAME" (an authorizer's claim or context)."""
 
     rate: float
     burst: int
@@ -228,6 +236,8 @@ class RouteConfig:
     allow: Networks = ()  # applies together with the stage's lists
     deny: Networks = ()
     client_cert_subject: str | None = None  # a regex the verified client certificate's subject must match
+    authorizer: str | None = None  # the name of an [[authorizers]] entry
+    scopes: tuple[str, ...] = ()  # a JWT authorizer's token must grant all of these
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +256,38 @@ class Quota:
 
 
 @dataclass(frozen=True, slots=True)
+class JwtAuthorizer:
+    """Bearer tokens (JWT) checked against an issuer's keys."""
+
+    name: str
+    issuer: str
+    audience: tuple[str, ...]
+    algorithms: tuple[str, ...]
+    jwks_uri: str | None  # the issuer's key set, fetched and cached
+    public_keys: tuple[str, ...]  # PEM files of static public keys (instead of, or besides, jwks_uri)
+    secret_file: str | None  # an HS256 secret; only with "HS256" in algorithms
+    leeway: float
+    header: str  # where the token is: "Authorization" (as "Bearer TOKEN") or another header (the token alone)
+    claim_headers: tuple[tuple[str, str], ...]  # (claim, header): claims passed to the backend as headers
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAuthorizer:
+    """A custom authorizer: an HTTP endpoint or a Python function decides, from the request's identity sources."""
+
+    name: str
+    uri: str | None
+    function: str | None  # "module:function"
+    identity_sources: tuple[str, ...]  # "header:NAME", "query:NAME", "ip"
+    ttl: float  # how long a decision is cached per identity (0: not cached)
+    timeout: float
+    context_headers: tuple[tuple[str, str], ...]  # (context key, header): the answer's context passed to the backend
+
+
+Authorizer = JwtAuthorizer | RequestAuthorizer
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     server: ServerConfig
@@ -256,6 +298,7 @@ class Config:
     usage_plans: tuple[UsagePlan, ...] = ()
     cache: CacheConfig = CacheConfig(64 * 1024**2)
     warnings: tuple[str, ...] = ()  # logged at start and at every reload (expiring certificates, ...)
+    authorizers: tuple[Authorizer, ...] = ()
 
 
 def parse_duration(text: str) -> float:
@@ -507,12 +550,13 @@ class _ConfigReader:
             cache_table.problem("max_bytes", f"must be at least 1MiB, got {cache.max_bytes} bytes")
         cache_table.finish()
         stages = self._stages(root.tables("stages"))
-        routes = self._routes(root.tables("routes"), stages)
+        authorizers = self._authorizers(root.tables("authorizers"))
+        routes = self._routes(root.tables("routes"), stages, {authorizer.name: authorizer for authorizer in authorizers})
         usage_plans = self._usage_plans(root.tables("usage_plans"))
         root.finish()
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings))
+        return Config(self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings), authorizers)
 
     def _cache_policy(self, parent: _Table) -> tuple[CachePolicy | None, bool]:
         """The ``cache`` table under ``parent``: (the policy, or None; True if it says enabled = false)."""
@@ -551,10 +595,7 @@ class _ConfigReader:
     def _usage_plans(self, tables: list[_Table]) -> tuple[UsagePlan, ...]:
         plans: list[UsagePlan] = []
         for table in tables:
-            table.require("name", "every usage plan needs a name")
-            name = table.string("name", None)
-            if name is not None and any(plan.name == name for plan in plans):
-                table.problem("name", f"usage plan {name!r} is defined twice")
+            name = self._unique_name(table, [plan.name for plan in plans], "usage plan", "")
             throttle = self._limit(table, "throttle")
             quota = None
             if table.has("quota"):
@@ -587,8 +628,9 @@ class _ConfigReader:
         limit = table.table(key)
         rate, burst = self._bucket(limit)
         client_key = limit.string("key", "ip")
-        if client_key != "ip" and not (client_key.startswith("header:") and len(client_key) > len("header:")):
-            limit.problem("key", f'expected "ip" or "header:NAME", got {client_key!r}')
+        prefix, _, name = client_key.partition(":")
+        if client_key != "ip" and not (prefix in ("header", "claim") and name):
+            limit.problem("key", f'expected "ip", "header:NAME" or "claim:NAME", got {client_key!r}')
         limit.finish()
         return ClientLimit(rate, burst, client_key)
 
@@ -698,7 +740,113 @@ class _ConfigReader:
                 stages.append(StageConfig(name, variables, throttle, client_throttle, cache, backend_tls, allow, deny))
         return tuple(stages) or (StageConfig(DEFAULT_STAGE, {}),)
 
-    def _routes(self, tables: list[_Table], stages: tuple[StageConfig, ...]) -> tuple[RouteConfig, ...]:
+    def _authorizers(self, tables: list[_Table]) -> tuple[Authorizer, ...]:
+        authorizers: list[Authorizer] = []
+        for table in tables:
+            name = self._unique_name(table, [a.name for a in authorizers], "authorizer", ", which routes use")
+            kind = table.string("type", None) if table.require("type", '"jwt" or "request"') else None
+            authorizer: Authorizer | None = None
+            if kind == "jwt":
+                authorizer = self._jwt_authorizer(table, name or "")
+            elif kind == "request":
+                authorizer = self._request_authorizer(table, name or "")
+            elif kind is not None:
+                table.problem("type", f'expected "jwt" or "request", got {kind!r}')
+            table.finish()
+            if name is not None and authorizer is not None:
+                authorizers.append(authorizer)
+        return tuple(authorizers)
+
+    def _jwt_authorizer(self, table: _Table, name: str) -> JwtAuthorizer | None:
+        issuer = table.string("issuer", None) if table.require("issuer", "the iss claim tokens must carry") else None
+        audience = self._one_or_many(table, "audience")
+        if not audience:
+            table.problem("audience", "missing: the aud value(s) tokens must be for")
+        algorithms = tuple(self._names(table, "algorithms", lambda a: a in _JWT_ALGORITHMS)) or _JWT_DEFAULT_ALGORITHMS
+        jwks_uri = table.string("jwks_uri", None)
+        if jwks_uri is not None:
+            try:
+                parse_backend_uri(jwks_uri)
+            except ValueError as exc:
+                table.problem("jwks_uri", str(exc))
+        public_keys = []
+        for index, file_name in enumerate(self._names(table, "public_keys", lambda f: bool(f))):
+            path = os.path.join(self.base_dir, os.path.expanduser(file_name))
+            try:
+                load_public_key(path)
+            except OSError as exc:
+                self.problem(f"{table.key_path('public_keys')}[{index}]", f"cannot read {path}: {exc.strerror}")
+            except ValueError:
+                self.problem(f"{table.key_path('public_keys')}[{index}]", f"{path} holds no PEM public key or certificate")
+            public_keys.append(path)
+        secret_file = self._file(table, "secret_file")
+        if secret_file is not None:
+            problem = private_key_problem(secret_file)
+            if problem:
+                table.problem("secret_file", problem.replace("private key", "secret"))
+        if "HS256" in algorithms and secret_file is None:
+            table.problem("algorithms", "HS256 needs secret_file (a shared secret); asymmetric keys never verify HS256")
+        if secret_file is not None and "HS256" not in algorithms:
+            table.problem("secret_file", 'a shared secret is used only with algorithms = [..., "HS256"] said explicitly')
+        if jwks_uri is None and not public_keys and secret_file is None:
+            table.problem("jwks_uri", "missing: give jwks_uri, public_keys or (for HS256) secret_file")
+        leeway = table.duration("leeway", 60.0, 0.0, 3600.0)
+        header = table.string("header", "Authorization")
+        if not _HEADER_NAME.match(header):
+            table.problem("header", f"not a header name: {header!r}")
+        claim_headers = self._header_map(table, "claim_headers")
+        if issuer is None or not audience:
+            return None
+        return JwtAuthorizer(
+            name, issuer, tuple(audience), algorithms, jwks_uri, tuple(public_keys), secret_file, leeway, header, claim_headers
+        )
+
+    def _request_authorizer(self, table: _Table, name: str) -> RequestAuthorizer | None:
+        uri = table.string("uri", None)
+        function = table.string("function", None)
+        if (uri is None) == (function is None):
+            table.problem("uri", 'give exactly one of uri (an HTTP endpoint) and function ("module:function")')
+        if uri is not None:
+            try:
+                parse_backend_uri(uri)
+            except ValueError as exc:
+                table.problem("uri", str(exc))
+        if function is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", function):
+            table.problem("function", f'expected "module:function", got {function!r}')
+        elif function is not None and not _module_exists(function.partition(":")[0]):
+            table.problem("function", f"no module {function.partition(':')[0]!r} on the Python path")
+        sources = self._names(table, "identity_sources", lambda s: s == "ip" or bool(_IDENTITY_SOURCE.match(s)))
+        if not sources:
+            table.problem("identity_sources", 'missing: what identifies a caller, such as ["header:Authorization"]')
+        ttl = table.duration("ttl", 300.0, 0.0, 3600.0)
+        timeout = table.duration("timeout", 2.0, 0.01, 30.0)
+        context_headers = self._header_map(table, "context_headers")
+        return RequestAuthorizer(name, uri, function, tuple(sources), ttl, timeout, context_headers)
+
+    def _unique_name(self, table: _Table, taken: list[str], what: str, why: str) -> str | None:
+        """The table's required ``name``, reported when missing or already ``taken``."""
+        table.require("name", f"every {what} needs a name{why}")
+        name = table.string("name", None)
+        if name is not None and name in taken:
+            table.problem("name", f"{what} {name!r} is defined twice")
+        return name
+
+    def _one_or_many(self, table: _Table, key: str) -> list[str]:
+        value = table.get(key, (str, list), [], "a string or a list of strings")
+        if isinstance(value, str):
+            return [value]
+        return self._names(table, key, lambda v: bool(v))
+
+    def _header_map(self, table: _Table, key: str) -> tuple[tuple[str, str], ...]:
+        mapping = table.string_map(key)
+        for source, header in mapping.items():
+            if not _HEADER_NAME.match(header) or header.lower() in _RESERVED_BACKEND_HEADERS:
+                self.problem(f"{table.key_path(key)}.{source}", f"{header!r} cannot carry it (not a header name, or one gwd sets)")
+        return tuple(mapping.items())
+
+    def _routes(
+        self, tables: list[_Table], stages: tuple[StageConfig, ...], authorizers: Mapping[str, Authorizer]
+    ) -> tuple[RouteConfig, ...]:
         routes: list[RouteConfig] = []
         first_seen: dict[tuple, str] = {}
         for table in tables:
@@ -711,6 +859,12 @@ class _ConfigReader:
             api_key_required = table.get("api_key_required", bool, False, "true or false")
             cache, cache_disabled = self._cache_policy(table)
             allow, deny = self._networks(table, "allow"), self._networks(table, "deny")
+            authorizer = table.string("authorizer", None)
+            if authorizer is not None and authorizer not in authorizers:
+                table.problem("authorizer", f"no [[authorizers]] entry is named {authorizer!r}")
+            scopes = tuple(self._names(table, "scopes", lambda scope: bool(scope)))
+            if scopes and (authorizer is None or not isinstance(authorizers.get(authorizer), JwtAuthorizer)):
+                table.problem("scopes", "scopes are checked by a jwt authorizer, and this route names none")
             subject = table.string("client_cert_subject", None)
             if subject is not None:
                 try:
@@ -730,7 +884,8 @@ class _ConfigReader:
             first_seen[shape] = f"{table.key_path('route')} ({str(key)!r})"
             routes.append(
                 RouteConfig(
-                    key, integration, throttle, client_throttle, api_key_required, cache, cache_disabled, allow, deny, subject
+                    key, integration, throttle, client_throttle, api_key_required, cache, cache_disabled, allow, deny, subject,
+                    authorizer, scopes,
                 )
             )
         return tuple(routes)
@@ -882,6 +1037,14 @@ def _absolute_path(text: str) -> str:
 def default_worker_count() -> int:
     """One worker per CPU this process may run on (respects cgroup/affinity limits)."""
     return len(os.sched_getaffinity(0)) or 1
+
+
+def _module_exists(name: str) -> bool:
+    """Whether ``name`` can be imported (its parent packages are imported to tell)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _describe(value: Any) -> str:

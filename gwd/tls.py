@@ -1,4 +1,4 @@
-"""TLS contexts (the listener's, and backends' with the gateway's client certificate), and file checks.
+"""TLS contexts (the listener's, and backends' with the gateway's client certificate), and key-file checks.
 
 The config loader runs the checks, so a missing file, a key others may
 read, a certificate that does not match its key or a CA file that does not
@@ -14,6 +14,8 @@ import stat
 from datetime import datetime, timezone
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 EXPIRY_WARNING_DAYS = 14
@@ -79,3 +81,13 @@ def expiry_warning(path: str, now: datetime | None = None) -> str | None:
     if left.days < EXPIRY_WARNING_DAYS:
         return f"certificate {path} ({subject}) expires in {left.days} days, on {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
     return None
+
+
+def load_public_key(path: str) -> PublicKeyTypes:
+    """The public key in a PEM file: a bare public key, or a certificate's; ValueError if neither."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return serialization.load_pem_public_key(data)
+    except ValueError:
+        return x509.load_pem_x509_certificate(data).public_key()

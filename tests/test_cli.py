@@ -56,7 +56,7 @@ BROKEN_CONFIGS = [
     ('[[routes]]\nroute = "GET /a"\nintegration = { type = "http", uri = "http://x/", method = "get" }\n', "routes[0].integration.method", "expected one of"),
     ('[[routes]]\nroute = "GET /a"\nintegration = { type = "mock" }\nthrottle = { rate = 0, burst = 1 }\n', "routes[0].throttle.rate", "more than 0"),
     ('[[routes]]\nroute = "GET /a"\nintegration = { type = "mock" }\nthrottle = { rate = 5 }\n', "routes[0].throttle.burst", "missing"),
-    ('[[stages]]\nname = "p"\nclient_throttle = { rate = 1, burst = 1, key = "cookie" }\n', "stages[0].client_throttle.key", '"ip" or "header:NAME"'),
+    ('[[stages]]\nname = "p"\nclient_throttle = { rate = 1, burst = 1, key = "cookie" }\n', "stages[0].client_throttle.key", '"ip", "header:NAME" or "claim:NAME"'),
     ('[cache]\nmax_bytes = "64MB"\n', "cache.max_bytes", '"64MiB"'),
     ('[cache]\nmax_bytes = "512KiB"\n', "cache.max_bytes", "at least 1MiB"),
     ('[[stages]]\nname = "p"\ncache = { ttl = "2h" }\n', "stages[0].cache.ttl", "between"),
@@ -65,6 +65,30 @@ BROKEN_CONFIGS = [
     ('[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\ncache = { statuses = [200, 700] }\n', "routes[0].cache.statuses[1]", "not a valid entry"),
     ('[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\ncache = { ttl = "5m", stale = true }\n', "routes[0].cache.stale", "unknown key"),
     ("[throttle]\ntable_size = 8\n", "throttle.table_size", "between 64 and"),
+    ('[[authorizers]]\nname = "a"\ntype = "saml"\n', "authorizers[0].type", '"jwt" or "request"'),
+    ('[[authorizers]]\nname = "a"\ntype = "jwt"\naudience = "x"\njwks_uri = "http://127.0.0.1:9/"\n', "authorizers[0].issuer", "missing"),
+    ('[[authorizers]]\nname = "a"\ntype = "jwt"\nissuer = "i"\naudience = "x"\n', "authorizers[0].jwks_uri", "public_keys"),
+    (
+        '[[authorizers]]\nname = "a"\ntype = "jwt"\nissuer = "i"\naudience = "x"\njwks_uri = "http://127.0.0.1:9/"\nalgorithms = ["HS256"]\n',
+        "authorizers[0].algorithms",
+        "HS256 needs secret_file",
+    ),
+    (
+        '[[authorizers]]\nname = "a"\ntype = "jwt"\nissuer = "i"\naudience = "x"\njwks_uri = "http://127.0.0.1:9/"\nalgorithms = ["none"]\n',
+        "authorizers[0].algorithms[0]",
+        "not a valid entry",
+    ),
+    ('[[authorizers]]\nname = "a"\ntype = "request"\nidentity_sources = ["header:A"]\n', "authorizers[0].uri", "exactly one of"),
+    ('[[authorizers]]\nname = "a"\ntype = "request"\nfunction = "no_such_module:f"\nidentity_sources = ["ip"]\n', "authorizers[0].function", "no module"),
+    ('[[authorizers]]\nname = "a"\ntype = "request"\nuri = "http://127.0.0.1:9/"\nidentity_sources = ["cookie:x"]\n', "authorizers[0].identity_sources[0]", "not a valid entry"),
+    (
+        '[[authorizers]]\nname = "a"\ntype = "request"\nuri = "http://127.0.0.1:9/"\nidentity_sources = ["ip"]\ncontext_headers = { t = "Host" }\n',
+        "authorizers[0].context_headers.t",
+        "one gwd sets",
+    ),
+    ('[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\nauthorizer = "nobody"\n', "routes[0].authorizer", "no [[authorizers]] entry"),
+    ('[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\nscopes = ["a"]\n', "routes[0].scopes", "jwt authorizer"),
+    ('[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\ndeny = ["10.0.0.1/8"]\n', "routes[0].deny[0]", "not a CIDR"),
 ]
 
 

@@ -106,6 +106,7 @@ class AccessLog:
             "userAgent": request.headers.get("User-Agent"),
             "stage": exchange.stage,
             "apiKeyId": exchange.api_key.id if exchange.api_key is not None else None,
+            "principalId": exchange.principal_id,
         }
         if exchange.client_cert is not None:
             fields["clientCert"] = exchange.client_cert.as_log()

@@ -18,13 +18,13 @@ from __future__ import annotations
 from typing import Callable
 
 from gwd.config import HttpIntegration, MockIntegration, RouteConfig, StageConfig
-from gwd.pipeline import apikeys, cache, mock, policy, proxy, throttle
+from gwd.pipeline import apikeys, authorization, cache, mock, policy, proxy, throttle
 from gwd.pipeline.resources import Resources
 from gwd.pipeline.types import Handler
 
 Middleware = Callable[[RouteConfig, StageConfig, Resources, Handler], Handler]
 
-MIDDLEWARE: tuple[Middleware, ...] = (policy.build, apikeys.build, throttle.build, cache.build)
+MIDDLEWARE: tuple[Middleware, ...] = (policy.build, authorization.build, apikeys.build, throttle.build, cache.build)
 """Stages that wrap the integration, outermost first (see the module docstring)."""
 
 
@@ -34,7 +34,14 @@ def build_route_handler(route: RouteConfig, stage: StageConfig, resources: Resou
     if isinstance(integration, MockIntegration):
         handler = mock.build(integration, route.key, stage)
     elif isinstance(integration, HttpIntegration):
-        handler = proxy.build(integration, route.key, stage, resources.pools, resources.trusted_proxies)
+        handler = proxy.build(
+            integration,
+            route.key,
+            stage,
+            resources.pools,
+            resources.trusted_proxies,
+            authorization.injected_header_names(resources, route),
+        )
     else:  # config validation admits no other type
         raise TypeError(f"no integration builder for {type(integration).__name__}")
     for middleware in reversed(MIDDLEWARE):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp.web import BaseRequest, StreamResponse
 
 from gwd.keystore import ApiKey
@@ -29,6 +31,9 @@ class Exchange:
         "extra_header_lines",
         "api_key",
         "client_cert",
+        "claims",
+        "principal_id",
+        "backend_header_lines",
     )
 
     def __init__(self, request: BaseRequest, request_id: str, draining: bool) -> None:
@@ -50,6 +55,12 @@ class Exchange:
         self.api_key: ApiKey | None = None
         # The verified TLS client certificate, when the listener asks for them and one came.
         self.client_cert: ClientCert | None = None
+        # What the route's authorizer found: a token's claims or a custom authorizer's context...
+        self.claims: dict[str, Any] | None = None
+        # ...and who the caller is (a token's sub, a custom authorizer's principalId).
+        self.principal_id: str | None = None
+        # Header lines for the backend's request (from the authorizer), encoded.
+        self.backend_header_lines = b""
 
     def add_header_lines(self, lines: bytes) -> None:
         """Header lines (``Name: value\\r\\n`` each) for whatever response this request gets.

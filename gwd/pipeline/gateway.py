@@ -16,7 +16,7 @@ from typing import NamedTuple
 from aiohttp import web
 
 from gwd.buckets import BucketTable
-from gwd.config import Config
+from gwd.config import Config, JwtAuthorizer
 from gwd.keystore import CacheFlush
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.apikeys import KeyCache
@@ -25,7 +25,9 @@ from gwd.pipeline.cachestore import MemoryStore, RedisStore
 from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.clientcert import client_certificate
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
+from gwd.pipeline.jwtauth import JwtVerifier
 from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
+from gwd.pipeline.requestauth import RequestAuthorizerClient
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.routing import ExactPaths, Router, StageResolver, split_path
 from gwd.pipeline.resources import Resources
@@ -61,6 +63,7 @@ class Gateway:
         "_cache_store",
         "_stage_names",
         "_client_certs",
+        "_authorizers",
     )
 
     def __init__(self, config: Config, access_log: AccessLog | None, buckets: BucketTable) -> None:
@@ -82,6 +85,12 @@ class Gateway:
             self._limiter: MemoryLimiter | RedisLimiter = MemoryLimiter(buckets)
         else:
             self._limiter = RedisLimiter(config.throttle.backend, config.throttle.fail_open)
+        self._authorizers: dict[str, JwtVerifier | RequestAuthorizerClient] = {
+            authorizer.name: JwtVerifier(authorizer)
+            if isinstance(authorizer, JwtAuthorizer)
+            else RequestAuthorizerClient(authorizer, config.server.trusted_proxies)
+            for authorizer in config.authorizers
+        }
         resources = Resources(
             self._pools,
             self._limiter,
@@ -89,6 +98,7 @@ class Gateway:
             self._keys,
             {plan.name: plan for plan in config.usage_plans},
             cache_store=self._cache_store,
+            authorizers=self._authorizers,
         )
         routers: dict[str, Router[RouteTarget]] = {}
         for stage in config.stages:
@@ -108,13 +118,15 @@ class Gateway:
         self._id_counter = itertools.count()
 
     async def close(self) -> None:
-        """Close backend connections, the key database and Redis; call once no request is in flight."""
+        """Close backend connections, the key database, Redis and authorizers' sessions; once no request is in flight."""
         self._pools.close()
         if self._keys is not None:
             self._keys.close()
         await self._limiter.close()
         if isinstance(self._cache_store, RedisStore):
             await self._cache_store.close()
+        for authorizer in self._authorizers.values():
+            await authorizer.close()
 
     def _flush_cache(self, flush: CacheFlush) -> None:
         """Drop cached responses as ``gwd cache flush`` asked."""

@@ -125,8 +125,13 @@ def build(
     stage: StageConfig,
     pools: UpstreamPools,
     trusted_proxies: Networks,
+    injected: frozenset[bytes],
 ) -> Handler:
-    """A handler forwarding every request of the route to its backend."""
+    """A handler forwarding every request of the route to its backend.
+
+    ``injected`` names (lower-cased) the headers the route's authorizer sets:
+    the client's own headers of those names are dropped.
+    """
     target = ProxyTarget(integration, key, stage)
     pool = pools.get(*target.pool_key)
     method_override = integration.method
@@ -139,7 +144,9 @@ def build(
         request = exchange.request
         method = method_override or request.method
         head_only = method == "HEAD"
-        head, body_mode = _request_head(exchange, method, target.request_target(exchange), host_header, preserve_host, trusted_proxies)
+        head, body_mode = _request_head(
+            exchange, method, target.request_target(exchange), host_header, preserve_host, trusted_proxies, injected
+        )
         connection = pool.take_idle()
         reused = connection is not None
         sent_at = time.perf_counter()
@@ -195,6 +202,7 @@ def _request_head(
     host_header: bytes,
     preserve_host: bool,
     trusted_proxies: Networks,
+    injected: frozenset[bytes],
 ) -> tuple[bytes, str | None]:
     """The request line and headers for the backend, and how the body travels (None, "length", "chunked")."""
     request = exchange.request
@@ -225,6 +233,8 @@ def _request_head(
             elif lowered == b"transfer-encoding":
                 chunked = True
             continue
+        if lowered in injected:
+            continue
         lines.append(name + b": " + value + b"\r\n")
     if named:
         lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
@@ -235,13 +245,16 @@ def _request_head(
         lines.append(b"X-Forwarded-For: " + forwarded_for + b", " + peer_bytes + b"\r\n")
     else:
         lines.append(b"X-Forwarded-For: " + peer_bytes + b"\r\n")
-    lines.append(b"X-Forwarded-Proto: " + (forwarded_proto if trusted and forwarded_proto else b"http") + b"\r\n")
+    scheme = b"https" if request.scheme == "https" else b"http"
+    lines.append(b"X-Forwarded-Proto: " + (forwarded_proto if trusted and forwarded_proto else scheme) + b"\r\n")
     if client_host:
         lines.append(b"X-Forwarded-Host: " + client_host + b"\r\n")
     lines.append(b"Host: " + (client_host if preserve_host and client_host else host_header) + b"\r\n")
     hop = _VIA.get(request.version) or b"%d.%d gwd" % request.version
     lines.append(b"Via: " + (via + b", " + hop if via else hop) + b"\r\n")
     lines.append(b"X-Request-Id: " + exchange.request_id.encode() + b"\r\n")
+    if exchange.backend_header_lines:
+        lines.append(exchange.backend_header_lines)
     body_mode = None
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")

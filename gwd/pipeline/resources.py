@@ -14,7 +14,9 @@ from gwd.pipeline.upstream import UpstreamPools
 if TYPE_CHECKING:
     from gwd.pipeline.apikeys import KeyCache
     from gwd.pipeline.cache import CacheCounts
+    from gwd.pipeline.jwtauth import JwtVerifier
     from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
+    from gwd.pipeline.requestauth import RequestAuthorizerClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +32,5 @@ class Resources:
     cache_store: MemoryStore | RedisStore | None = None  # None when no route caches
     # Cache look-up results by (stage, route key), kept for the metrics endpoint.
     cache_results: dict[tuple[str, str], CacheCounts] = field(default_factory=dict)
+    # The config's [[authorizers]], by name: one verifier or client per worker, shared by routes.
+    authorizers: Mapping[str, JwtVerifier | RequestAuthorizerClient] = field(default_factory=dict)

@@ -74,8 +74,10 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     route_key = b"route\0" + scope
     client_bucket = _Bucket("client", client_limit) if client_limit else None
     client_prefix = b"client\0" + scope + b"\0"
-    header = client_limit.key[len("header:") :] if client_limit and client_limit.key.startswith("header:") else None
-    by_address = header is None and not resources.trusted_proxies
+    source, _, source_name = client_limit.key.partition(":") if client_limit else ("ip", "", "")
+    header = source_name if source == "header" else None
+    claim = source_name if source == "claim" else None
+    by_address = source == "ip" and not resources.trusted_proxies
     # RateLimit-Policy values, built once: without a key's plan, and for each plan.
     policy = _policy(client_bucket, route_bucket)
     plan_policies = {name: _policy(client_bucket, bucket, route_bucket) for name, bucket in plan_buckets.items()}
@@ -96,6 +98,10 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         request = exchange.request
         if by_address:
             identity = request.remote or ""
+        elif claim is not None:
+            # A request without the claim (no authorizer ran, or it lacks it) is keyed by its address instead.
+            value = exchange.claims.get(claim) if exchange.claims else None
+            identity = str(value) if value is not None else client_address(request, trusted)
         else:
             # A request without the named header is keyed by its address instead.
             identity = (header and request.headers.get(header)) or client_address(request, trusted)

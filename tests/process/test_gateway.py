@@ -95,6 +95,7 @@ def test_access_log_lines_have_the_context_fields(start_daemon, tmp_path):
         "userAgent",
         "stage",
         "apiKeyId",
+        "principalId",
     }
     assert hit["ip"] == "127.0.0.1"
     assert hit["httpMethod"] == "GET"

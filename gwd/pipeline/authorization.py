@@ -1,0 +1,125 @@
+"""Authorization stage: a route that names an authorizer lets in only what it allows.
+
+JWT: no token or an invalid one is ``401 {"message":"Unauthorized"}`` (with
+``WWW-Authenticate: Bearer``), a valid token without the route's scopes is
+``403 {"message":"Forbidden"}``, and no keys to check with is ``503``.
+Custom (request) authorizer, as AWS: a missing identity source is 401, a
+deny 403, a failure 500 or 503.  Either way the claims or context reach the exchange: the
+subject or principal for the access log (``principalId``) and the throttle
+key (``claim:NAME``), and the values the authorizer maps to headers for the
+backend.  Those header names are removed from what the client sent, so a
+client cannot forge them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gwd.config import JwtAuthorizer, RouteConfig, StageConfig
+from gwd.pipeline.errors import GatewayError
+from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.jwtauth import JwtVerifier, KeysUnavailable, TokenRejected, bearer_token, scopes_of
+from gwd.pipeline.requestauth import AuthorizerFailed, RequestAuthorizerClient
+from gwd.pipeline.resources import Resources
+from gwd.pipeline.types import Handler
+
+log = logging.getLogger("gwd.authorizer")
+
+UNAUTHORIZED = GatewayError(401, "Unauthorized", {"WWW-Authenticate": "Bearer"})
+FORBIDDEN = GatewayError(403, "Forbidden")
+UNAVAILABLE = GatewayError(503, "Service Unavailable")
+FAILED = GatewayError(500, "Internal Server Error")
+
+
+def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_handler: Handler) -> Handler:
+    """Wrap ``next_handler`` with the route's authorizer, or return it when the route names none."""
+    if route.authorizer is None:
+        return next_handler
+    authorizer = resources.authorizers[route.authorizer]
+    if isinstance(authorizer, JwtVerifier):
+        return _jwt(authorizer, frozenset(route.scopes), next_handler)
+    return _request(authorizer, stage.name, str(route.key), next_handler)
+
+
+def _jwt(verifier: JwtVerifier, required: frozenset[str], next_handler: Handler) -> Handler:
+    header = verifier.config.header
+    claim_headers = verifier.config.claim_headers
+
+    async def authorize(exchange: Exchange) -> web.StreamResponse:
+        token = bearer_token(exchange.request.headers.get(header), header)
+        if token is None:
+            raise UNAUTHORIZED
+        try:
+            claims = await verifier.verify(token)
+        except TokenRejected as exc:
+            log.info("request %s: token refused by %s: %s", exchange.request_id, verifier.config.name, exc)
+            raise UNAUTHORIZED from None
+        except KeysUnavailable as exc:
+            log.error("request %s: authorizer %s: %s", exchange.request_id, verifier.config.name, exc)
+            raise UNAVAILABLE from None
+        if required and not required <= scopes_of(claims):
+            raise FORBIDDEN
+        exchange.claims = claims
+        subject = claims.get("sub")
+        exchange.principal_id = subject if isinstance(subject, str) else None
+        if claim_headers:
+            exchange.backend_header_lines += _header_lines(claims, claim_headers)
+        return await next_handler(exchange)
+
+    return authorize
+
+
+def _request(client: RequestAuthorizerClient, stage: str, route_key: str, next_handler: Handler) -> Handler:
+    context_headers = client.config.context_headers
+
+    async def authorize(exchange: Exchange) -> web.StreamResponse:
+        request = exchange.request
+        identity = client.identity(request)
+        if identity is None:
+            raise UNAUTHORIZED
+        context = {"requestId": exchange.request_id, "routeKey": route_key, "stage": stage}
+        try:
+            decision = await client.decide(request, identity, context)
+        except AuthorizerFailed as exc:
+            log.error("request %s: authorizer %s failed: %s", exchange.request_id, client.config.name, exc)
+            raise (UNAVAILABLE if exc.status == 503 else FAILED) from None
+        if not decision.allowed:
+            raise FORBIDDEN
+        exchange.claims = decision.context
+        exchange.principal_id = decision.principal_id
+        if context_headers:
+            try:
+                exchange.backend_header_lines += _header_lines(decision.context, context_headers)
+            except ValueError as exc:
+                log.error("request %s: authorizer %s: %s", exchange.request_id, client.config.name, exc)
+                raise FAILED from None
+        return await next_handler(exchange)
+
+    return authorize
+
+
+def _header_lines(values: dict[str, Any], mapping: tuple[tuple[str, str], ...]) -> bytes:
+    """``Header: value`` lines for the mapped values present; ValueError for a value that could split a header."""
+    lines = b""
+    for source, header in mapping:
+        value = values.get(source)
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        if "\r" in text or "\n" in text or "\0" in text:
+            raise ValueError(f"{source!r} holds a line break; not sent as header {header}")
+        lines += f"{header}: {text}\r\n".encode("utf-8")
+    return lines
+
+
+def injected_header_names(resources: Resources, route: RouteConfig) -> frozenset[bytes]:
+    """Lower-cased names of the headers the route's authorizer sets for the backend (removed from the client's)."""
+    if route.authorizer is None:
+        return frozenset()
+    config = resources.authorizers[route.authorizer].config
+    mapping = config.claim_headers if isinstance(config, JwtAuthorizer) else config.context_headers
+    return frozenset(header.lower().encode() for _, header in mapping)

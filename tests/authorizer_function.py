@@ -1,0 +1,12 @@
+"""A Python-function authorizer for the tests: allows the token "let-me-in", and says who it is."""
+
+from __future__ import annotations
+
+
+def decide(event: dict) -> dict:
+    token = event["headers"].get("authorization", "")
+    return {"isAuthorized": token == "let-me-in", "context": {"tenant": "from-function"}, "principalId": "fn-user"}
+
+
+def broken(event: dict) -> dict:
+    raise RuntimeError("the authorizer has a bug")
