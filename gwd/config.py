@@ -91,6 +91,9 @@ class ServerConfig:
     upstream_keepalive: int
     state_dir: str
     tls: ListenerTls | None = None
+    header_timeout: float = 10.0  # a new connection's first request head must arrive within this
+    body_timeout: float = 30.0  # the longest pause in a request body being forwarded
+    max_body: int = 10 * 1024**2  # request body bytes; more is 413
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +392,8 @@ def _parse_segment(key: str, part: str, *, is_last: bool) -> Segment:
         return Segment(name, "greedy" if greedy else "param")
     if "{" in part or "}" in part:
         raise ValueError(f"route key {key!r}: segment {part!r} mixes text and a parameter")
+    if part in (".", ".."):
+        raise ValueError(f"route key {key!r}: {part!r} segments are refused in requests, so no route may have one")
     return Segment(part, "literal")
 
 
@@ -659,6 +664,9 @@ class _ConfigReader:
             upstream_keepalive=table.integer("upstream_keepalive", 64, 0, 65535),
             state_dir=table.parsed("state_dir", default_state_dir(), _absolute_path),
             tls=self._listener_tls(table),
+            header_timeout=table.duration("header_timeout", 10.0, 0.1, 3600.0),
+            body_timeout=table.duration("body_timeout", 30.0, 0.1, 3600.0),
+            max_body=table.parsed("max_body", 10 * 1024**2, parse_size),
         )
         table.finish()
         return config

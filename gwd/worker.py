@@ -15,12 +15,12 @@ import signal
 import socket
 
 import uvloop
-from aiohttp import web
 from setproctitle import setproctitle
 
 from gwd.buckets import BucketTable
 from gwd.config import Config
 from gwd.pipeline.accesslog import AccessLog
+from gwd.pipeline.connection import GatewayServer
 from gwd.pipeline.gateway import Gateway
 from gwd.supervisor import WORKER_BOOT_ERROR
 from gwd.tls import listener_context
@@ -93,7 +93,7 @@ class Worker:
         self._supervisor_pid = supervisor_pid
         self._access_log: AccessLog | None = None
         self._gateway: Gateway | None = None
-        self._server: web.Server | None = None
+        self._server: GatewayServer | None = None
         self._listening: asyncio.AbstractServer | None = None
         self._stop: asyncio.Event | None = None
         self._drain_timeout = config.server.drain_timeout
@@ -109,8 +109,9 @@ class Worker:
             self._access_log = AccessLog(self._config.log.access)
             loop.add_signal_handler(signal.SIGUSR1, self._access_log.reopen)
         self._gateway = Gateway(self._config, self._access_log, self._buckets)
-        self._server = web.Server(
+        self._server = GatewayServer(
             self._gateway.handle,
+            header_timeout=self._config.server.header_timeout,
             access_log=None,
             # A client that goes away cancels its request, and so the backend call.
             handler_cancellation=True,

@@ -34,14 +34,7 @@ def build_route_handler(route: RouteConfig, stage: StageConfig, resources: Resou
     if isinstance(integration, MockIntegration):
         handler = mock.build(integration, route.key, stage)
     elif isinstance(integration, HttpIntegration):
-        handler = proxy.build(
-            integration,
-            route.key,
-            stage,
-            resources.pools,
-            resources.trusted_proxies,
-            authorization.injected_header_names(resources, route),
-        )
+        handler = proxy.build(integration, route.key, stage, resources, authorization.injected_header_names(resources, route))
     else:  # config validation admits no other type
         raise TypeError(f"no integration builder for {type(integration).__name__}")
     for middleware in reversed(MIDDLEWARE):

@@ -14,18 +14,21 @@ from aiohttp import web
 class GatewayError(Exception):
     """A client-facing failure with its HTTP status and message."""
 
-    __slots__ = ("status", "body", "headers")
+    __slots__ = ("status", "body", "headers", "close")
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.body = orjson.dumps({"message": message})
         self.headers = headers
+        self.close = close  # the connection closes after it (the request's body was not read to its end)
 
     def render(self) -> web.Response:
         response = web.Response(status=self.status, body=self.body, content_type="application/json")
         if self.headers:
             response.headers.update(self.headers)
+        if self.close:
+            response.force_close()
         return response
 
 

@@ -24,12 +24,13 @@ from gwd.pipeline.cache import flush_prefixes
 from gwd.pipeline.cachestore import MemoryStore, RedisStore
 from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.clientcert import client_certificate
+from gwd.pipeline.connection import too_many_header_bytes
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
 from gwd.pipeline.jwtauth import JwtVerifier
 from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
 from gwd.pipeline.requestauth import RequestAuthorizerClient
 from gwd.pipeline.exchange import Exchange
-from gwd.pipeline.routing import ExactPaths, Router, StageResolver, split_path
+from gwd.pipeline.routing import ExactPaths, Router, StageResolver, UnsafePath, split_path
 from gwd.pipeline.resources import Resources
 from gwd.pipeline.types import Handler
 from gwd.pipeline.upstream import UpstreamPools
@@ -37,6 +38,8 @@ from gwd.pipeline.upstream import UpstreamPools
 log = logging.getLogger("gwd.pipeline")
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+BAD_PATH = GatewayError(400, "Bad Request")
+HEADERS_TOO_LARGE = GatewayError(431, "Request Header Fields Too Large")
 
 
 class RouteTarget(NamedTuple):
@@ -99,6 +102,8 @@ class Gateway:
             {plan.name: plan for plan in config.usage_plans},
             cache_store=self._cache_store,
             authorizers=self._authorizers,
+            max_body=config.server.max_body,
+            body_timeout=config.server.body_timeout,
         )
         routers: dict[str, Router[RouteTarget]] = {}
         for stage in config.stages:
@@ -150,6 +155,8 @@ class Gateway:
         if self._client_certs:
             exchange.client_cert = client_certificate(request)
         try:
+            if too_many_header_bytes(request.raw_headers):
+                raise HEADERS_TOO_LARGE
             handler = self._route(exchange)
             response = NOT_FOUND.render() if handler is None else await handler(exchange)
         except GatewayError as error:
@@ -176,7 +183,11 @@ class Gateway:
             exchange.stage, target = exact
             exchange.route_key = target.route_key
             return target.handler
-        found = self._stages.resolve(split_path(raw_path))
+        try:
+            segments = split_path(raw_path)
+        except UnsafePath:
+            raise BAD_PATH from None
+        found = self._stages.resolve(segments)
         if found is None:
             return None
         (stage_name, router), segments = found

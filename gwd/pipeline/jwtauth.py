@@ -113,25 +113,28 @@ class JwtVerifier:
                 raise TokenRejected("HS256 without a configured secret")
             return self._secret
         family = _FAMILIES[algorithm[:2]]
-        if isinstance(kid, str) and self.config.jwks_uri is not None:
-            key = self._jwks.get(kid)
-            if key is None and not self._loaded:
+        if self.config.jwks_uri is not None:
+            if not self._loaded:
                 await self.refresh()
+            if isinstance(kid, str):
                 key = self._jwks.get(kid)
-            if key is None and time.monotonic() - self._refetched_at >= JWKS_REFETCH_INTERVAL:
-                self._refetched_at = time.monotonic()
-                await self.refresh()
-                key = self._jwks.get(kid)
-            if key is not None:
-                if not isinstance(key, family):
-                    raise TokenRejected(f"key {kid!r} is not a key for {algorithm}")
-                return key
+                if key is None and time.monotonic() - self._refetched_at >= JWKS_REFETCH_INTERVAL:
+                    self._refetched_at = time.monotonic()
+                    await self.refresh()
+                    key = self._jwks.get(kid)
+                if key is not None:
+                    if not isinstance(key, family):
+                        raise TokenRejected(f"key {kid!r} is not a key for {algorithm}")
+                    return key
+        # Without a matching kid: the one key of the algorithm's family, if there is exactly one.
         candidates = [key for key in self._static_keys if isinstance(key, family)]
-        if len(candidates) == 1 or (candidates and kid is None):
+        if kid is None:
+            candidates += [key for key in self._jwks.values() if isinstance(key, family)]
+        if len(candidates) == 1:
             return candidates[0]
-        if self.config.jwks_uri is not None and not self._jwks and not candidates:
+        if self.config.jwks_uri is not None and not self._jwks and not self._static_keys:
             raise KeysUnavailable(f"no keys from {self.config.jwks_uri}")
-        raise TokenRejected(f"no {algorithm} key with kid {kid!r}")
+        raise TokenRejected(f"no single {algorithm} key for kid {kid!r}")
 
     async def refresh(self) -> None:
         """Fetch the key set (one fetch at a time; waiters share it)."""

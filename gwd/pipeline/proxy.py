@@ -18,6 +18,7 @@ the idle connection just as it was reused); nothing else is retried.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from urllib.parse import quote
@@ -31,6 +32,7 @@ from gwd.pipeline.clientip import Networks, in_networks
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.passthrough import PassThroughResponse
+from gwd.pipeline.resources import Resources
 from gwd.pipeline.templates import split_params
 from gwd.pipeline.types import Handler
 from gwd.pipeline.upstream import (
@@ -79,6 +81,10 @@ _RESPONSE_REPLACED = _HOP_BY_HOP | {b"content-length", b"server"}
 _VIA = {HttpVersion11: b"1.1 gwd", HttpVersion10: b"1.0 gwd"}
 
 
+BODY_TOO_LARGE = GatewayError(413, "Request Entity Too Large", close=True)
+BODY_TIMEOUT = GatewayError(408, "Request Timeout", close=True)
+FAULTY_FRAMING = GatewayError(400, "Bad Request", close=True)
+
 # RFC 3986 pchar minus "/": what a path parameter may keep unencoded.
 _SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
 
@@ -120,20 +126,22 @@ class ProxyTarget:
 
 
 def build(
-    integration: HttpIntegration,
-    key: RouteKey,
-    stage: StageConfig,
-    pools: UpstreamPools,
-    trusted_proxies: Networks,
-    injected: frozenset[bytes],
+    integration: HttpIntegration, key: RouteKey, stage: StageConfig, resources: Resources, injected: frozenset[bytes]
 ) -> Handler:
     """A handler forwarding every request of the route to its backend.
 
     ``injected`` names (lower-cased) the headers the route's authorizer sets:
-    the client's own headers of those names are dropped.
+    the client's own headers of those names are dropped.  A request body
+    longer than ``server.max_body`` is refused with 413 (before the backend
+    is contacted when its length is declared, else when the limit is
+    passed, which cuts the backend's request short); one that pauses longer
+    than ``server.body_timeout`` gets 408.  Both close the client connection.
     """
     target = ProxyTarget(integration, key, stage)
-    pool = pools.get(*target.pool_key)
+    pool = resources.pools.get(*target.pool_key)
+    trusted_proxies = resources.trusted_proxies
+    max_body = resources.max_body
+    body_timeout = resources.body_timeout
     method_override = integration.method
     timeout = integration.timeout
     connect_timeout = integration.connect_timeout
@@ -147,6 +155,8 @@ def build(
         head, body_mode = _request_head(
             exchange, method, target.request_target(exchange), host_header, preserve_host, trusted_proxies, injected
         )
+        if body_mode == "length" and (request.content_length or 0) > max_body:
+            raise BODY_TOO_LARGE
         connection = pool.take_idle()
         reused = connection is not None
         sent_at = time.perf_counter()
@@ -160,7 +170,7 @@ def build(
                         if request.headers.get("Expect", "").lower() == "100-continue":
                             # The client waits for this before sending its body (RFC 9110 §10.1.1).
                             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                        await _send_body(connection, request, chunked=body_mode == "chunked")
+                        await _send_body(connection, request, body_mode == "chunked", max_body, body_timeout)
                     response = await connection.read_head()
                     break
                 except UpstreamError as error:
@@ -256,6 +266,9 @@ def _request_head(
     if exchange.backend_header_lines:
         lines.append(exchange.backend_header_lines)
     body_mode = None
+    if chunked and request.version == HttpVersion10:
+        # HTTP/1.0 has no transfer codings: its framing is faulty (RFC 9112 §6.1).
+        raise FAULTY_FRAMING
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
         body_mode = "chunked"
@@ -268,12 +281,22 @@ def _request_head(
     return b"".join(lines), body_mode
 
 
-async def _send_body(connection: UpstreamConnection, request: web.BaseRequest, chunked: bool) -> None:
+async def _send_body(
+    connection: UpstreamConnection, request: web.BaseRequest, chunked: bool, max_body: int, body_timeout: float
+) -> None:
     content = request.content
+    sent = 0
     while True:
-        chunk = await content.readany()
+        try:
+            async with asyncio.timeout(body_timeout):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise BODY_TIMEOUT from None
         if not chunk:
             break
+        sent += len(chunk)
+        if sent > max_body:
+            raise BODY_TOO_LARGE
         if chunked:
             await connection.send_body(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:

@@ -34,3 +34,5 @@ class Resources:
     cache_results: dict[tuple[str, str], CacheCounts] = field(default_factory=dict)
     # The config's [[authorizers]], by name: one verifier or client per worker, shared by routes.
     authorizers: Mapping[str, JwtVerifier | RequestAuthorizerClient] = field(default_factory=dict)
+    max_body: int = 10 * 1024**2  # server.max_body: request body bytes forwarded at most
+    body_timeout: float = 30.0  # server.body_timeout: the longest pause in a request body

@@ -14,6 +14,7 @@ costs one dict look-up instead of a split and a walk.
 
 from __future__ import annotations
 
+import re
 from typing import Generic, Sequence, TypeVar
 from urllib.parse import unquote
 
@@ -113,18 +114,32 @@ def _descend(node: _Node[T], method: str, segments: list[str], index: int, value
     return None
 
 
-def split_path(raw_path: str) -> list[str]:
-    """The percent-decoded segments of a raw request path.
+class UnsafePath(ValueError):
+    """A path a backend could read as another one: answered 400 before routing."""
 
-    Splitting happens before decoding, so an encoded ``%2F`` stays inside its
-    segment instead of creating a new one.
+
+_ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c|00)", re.IGNORECASE)
+
+
+def split_path(raw_path: str) -> list[str]:
+    """The percent-decoded segments of a raw request path; :class:`UnsafePath` for a path gwd does not route.
+
+    Refused, never normalised: a ``.`` or ``..`` segment (``%2e%2e`` too), an
+    empty segment other than a trailing one (``//``), and an encoded ``/``,
+    ``\\`` or NUL, so a route and its authorization can only be reached by
+    the path that names it, whatever a backend would make of the rest.
     """
     if raw_path == "/" or not raw_path:
         return []
     segments = raw_path[1:].split("/") if raw_path[0] == "/" else raw_path.split("/")
+    last = len(segments) - 1
     for index, segment in enumerate(segments):
         if "%" in segment:
-            segments[index] = unquote(segment)
+            if _ENCODED_SEPARATOR.search(segment):
+                raise UnsafePath("an encoded separator")
+            segment = segments[index] = unquote(segment)
+        if segment in (".", "..") or (not segment and index < last):
+            raise UnsafePath("a dot or empty segment")
     return segments
 
 

@@ -69,6 +69,9 @@ def gib_digest() -> str:
 def proxied(start_daemon):
     with Backend(keep_body=False) as backend:
         config = f"""
+[server]
+max_body = "2GiB"
+
 [log]
 access = "off"
 

@@ -1,0 +1,113 @@
+"""Before the pipeline: the HTTP parser's limits, malformed requests, and the time a request head may take.
+
+aiohttp's C parser (llhttp) reads every request; the pure-Python one is
+where nearly all of aiohttp's request-smuggling advisories were, so the
+daemon refuses to start without the C one (:func:`c_parser_problem`).
+Limits follow nginx and AWS: a request line of at most 8 KiB (else 414),
+at most 100 header lines and 10 KiB of them in all (else 431).  A request
+the parser rejects is answered with a JSON status and ``Connection: close``,
+and neither the answer nor the log line repeats any of its bytes (they may
+hold credentials).  A connection must deliver its first request head within
+``header_timeout``; later heads fall under ``keepalive_timeout``, which
+aiohttp counts from the previous response, so a client trickling bytes
+cannot hold a connection open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import http_parser, web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+log = logging.getLogger("gwd.connection")
+
+MAX_REQUEST_LINE = 8192
+MAX_HEADER_BYTES = 10240
+MAX_HEADERS = 100
+MINIMUM_AIOHTTP = (3, 14, 4)
+
+_REASONS = {400: "Bad Request", 414: "Request-URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error"}
+
+
+def c_parser_problem() -> str | None:
+    """Why this aiohttp must not serve (an old release, or the pure-Python parser active), or None."""
+    version = tuple(int(part) for part in aiohttp.__version__.split(".")[:3] if part.isdigit())
+    if version < MINIMUM_AIOHTTP:
+        return f"aiohttp {aiohttp.__version__} is older than {'.'.join(map(str, MINIMUM_AIOHTTP))}, which has request-parsing fixes gwd needs"
+    if http_parser.HttpRequestParser.__module__ != "aiohttp._http_parser":
+        return (
+            "aiohttp's C HTTP parser is not active (AIOHTTP_NO_EXTENSIONS is set, or the compiled extension is"
+            " missing); gwd does not serve with the pure-Python parser"
+        )
+    return None
+
+
+def too_many_header_bytes(raw_headers: tuple[tuple[bytes, bytes], ...]) -> bool:
+    return sum(len(name) + len(value) for name, value in raw_headers) > MAX_HEADER_BYTES
+
+
+class GatewayRequestHandler(RequestHandler):
+    """aiohttp's connection handler with gwd's answers to malformed requests and a first-head deadline."""
+
+    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._header_deadline = self._loop.call_later(self._header_timeout, self._first_head_overdue)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+        super().connection_lost(exc)
+
+    def _first_head_overdue(self) -> None:
+        self._header_deadline = None
+        if self._request_count == 0:
+            log.debug("closing a connection that sent no complete request head in %gs", self._header_timeout)
+            self.force_close()
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if isinstance(exc, LineTooLong):
+            status = 414 if exc.args[1:2] == (MAX_REQUEST_LINE,) else 431
+        elif isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc):
+            status = 431
+        elif status != 500:
+            status = 400
+        if status == 500:
+            log.error("unexpected error handling a request from %s", request.remote, exc_info=exc)
+        else:
+            # The exception's text quotes the request; the class name is enough to tell what was wrong.
+            log.debug("malformed request from %s: %s (%d)", request.remote, type(exc).__name__, status)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response has started; the connection is closed instead")
+        response = web.Response(
+            status=status, body=orjson.dumps({"message": _REASONS[status]}), content_type="application/json"
+        )
+        response.headers["Server"] = "gwd"
+        response.force_close()
+        return response
+
+
+class GatewayServer(web.Server):
+    """aiohttp's low-level server making :class:`GatewayRequestHandler` connections with gwd's parser limits."""
+
+    def __init__(self, handler: Any, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(
+            handler, max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_HEADER_BYTES, max_headers=MAX_HEADERS, **kwargs
+        )
+        self._header_timeout = header_timeout
+
+    def __call__(self) -> RequestHandler:
+        return GatewayRequestHandler(self, loop=self._loop, header_timeout=self._header_timeout, **self._kwargs)
