@@ -166,6 +166,7 @@ class StageConfig:
     backend_tls: BackendTls | None = None  # the default for the stage's https integrations
     allow: Networks = ()  # resource policy: client addresses let in (empty: all)...
     deny: Networks = ()  # ...and refused
+    listen: tuple[Address, ...] = ()  # a private stage: served only on these addresses, and nothing else is
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +303,20 @@ class Config:
     cache: CacheConfig = CacheConfig(64 * 1024**2)
     warnings: tuple[str, ...] = ()  # logged at start and at every reload (expiring certificates, ...)
     authorizers: tuple[Authorizer, ...] = ()
+
+    @property
+    def listen_addresses(self) -> tuple[Address, ...]:
+        """Every address to listen on: ``server.listen``, then private stages' own."""
+        addresses = [self.server.listen]
+        for stage in self.stages:
+            addresses += [address for address in stage.listen if address not in addresses]
+        return tuple(addresses)
+
+    def stages_served_on(self, address: Address) -> tuple[str, ...]:
+        """The names of the stages a listener serves: the private ones naming it, or on server.listen the others."""
+        if address == self.server.listen:
+            return tuple(stage.name for stage in self.stages if not stage.listen)
+        return tuple(stage.name for stage in self.stages if address in stage.listen)
 
 
 def parse_duration(text: str) -> float:
@@ -554,7 +569,7 @@ class _ConfigReader:
         if cache.max_bytes < 1024**2:
             cache_table.problem("max_bytes", f"must be at least 1MiB, got {cache.max_bytes} bytes")
         cache_table.finish()
-        stages = self._stages(root.tables("stages"))
+        stages = self._stages(root.tables("stages"), server.listen)
         authorizers = self._authorizers(root.tables("authorizers"))
         routes = self._routes(root.tables("routes"), stages, {authorizer.name: authorizer for authorizer in authorizers})
         usage_plans = self._usage_plans(root.tables("usage_plans"))
@@ -724,7 +739,23 @@ class _ConfigReader:
         table.finish()
         return LogConfig(access=access, level=level)
 
-    def _stages(self, tables: list[_Table]) -> tuple[StageConfig, ...]:
+    def _private_listen(self, table: _Table, main_listen: Address) -> tuple[Address, ...]:
+        """A stage's ``listen`` list (private stages may share addresses; server.listen is not theirs)."""
+        addresses = []
+        for index, text in enumerate(self._names(table, "listen", lambda item: bool(item))):
+            where = f"{table.key_path('listen')}[{index}]"
+            try:
+                address = parse_address(text)
+            except ValueError as exc:
+                self.problem(where, str(exc))
+                continue
+            if address == main_listen:
+                self.problem(where, f"{address} is server.listen; a private stage needs addresses of its own")
+            else:
+                addresses.append(address)
+        return tuple(addresses)
+
+    def _stages(self, tables: list[_Table], main_listen: Address) -> tuple[StageConfig, ...]:
         stages: list[StageConfig] = []
         seen: set[str] = set()
         for table in tables:
@@ -742,10 +773,11 @@ class _ConfigReader:
             cache, _ = self._cache_policy(table)
             backend_tls = self._backend_tls(table, "backend_tls")
             allow, deny = self._networks(table, "allow"), self._networks(table, "deny")
+            listen = self._private_listen(table, main_listen)
             table.finish()
             if name is not None:
                 seen.add(name)
-                stages.append(StageConfig(name, variables, throttle, client_throttle, cache, backend_tls, allow, deny))
+                stages.append(StageConfig(name, variables, throttle, client_throttle, cache, backend_tls, allow, deny, listen))
         return tuple(stages) or (StageConfig(DEFAULT_STAGE, {}),)
 
     def _authorizers(self, tables: list[_Table]) -> tuple[Authorizer, ...]:

@@ -1,4 +1,4 @@
-"""The listening socket: bound once by the supervisor, shared by every worker."""
+"""The listening sockets: bound by the supervisor, shared by every worker."""
 
 from __future__ import annotations
 
@@ -29,3 +29,24 @@ def bind_listener(address: Address, backlog: int) -> socket.socket:
         raise OSError(f"cannot listen on {address}: {exc.strerror}") from None
     sock.setblocking(False)
     return sock
+
+
+def bind_listeners(
+    addresses: tuple[Address, ...], backlog: int, reusable: dict[Address, socket.socket]
+) -> dict[Address, socket.socket]:
+    """A listening socket for each address: ``reusable``'s own where it has one, else newly bound.
+
+    If one address cannot be bound, the sockets bound here are closed again
+    and the OSError is raised: a reload either gets all its addresses or
+    changes nothing.
+    """
+    listeners: dict[Address, socket.socket] = {}
+    try:
+        for address in addresses:
+            listeners[address] = reusable.get(address) or bind_listener(address, backlog)
+    except OSError:
+        for address, sock in listeners.items():
+            if sock is not reusable.get(address):
+                sock.close()
+        raise
+    return listeners

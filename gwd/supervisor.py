@@ -1,4 +1,4 @@
-"""The pre-fork supervisor: one listening socket, N worker processes, signals.
+"""The pre-fork supervisor: the listening sockets, N worker processes, signals.
 
 It knows processes, sockets and config files, and nothing of HTTP: what a
 worker does is the ``run_worker`` callable it is given.
@@ -32,8 +32,8 @@ from typing import Callable, Protocol
 
 from setproctitle import setproctitle
 
-from gwd.config import Config, ConfigError
-from gwd.sockets import bind_listener
+from gwd.config import Address, Config, ConfigError
+from gwd.sockets import bind_listeners
 
 log = logging.getLogger("gwd.supervisor")
 
@@ -52,7 +52,7 @@ WORKER_BOOT_ERROR = 3
 
 class WorkerMain(Protocol):
     def __call__(
-        self, config: Config, listener: socket.socket, slot: int, ready_fd: int, supervisor_pid: int
+        self, config: Config, listeners: dict[Address, socket.socket], slot: int, ready_fd: int, supervisor_pid: int
     ) -> int: ...
 
 
@@ -62,7 +62,7 @@ class Generation:
 
     number: int
     config: Config
-    listener: socket.socket
+    listeners: dict[Address, socket.socket]
     started_at: float
     failures: dict[int, int] = field(default_factory=dict)
     respawn_at: dict[int, float] = field(default_factory=dict)
@@ -86,7 +86,8 @@ class Supervisor:
     def __init__(self, config: Config, load_config: Callable[[], Config], run_worker: WorkerMain) -> None:
         self._load_config = load_config
         self._run_worker = run_worker
-        self._current = Generation(1, config, bind_listener(config.server.listen, config.server.backlog), time.monotonic())
+        listeners = bind_listeners(config.listen_addresses, config.server.backlog, {})
+        self._current = Generation(1, config, listeners, time.monotonic())
         self._pending: Generation | None = None
         self._workers: dict[int, WorkerProcess] = {}
         self._signals: list[int] = []
@@ -98,10 +99,10 @@ class Supervisor:
         setproctitle(f"gwd: supervisor {self._current.config.source}")
         self._install_signal_handlers()
         server = self._current.config.server
+        scheme = "https" if server.tls is not None else "http"
         log.info(
-            "listening on %s://%s with %d worker(s) (config %s, pid %d)",
-            "https" if server.tls is not None else "http",
-            server.listen,
+            "listening on %s with %d worker(s) (config %s, pid %d)",
+            ", ".join(f"{scheme}://{address}" for address in self._current.listeners),
             server.workers,
             self._current.config.source,
             os.getpid(),
@@ -185,9 +186,9 @@ class Supervisor:
                 if worker.ready_fd >= 0:
                     os.close(worker.ready_fd)
             for other in (self._current, self._pending):
-                if other is not None and other.listener is not generation.listener:
-                    other.listener.close()
-            code = self._run_worker(generation.config, generation.listener, slot, ready_fd, supervisor_pid)
+                if other is not None and other is not generation:
+                    _close_unshared(other, generation)
+            code = self._run_worker(generation.config, generation.listeners, slot, ready_fd, supervisor_pid)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -299,7 +300,8 @@ class Supervisor:
             self._stopping = True
             for generation in (self._current, self._pending):
                 if generation is not None:
-                    generation.listener.close()
+                    for listener in generation.listeners.values():
+                        listener.close()
         self._retire(list(self._workers.values()), signum, drain_timeout, now)
 
     def _reload(self) -> None:
@@ -317,15 +319,14 @@ class Supervisor:
         if self._pending is not None:
             log.warning("a newer SIGHUP supersedes the reload in progress")
             self._abandon_reload(now)
-        old = self._current.config.server
-        listener = self._current.listener
-        if (config.server.listen, config.server.backlog) != (old.listen, old.backlog):
-            try:
-                listener = bind_listener(config.server.listen, config.server.backlog)
-            except OSError as exc:
-                log.error("reload failed: %s; still serving the previous config", exc)
-                return
-        self._pending = Generation(self._current.number + 1, config, listener, now)
+        # Sockets for addresses the old config listened on too (with the same backlog) are kept.
+        reusable = self._current.listeners if config.server.backlog == self._current.config.server.backlog else {}
+        try:
+            listeners = bind_listeners(config.listen_addresses, config.server.backlog, reusable)
+        except OSError as exc:
+            log.error("reload failed: %s; still serving the previous config", exc)
+            return
+        self._pending = Generation(self._current.number + 1, config, listeners, now)
         for slot in range(1, config.server.workers + 1):
             self._spawn_worker(self._pending, slot)
 
@@ -340,8 +341,7 @@ class Supervisor:
             self._current, self._pending = pending, None
             retiring = [w for w in self._workers.values() if w.generation is old]
             self._retire(retiring, signal.SIGTERM, old.config.server.drain_timeout, now)
-            if old.listener is not pending.listener:
-                old.listener.close()
+            _close_unshared(old, pending)
             setproctitle(f"gwd: supervisor {pending.config.source}")
             log.info(
                 "reload complete: generation %d (%d workers) serving %s; %d old workers draining",
@@ -359,8 +359,7 @@ class Supervisor:
         assert pending is not None
         workers = [w for w in self._workers.values() if w.generation is pending]
         self._retire(workers, signal.SIGTERM, pending.config.server.drain_timeout, now)
-        if pending.listener is not self._current.listener:
-            pending.listener.close()
+        _close_unshared(pending, self._current)
 
     # Waiting
 
@@ -406,3 +405,11 @@ def _describe_exit(status: int) -> str:
     if name == "SIGKILL":
         return "was killed by SIGKILL (perhaps out of memory)"
     return f"was killed by {name}"
+
+
+def _close_unshared(generation: Generation, keeping: Generation) -> None:
+    """Close ``generation``'s sockets that ``keeping`` does not also use."""
+    kept = {id(sock) for sock in keeping.listeners.values()}
+    for sock in generation.listeners.values():
+        if id(sock) not in kept:
+            sock.close()

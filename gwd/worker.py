@@ -18,7 +18,7 @@ import uvloop
 from setproctitle import setproctitle
 
 from gwd.buckets import BucketTable
-from gwd.config import Config
+from gwd.config import Address, Config
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.connection import GatewayServer
 from gwd.pipeline.gateway import Gateway
@@ -36,7 +36,13 @@ QUICK_DRAIN_TIMEOUT = 1.0
 
 
 def run_worker(
-    config: Config, listener: socket.socket, slot: int, ready_fd: int, supervisor_pid: int, *, buckets: BucketTable
+    config: Config,
+    listeners: dict[Address, socket.socket],
+    slot: int,
+    ready_fd: int,
+    supervisor_pid: int,
+    *,
+    buckets: BucketTable,
 ) -> int:
     """Serve until told to stop; return the process's exit code.
 
@@ -51,7 +57,7 @@ def run_worker(
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    worker = Worker(config, listener, supervisor_pid, buckets)
+    worker = Worker(config, listeners, supervisor_pid, buckets)
     try:
         try:
             loop.run_until_complete(worker.start())
@@ -71,30 +77,32 @@ def run_worker(
 
 
 class Worker:
-    """Serves one config on a listening socket it shares with its siblings."""
+    """Serves one config on the listening sockets it shares with its siblings."""
 
     __slots__ = (
         "_config",
-        "_listener",
+        "_listeners",
         "_supervisor_pid",
         "_access_log",
         "_gateway",
-        "_server",
+        "_servers",
         "_listening",
         "_stop",
         "_drain_timeout",
         "_buckets",
     )
 
-    def __init__(self, config: Config, listener: socket.socket, supervisor_pid: int, buckets: BucketTable) -> None:
+    def __init__(
+        self, config: Config, listeners: dict[Address, socket.socket], supervisor_pid: int, buckets: BucketTable
+    ) -> None:
         self._config = config
         self._buckets = buckets
-        self._listener = listener
+        self._listeners = listeners
         self._supervisor_pid = supervisor_pid
         self._access_log: AccessLog | None = None
         self._gateway: Gateway | None = None
-        self._server: GatewayServer | None = None
-        self._listening: asyncio.AbstractServer | None = None
+        self._servers: list[GatewayServer] = []
+        self._listening: list[asyncio.AbstractServer] = []
         self._stop: asyncio.Event | None = None
         self._drain_timeout = config.server.drain_timeout
 
@@ -109,21 +117,22 @@ class Worker:
             self._access_log = AccessLog(self._config.log.access)
             loop.add_signal_handler(signal.SIGUSR1, self._access_log.reopen)
         self._gateway = Gateway(self._config, self._access_log, self._buckets)
-        self._server = GatewayServer(
-            self._gateway.handle,
-            header_timeout=self._config.server.header_timeout,
-            access_log=None,
-            # A client that goes away cancels its request, and so the backend call.
-            handler_cancellation=True,
-            keepalive_timeout=self._config.server.keepalive_timeout,
-        )
-        tls = self._config.server.tls
-        self._listening = await loop.create_server(
-            self._server,
-            sock=self._listener,
-            backlog=self._config.server.backlog,
-            ssl=listener_context(tls.cert, tls.key, tls.client_ca, tls.client_auth) if tls is not None else None,
-        )
+        server_config = self._config.server
+        tls = server_config.tls
+        context = listener_context(tls.cert, tls.key, tls.client_ca, tls.client_auth) if tls is not None else None
+        for address, listener in self._listeners.items():
+            server = GatewayServer(
+                self._gateway.entry(address).handle,
+                header_timeout=server_config.header_timeout,
+                access_log=None,
+                # A client that goes away cancels its request, and so the backend call.
+                handler_cancellation=True,
+                keepalive_timeout=server_config.keepalive_timeout,
+            )
+            self._servers.append(server)
+            self._listening.append(
+                await loop.create_server(server, sock=listener, backlog=server_config.backlog, ssl=context)
+            )
         loop.call_later(PARENT_CHECK_INTERVAL, self._check_parent)
 
     def request_stop(self, drain_timeout: float) -> None:
@@ -149,17 +158,18 @@ class Worker:
         left.
         """
         assert self._stop is not None and self._gateway is not None
-        assert self._server is not None and self._listening is not None
         await self._stop.wait()
-        self._listening.close()
+        for listening in self._listening:
+            listening.close()
         self._gateway.start_draining()
         loop = asyncio.get_running_loop()
         drain_deadline = loop.time() + self._drain_timeout
         grace_deadline = loop.time() + min(DRAIN_GRACE, self._drain_timeout)
-        while self._server.connections and loop.time() < grace_deadline:
+        while any(server.connections for server in self._servers) and loop.time() < grace_deadline:
             await asyncio.sleep(0.05)
-        self._server.pre_shutdown()
-        await self._server.shutdown(max(0.0, drain_deadline - loop.time()))
+        for server in self._servers:
+            server.pre_shutdown()
+        await asyncio.gather(*(server.shutdown(max(0.0, drain_deadline - loop.time())) for server in self._servers))
         await self._gateway.close()
         if self._access_log is not None:
             self._access_log.close()

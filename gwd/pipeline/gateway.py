@@ -11,12 +11,12 @@ import logging
 import re
 import time
 import uuid
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from aiohttp import web
 
 from gwd.buckets import BucketTable
-from gwd.config import Config, JwtAuthorizer
+from gwd.config import Address, Config, JwtAuthorizer
 from gwd.keystore import CacheFlush
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.apikeys import KeyCache
@@ -54,18 +54,13 @@ class Gateway:
     """Serves requests for one loaded config; a reload builds a new one in new workers."""
 
     __slots__ = (
-        "_stages",
-        "_exact_paths",
-        "_access_log",
-        "_draining",
-        "_id_prefix",
-        "_id_counter",
+        "_entries",
+        "draining",
         "_pools",
         "_keys",
         "_limiter",
         "_cache_store",
         "_stage_names",
-        "_client_certs",
         "_authorizers",
     )
 
@@ -112,15 +107,15 @@ class Gateway:
                 for route in config.routes
             ]
             routers[stage.name] = Router(targets)
-        self._stages = StageResolver({name: (name, router) for name, router in routers.items()})
-        self._exact_paths = ExactPaths(routers)
-        self._access_log = access_log
-        self._client_certs = config.server.tls is not None and config.server.tls.client_auth != "none"
-        self._draining = False
+        self.draining = False  # from start_draining() on, every response says Connection: close
+        client_certs = config.server.tls is not None and config.server.tls.client_auth != "none"
         # Request ids look like UUIDs: a random prefix per gateway (so per worker and
         # per reload) and a counter, which costs far less than uuid4()'s syscall.
-        self._id_prefix = str(uuid.uuid4())[:24]
-        self._id_counter = itertools.count()
+        ids = (str(uuid.uuid4())[:24], itertools.count())
+        self._entries = {
+            address: Entry(self, {name: routers[name] for name in config.stages_served_on(address)}, access_log, client_certs, ids)
+            for address in config.listen_addresses
+        }
 
     async def close(self) -> None:
         """Close backend connections, the key database, Redis and authorizers' sessions; once no request is in flight."""
@@ -142,7 +137,41 @@ class Gateway:
 
     def start_draining(self) -> None:
         """From now on every response says ``Connection: close``."""
-        self._draining = True
+        self.draining = True
+
+    def entry(self, address: Address) -> Entry:
+        """What serves the listener on ``address`` (its stages: the private ones there, or the public ones)."""
+        return self._entries[address]
+
+    @property
+    def handle(self) -> Handler:
+        """aiohttp's request handler for the main listener (``server.listen``)."""
+        return next(iter(self._entries.values())).handle
+
+
+class Entry:
+    """One listener's way into the gateway: the stages served there, and aiohttp's request handler.
+
+    A private stage (one with ``listen``) is served only on its own
+    addresses; ``server.listen`` serves the other stages.
+    """
+
+    __slots__ = ("_gateway", "_stages", "_exact_paths", "_access_log", "_client_certs", "_ids")
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        routers: dict[str, Router[RouteTarget]],
+        access_log: AccessLog | None,
+        client_certs: bool,
+        ids: tuple[str, Iterator[int]],
+    ) -> None:
+        self._gateway = gateway  # for its draining flag
+        self._stages = StageResolver({name: (name, router) for name, router in routers.items()})
+        self._exact_paths = ExactPaths(routers)
+        self._access_log = access_log
+        self._client_certs = client_certs  # the listener verifies client certificates
+        self._ids = ids  # request ids: a prefix and a counter shared by all entries
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """aiohttp's low-level request handler."""
@@ -150,8 +179,9 @@ class Gateway:
         started_clock = time.perf_counter()
         request_id = request.headers.get("X-Request-Id")
         if request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id):
-            request_id = f"{self._id_prefix}{next(self._id_counter) & 0xFFFFFFFFFFFF:012x}"
-        exchange = Exchange(request, request_id, self._draining)
+            prefix, counter = self._ids
+            request_id = f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
+        exchange = Exchange(request, request_id, self._gateway.draining)
         if self._client_certs:
             exchange.client_cert = client_certificate(request)
         try:
@@ -166,12 +196,13 @@ class Gateway:
             response = INTERNAL_ERROR.render()
         if not response.prepared:
             exchange.stamp(response)
-        if self._access_log is not None:
+        access_log = self._access_log
+        if access_log is not None:
             length = exchange.response_length
             if length is None:
                 # Streamed responses set response_length; everything else is a web.Response.
                 length = len(response.body or b"")
-            self._access_log.record(exchange, response.status, length, started, started + time.perf_counter() - started_clock)
+            access_log.record(exchange, response.status, length, started, started + time.perf_counter() - started_clock)
         return response
 
     def _route(self, exchange: Exchange) -> Handler | None:
@@ -200,3 +231,4 @@ class Gateway:
         if values:
             exchange.path_params = dict(zip(target.param_names, values))
         return target.handler
+
