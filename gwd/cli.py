@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import re
 import sys
 import time
@@ -12,7 +13,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Sequence
 
 from gwd import __version__
-from gwd.config import BUILTIN_SOURCE, Config, ConfigError, load_config, parse_address
+from gwd.config import BUILTIN_SOURCE, Address, Config, ConfigError, load_config, parse_address
 from gwd.keystore import PERMISSIONS, ApiKey, KeyStore, KeyStoreError
 from gwd.logs import setup_logging
 
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", metavar="FILE", help="config file (TOML)")
     run.add_argument("--listen", metavar="HOST:PORT", type=_address, help="override server.listen")
     run.add_argument("--workers", metavar="N", type=_worker_count, help="override server.workers (0: one per CPU)")
+    run.add_argument("--admin-listen", metavar="HOST:PORT", type=_admin_address, help='override admin.listen ("off": none)')
     run.set_defaults(command=_run)
 
     check = commands.add_parser("check", help="validate a config file and exit")
@@ -313,6 +315,11 @@ def _certs_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_address(text: str) -> Address | str:
+    """``HOST:PORT``, or "off" (returned as "")."""
+    return "" if text == "off" else _address(text)
+
+
 def _worker_count(text: str) -> int:
     if not text.isdigit() or int(text) > 1024:
         raise argparse.ArgumentTypeError(f"expected a number of workers from 0 to 1024, got {text!r}")
@@ -352,6 +359,8 @@ def _run(args: argparse.Namespace) -> int:
         overrides["listen"] = args.listen
     if args.workers is not None:
         overrides["workers"] = args.workers
+    if args.admin_listen is not None:
+        overrides["admin_listen"] = args.admin_listen or None
     config = _load_or_report(args.config, overrides)
     if config is None:
         return EXIT_CONFIG
@@ -370,11 +379,34 @@ def _run(args: argparse.Namespace) -> int:
 
     # Created before any fork, so every worker of every generation shares it.
     buckets = BucketTable(config.throttle.table_size)
+    events = None
+    if config.metrics.enabled:
+        from gwd.metrics import SupervisorEvents, prepare_directory
+
+        # Before anything imports prometheus-client: it picks its storage then.
+        prepare_directory(os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or config.server.state_dir)
+        events = SupervisorEvents(__version__)
     try:
         supervisor = Supervisor(
-            config, lambda: _log_warnings(load_config(args.config, overrides)), functools.partial(run_worker, buckets=buckets)
+            config,
+            lambda: _log_warnings(load_config(args.config, overrides)),
+            functools.partial(run_worker, buckets=buckets),
+            events,
         )
+        if config.admin.listen is not None:
+            from gwd.admin import AdminServer
+            from gwd.metrics import exposition
+
+            supervisor.add_service(
+                AdminServer(config.admin.listen, lambda: supervisor.ready, exposition if config.metrics.enabled else None)
+            )
     except OSError as exc:
         print(f"gwd: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
-    return supervisor.run()
+    try:
+        return supervisor.run()
+    finally:
+        if config.metrics.enabled:
+            from gwd.metrics import remove_directory
+
+            remove_directory()

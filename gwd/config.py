@@ -103,6 +103,17 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool = True
+    per_key: bool = False  # a series per API key: off, since keys are many
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    listen: Address | None = Address("127.0.0.1", 9180)  # None: no admin listener
+
+
+@dataclass(frozen=True, slots=True)
 class Limit:
     """A token bucket: ``rate`` requests per second on average, bursts of up to ``burst``."""
 
@@ -303,6 +314,8 @@ class Config:
     cache: CacheConfig = CacheConfig(64 * 1024**2)
     warnings: tuple[str, ...] = ()  # logged at start and at every reload (expiring certificates, ...)
     authorizers: tuple[Authorizer, ...] = ()
+    metrics: MetricsConfig = MetricsConfig()
+    admin: AdminConfig = AdminConfig()
 
     @property
     def listen_addresses(self) -> tuple[Address, ...]:
@@ -573,10 +586,38 @@ class _ConfigReader:
         authorizers = self._authorizers(root.tables("authorizers"))
         routes = self._routes(root.tables("routes"), stages, {authorizer.name: authorizer for authorizer in authorizers})
         usage_plans = self._usage_plans(root.tables("usage_plans"))
+        metrics_table = root.table("metrics")
+        metrics = MetricsConfig(
+            enabled=metrics_table.get("enabled", bool, True, "true or false"),
+            per_key=metrics_table.get("per_key", bool, False, "true or false"),
+        )
+        metrics_table.finish()
+        admin = self._admin(root.table("admin"), server)
         root.finish()
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings), authorizers)
+        return Config(
+            self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings), authorizers, metrics, admin
+        )
+
+    def _admin(self, table: _Table, server: ServerConfig) -> AdminConfig:
+        """``[admin] listen``: an address, or "off"; the command line's --admin-listen wins."""
+        text = table.string("listen", None)
+        table.finish()
+        if "admin_listen" in self.overrides:
+            return AdminConfig(self.overrides["admin_listen"])
+        if text == "off":
+            return AdminConfig(None)
+        if text is None:
+            return AdminConfig()
+        try:
+            address = parse_address(text)
+        except ValueError as exc:
+            table.problem("listen", f'{exc} (or "off")')
+            return AdminConfig()
+        if address == server.listen:
+            table.problem("listen", f"{address} is server.listen; the admin listener needs its own address")
+        return AdminConfig(address)
 
     def _cache_policy(self, parent: _Table) -> tuple[CachePolicy | None, bool]:
         """The ``cache`` table under ``parent``: (the policy, or None; True if it says enabled = false)."""

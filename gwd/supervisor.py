@@ -56,6 +56,34 @@ class WorkerMain(Protocol):
     ) -> int: ...
 
 
+class Service(Protocol):
+    """Something the supervisor's loop also drives, such as the admin listener: it gets sockets ready to use."""
+
+    def readable(self) -> list[int]: ...
+
+    def writable(self) -> list[int]: ...
+
+    def next_deadline(self) -> float | None: ...
+
+    def on_readable(self, fd: int) -> None: ...
+
+    def on_writable(self, fd: int) -> None: ...
+
+    def expire(self, now: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Events(Protocol):
+    """What the supervisor reports as it happens (the metrics count it)."""
+
+    def worker_exited(self, pid: int, restarted_because: str | None) -> None: ...
+
+    def workers_ready(self, count: int) -> None: ...
+
+    def reloaded(self, succeeded: bool) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class Generation:
     """The workers started for one loaded config."""
@@ -83,9 +111,18 @@ class WorkerProcess:
 class Supervisor:
     """Runs workers for a config and keeps them running until told to stop."""
 
-    def __init__(self, config: Config, load_config: Callable[[], Config], run_worker: WorkerMain) -> None:
+    def __init__(
+        self,
+        config: Config,
+        load_config: Callable[[], Config],
+        run_worker: WorkerMain,
+        events: Events | None = None,
+    ) -> None:
         self._load_config = load_config
         self._run_worker = run_worker
+        self._events = events
+        self._services: list[Service] = []
+        self._ready_workers = -1
         listeners = bind_listeners(config.listen_addresses, config.server.backlog, {})
         self._current = Generation(1, config, listeners, time.monotonic())
         self._pending: Generation | None = None
@@ -93,6 +130,17 @@ class Supervisor:
         self._signals: list[int] = []
         self._stopping = False
         self._wakeup_read, self._wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def add_service(self, service: Service) -> None:
+        """Drive ``service`` from the main loop until the supervisor exits (then close it)."""
+        self._services.append(service)
+
+    @property
+    def ready(self) -> bool:
+        """Every worker of the config being served accepts connections, and no stop is under way."""
+        generation = self._current
+        ready = sum(1 for w in self._workers.values() if w.generation is generation and w.ready and w.kill_at is None)
+        return not self._stopping and ready == generation.config.server.workers
 
     def run(self) -> int:
         """The main loop; returns the exit code once every worker is gone."""
@@ -119,9 +167,20 @@ class Supervisor:
                 self._spawn_due_workers(now)
                 self._announce_readiness()
                 self._advance_reload(now)
+            self._report_ready_workers()
             self._wait(self._next_deadline(now) - now)
+        for service in self._services:
+            service.close()
         log.info("all workers exited; bye")
         return 0
+
+    def _report_ready_workers(self) -> None:
+        if self._events is None:
+            return
+        count = sum(1 for w in self._workers.values() if w.ready and w.kill_at is None)
+        if count != self._ready_workers:
+            self._ready_workers = count
+            self._events.workers_ready(count)
 
     # Signals
 
@@ -235,11 +294,15 @@ class Supervisor:
         reason = _describe_exit(status)
         now = time.monotonic()
         generation = worker.generation
+        if self._events is not None:
+            unexpected = worker.kill_at is None and not self._stopping and generation is self._current
+            self._events.worker_exited(worker.pid, _restart_reason(status) if unexpected else None)
         if worker.kill_at is not None or self._stopping:
             log.info("worker %d (pid %d) %s", worker.slot, worker.pid, reason)
         elif generation is self._pending:
             log.error("new worker %d (pid %d) %s before the reload completed; reload abandoned", worker.slot, worker.pid, reason)
             self._abandon_reload(now)
+            self._report_reload(False)
         elif generation is self._current:
             lived = now - worker.started_at
             delay = self._schedule_respawn(generation, worker.slot, now, lived)
@@ -314,6 +377,7 @@ class Supervisor:
             for problem in exc.problems:
                 log.error("%s", problem)
             log.error("reload failed: the config above has errors; still serving the previous config")
+            self._report_reload(False)
             return
         now = time.monotonic()
         if self._pending is not None:
@@ -325,10 +389,15 @@ class Supervisor:
             listeners = bind_listeners(config.listen_addresses, config.server.backlog, reusable)
         except OSError as exc:
             log.error("reload failed: %s; still serving the previous config", exc)
+            self._report_reload(False)
             return
         self._pending = Generation(self._current.number + 1, config, listeners, now)
         for slot in range(1, config.server.workers + 1):
             self._spawn_worker(self._pending, slot)
+
+    def _report_reload(self, succeeded: bool) -> None:
+        if self._events is not None:
+            self._events.reloaded(succeeded)
 
     def _advance_reload(self, now: float) -> None:
         pending = self._pending
@@ -343,6 +412,7 @@ class Supervisor:
             self._retire(retiring, signal.SIGTERM, old.config.server.drain_timeout, now)
             _close_unshared(old, pending)
             setproctitle(f"gwd: supervisor {pending.config.source}")
+            self._report_reload(True)
             log.info(
                 "reload complete: generation %d (%d workers) serving %s; %d old workers draining",
                 pending.number,
@@ -353,6 +423,7 @@ class Supervisor:
         elif now - pending.started_at > RELOAD_READY_TIMEOUT:
             log.error("reload abandoned: new workers not ready after %gs", RELOAD_READY_TIMEOUT)
             self._abandon_reload(now)
+            self._report_reload(False)
 
     def _abandon_reload(self, now: float) -> None:
         pending, self._pending = self._pending, None
@@ -371,17 +442,29 @@ class Supervisor:
         return max(now, min(deadlines))
 
     def _wait(self, timeout: float) -> None:
-        """Sleep until a signal, a worker's readiness byte, or the timeout."""
+        """Sleep until a signal, a worker's readiness byte, a service's socket, or the timeout."""
         waiting = {w.ready_fd: w for w in self._workers.values() if w.ready_fd >= 0}
+        readers: dict[int, Service] = {fd: service for service in self._services for fd in service.readable()}
+        writers: dict[int, Service] = {fd: service for service in self._services for fd in service.writable()}
+        deadlines = [d for d in (service.next_deadline() for service in self._services) if d is not None]
+        if deadlines:
+            timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
         try:
-            readable, _, _ = select.select([self._wakeup_read, *waiting], [], [], timeout)
+            readable, writable, _ = select.select([self._wakeup_read, *waiting, *readers], list(writers), [], timeout)
         except InterruptedError:
             return
         for fd in readable:
             if fd == self._wakeup_read:
                 _drain_pipe(fd)
-            else:
+            elif fd in waiting:
                 self._read_ready(waiting[fd])
+            else:
+                readers[fd].on_readable(fd)
+        for fd in writable:
+            writers[fd].on_writable(fd)
+        now = time.monotonic()
+        for service in self._services:
+            service.expire(now)
 
 
 def _drain_pipe(fd: int) -> None:
@@ -390,6 +473,14 @@ def _drain_pipe(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
+
+
+def _restart_reason(status: int) -> str:
+    """A worker's death as a metric label: "signal", "boot_error" or "exit"."""
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return "signal"
+    return "boot_error" if code == WORKER_BOOT_ERROR else "exit"
 
 
 def _describe_exit(status: int) -> str:

@@ -57,7 +57,10 @@ def running_gwd(config: str, workers: int) -> Iterator[int]:
         stderr_path = Path(tmp) / "stderr.log"
         with open(stderr_path, "wb") as stderr, open(os.devnull, "wb") as devnull:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "gwd", "run", "-c", str(path), "--listen", f"127.0.0.1:{port}", "--workers", str(workers)],
+                [
+                    sys.executable, "-m", "gwd", "run", "-c", str(path), "--listen", f"127.0.0.1:{port}",
+                    "--workers", str(workers), "--admin-listen", f"127.0.0.1:{free_port()}",
+                ],
                 stdout=devnull,
                 stderr=stderr,
                 cwd=ROOT,

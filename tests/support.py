@@ -118,6 +118,7 @@ class Daemon:
     ) -> None:
         self.tmp_path = tmp_path
         self.port = free_port()
+        self.admin_port = free_port()
         self.config_path = tmp_path / "gwd.toml"
         if config is not None:
             self.config_path.write_text(config)
@@ -138,6 +139,8 @@ class Daemon:
             "-c",
             str(self.config_path),
             *(["--listen", f"127.0.0.1:{self.port}"] if self.listen else []),
+            "--admin-listen",
+            f"127.0.0.1:{self.admin_port}",
             *(["--workers", str(self.workers)] if self.workers is not None else []),
             *self.extra_args,
         ]

@@ -28,6 +28,7 @@ from gwd.pipeline.connection import too_many_header_bytes
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
 from gwd.pipeline.jwtauth import JwtVerifier
 from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
+from gwd.pipeline.metrics import RequestMetrics
 from gwd.pipeline.requestauth import RequestAuthorizerClient
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.routing import ExactPaths, Router, StageResolver, UnsafePath, split_path
@@ -62,6 +63,7 @@ class Gateway:
         "_cache_store",
         "_stage_names",
         "_authorizers",
+        "_metrics",
     )
 
     def __init__(self, config: Config, access_log: AccessLog | None, buckets: BucketTable) -> None:
@@ -112,13 +114,18 @@ class Gateway:
         # Request ids look like UUIDs: a random prefix per gateway (so per worker and
         # per reload) and a counter, which costs far less than uuid4()'s syscall.
         ids = (str(uuid.uuid4())[:24], itertools.count())
+        self._metrics = RequestMetrics(resources, config.metrics.per_key) if config.metrics.enabled else None
         self._entries = {
-            address: Entry(self, {name: routers[name] for name in config.stages_served_on(address)}, access_log, client_certs, ids)
+            address: Entry(
+                self, {name: routers[name] for name in config.stages_served_on(address)}, access_log, self._metrics, client_certs, ids
+            )
             for address in config.listen_addresses
         }
 
     async def close(self) -> None:
         """Close backend connections, the key database, Redis and authorizers' sessions; once no request is in flight."""
+        if self._metrics is not None:
+            self._metrics.close()
         self._pools.close()
         if self._keys is not None:
             self._keys.close()
@@ -156,13 +163,14 @@ class Entry:
     addresses; ``server.listen`` serves the other stages.
     """
 
-    __slots__ = ("_gateway", "_stages", "_exact_paths", "_access_log", "_client_certs", "_ids")
+    __slots__ = ("_gateway", "_stages", "_exact_paths", "_access_log", "_metrics", "_client_certs", "_ids")
 
     def __init__(
         self,
         gateway: Gateway,
         routers: dict[str, Router[RouteTarget]],
         access_log: AccessLog | None,
+        metrics: RequestMetrics | None,
         client_certs: bool,
         ids: tuple[str, Iterator[int]],
     ) -> None:
@@ -170,6 +178,7 @@ class Entry:
         self._stages = StageResolver({name: (name, router) for name, router in routers.items()})
         self._exact_paths = ExactPaths(routers)
         self._access_log = access_log
+        self._metrics = metrics
         self._client_certs = client_certs  # the listener verifies client certificates
         self._ids = ids  # request ids: a prefix and a counter shared by all entries
 
@@ -177,33 +186,43 @@ class Entry:
         """aiohttp's low-level request handler."""
         started = time.time()
         started_clock = time.perf_counter()
-        request_id = request.headers.get("X-Request-Id")
-        if request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id):
-            prefix, counter = self._ids
-            request_id = f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
-        exchange = Exchange(request, request_id, self._gateway.draining)
-        if self._client_certs:
-            exchange.client_cert = client_certificate(request)
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.inflight += 1
         try:
-            if too_many_header_bytes(request.raw_headers):
-                raise HEADERS_TOO_LARGE
-            handler = self._route(exchange)
-            response = NOT_FOUND.render() if handler is None else await handler(exchange)
-        except GatewayError as error:
-            response = error.render()
-        except Exception:
-            log.exception("request %s %s %s failed", request_id, request.method, request.path)
-            response = INTERNAL_ERROR.render()
-        if not response.prepared:
-            exchange.stamp(response)
-        access_log = self._access_log
-        if access_log is not None:
-            length = exchange.response_length
-            if length is None:
-                # Streamed responses set response_length; everything else is a web.Response.
-                length = len(response.body or b"")
-            access_log.record(exchange, response.status, length, started, started + time.perf_counter() - started_clock)
-        return response
+            request_id = request.headers.get("X-Request-Id")
+            if request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id):
+                prefix, counter = self._ids
+                request_id = f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
+            exchange = Exchange(request, request_id, self._gateway.draining)
+            if self._client_certs:
+                exchange.client_cert = client_certificate(request)
+            try:
+                if too_many_header_bytes(request.raw_headers):
+                    raise HEADERS_TOO_LARGE
+                handler = self._route(exchange)
+                response = NOT_FOUND.render() if handler is None else await handler(exchange)
+            except GatewayError as error:
+                response = error.render()
+            except Exception:
+                log.exception("request %s %s %s failed", request_id, request.method, request.path)
+                response = INTERNAL_ERROR.render()
+            if not response.prepared:
+                exchange.stamp(response)
+            elapsed = time.perf_counter() - started_clock
+            access_log = self._access_log
+            if access_log is not None:
+                length = exchange.response_length
+                if length is None:
+                    # Streamed responses set response_length; everything else is a web.Response.
+                    length = len(response.body or b"")
+                access_log.record(exchange, response.status, length, started, started + elapsed)
+            if metrics is not None:
+                metrics.record(exchange, response.status, elapsed)
+            return response
+        finally:
+            if metrics is not None:
+                metrics.inflight -= 1
 
     def _route(self, exchange: Exchange) -> Handler | None:
         """The matched route's handler, with the exchange's stage, route key and parameters set."""

@@ -353,6 +353,10 @@ class UpstreamPool:
         self._idle: list[UpstreamConnection] = []
         self._all: set[UpstreamConnection] = set()
 
+    @property
+    def connection_count(self) -> int:
+        return len(self._all)
+
     def take_idle(self) -> UpstreamConnection | None:
         """The most recently used idle connection (the least likely to have been closed by the backend)."""
         while self._idle:
@@ -438,6 +442,14 @@ class UpstreamPools:
                 server_name = tls.server_name or host
             pool = self._pools[key] = UpstreamPool(self, host, port, context, server_name, self._max_idle)
         return pool
+
+    def connection_counts(self) -> dict[str, int]:
+        """Open connections per backend, as ``host:port`` (for the metrics)."""
+        counts: dict[str, int] = {}
+        for pool in self._pools.values():
+            backend = f"{pool.host}:{pool.port}"
+            counts[backend] = counts.get(backend, 0) + pool.connection_count
+        return counts
 
     def start_sweeping(self) -> None:
         if self._sweep_handle is None:

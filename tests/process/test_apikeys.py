@@ -79,7 +79,7 @@ def test_keys_lifecycle_against_a_running_daemon(start_daemon, tmp_path):
 
     # The access log names the key by id; no file holds the value.
     wait_for(lambda: any(line.get("apiKeyId") == key_id for line in daemon.access_lines()), 5, "a logged key id")
-    for path in [*state_dir.iterdir(), daemon.stdout_path, daemon.stderr_path]:
+    for path in [*(p for p in state_dir.rglob("*") if p.is_file()), daemon.stdout_path, daemon.stderr_path]:
         assert value.encode() not in path.read_bytes(), path
 
 

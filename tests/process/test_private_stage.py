@@ -55,7 +55,7 @@ def test_private_stage_is_served_only_on_its_own_address(start_daemon):
     assert request(daemon.port, "GET", "/internal/pets/1").status == 404  # not on the public address
     assert request(private, "GET", "/internal/pets/2").body == b"internal 2"
     assert request(private, "GET", "/pets/3").status == 404  # the public stage is not served there
-    assert listening_ports(daemon.pid) == {daemon.port, private}
+    assert listening_ports(daemon.pid) == {daemon.port, private, daemon.admin_port}
     assert f"http://127.0.0.1:{private}" in daemon.stderr()
 
 
@@ -67,7 +67,7 @@ def test_a_reload_moves_a_private_stage(start_daemon):
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: "reload complete" in daemon.stderr(), 20, "the reload")
     assert request(new, "GET", "/internal/pets/1").body == b"internal 1"
-    wait_for(lambda: listening_ports(daemon.pid) == {daemon.port, new}, 20, "the old private address to close")
+    wait_for(lambda: listening_ports(daemon.pid) == {daemon.port, new, daemon.admin_port}, 20, "the old private address to close")
     assert request(daemon.port, "GET", "/pets/1").status == 200  # the public address never closed
 
 

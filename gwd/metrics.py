@@ -1,0 +1,141 @@
+"""Prometheus metrics: one exposition for the whole daemon, whichever worker counted.
+
+prometheus-client's multiprocess mode keeps each process's values in
+memory-mapped files in one directory; the admin endpoint sums them.  The
+directory (``metrics.PID`` under the runtime or state directory) is made
+empty when the daemon starts and removed when it exits, and set in
+``PROMETHEUS_MULTIPROC_DIR`` before prometheus-client is imported, which
+is when it picks its storage.  Counters of a worker that exits stay in its
+files, so a total never goes down when a worker dies and never counts
+twice when it is replaced; its live gauges are dropped
+(:func:`forget_process`).
+
+Workers do not write these files per request: they count in plain dicts
+and add what they counted every ``FLUSH_INTERVAL`` (see
+:mod:`gwd.pipeline.metrics`), so a worker killed with SIGKILL loses at most
+its last interval of counts.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import time
+from typing import Any
+
+FLUSH_INTERVAL = 1.0
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Seconds; requests and integrations share them (1 ms to AWS's 29 s integration limit)."""
+
+_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_directory(base: str) -> str:
+    """Create an empty ``base/metrics.PID`` for this daemon, remove ones of daemons no longer running, and export it."""
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    for stale in glob.glob(os.path.join(base, "metrics.*")):
+        pid = stale.rsplit(".", 1)[1]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = os.path.join(base, f"metrics.{os.getpid()}")
+    shutil.rmtree(directory, ignore_errors=True)
+    os.mkdir(directory, 0o700)
+    os.environ[_ENV] = directory
+    return directory
+
+
+def remove_directory() -> None:
+    directory = os.environ.get(_ENV)
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def forget_process(pid: int) -> None:
+    """Drop an exited worker's live gauges (its counters and histograms stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)
+
+
+def exposition(accept: str | None) -> tuple[bytes, str]:
+    """The text of every process's metrics, in the format ``accept`` asks for (OpenMetrics or Prometheus text)."""
+    from prometheus_client import CollectorRegistry, multiprocess
+    from prometheus_client.exposition import choose_encoder
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    encode, content_type = choose_encoder(accept or "")
+    return encode(registry), content_type
+
+
+def _counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Any:
+    from prometheus_client import Counter
+
+    return Counter(name, documentation, labels, registry=None)
+
+
+def _gauge(name: str, documentation: str, labels: tuple[str, ...] = (), mode: str = "livesum") -> Any:
+    from prometheus_client import Gauge
+
+    return Gauge(name, documentation, labels, multiprocess_mode=mode, registry=None)
+
+
+def _histogram(name: str, documentation: str, labels: tuple[str, ...]) -> Any:
+    from prometheus_client import Histogram
+
+    return Histogram(name, documentation, labels, buckets=DURATION_BUCKETS, registry=None)
+
+
+class WorkerMetrics:
+    """What workers count (created in each worker, after :func:`prepare_directory`)."""
+
+    def __init__(self) -> None:
+        self.requests = _counter("gwd_requests", "Requests answered.", ("stage", "route", "method", "code"))
+        self.request_duration = _histogram(
+            "gwd_request_duration_seconds", "Time from a request's arrival to its response.", ("stage", "route")
+        )
+        self.integration_duration = _histogram(
+            "gwd_integration_duration_seconds", "Time from sending a request to its backend to the response head.", ("stage", "route")
+        )
+        self.integration_errors = _counter("gwd_integration_errors", "Backend failures, by kind.", ("stage", "route", "kind"))
+        self.throttled = _counter("gwd_throttled_requests", "Requests refused by a limit or quota.", ("stage", "route", "reason"))
+        self.cache_requests = _counter("gwd_cache_requests", "Response cache look-ups.", ("stage", "route", "result"))
+        self.cache_evictions = _counter("gwd_cache_evictions", "Cached responses evicted to make room.")
+        self.api_key_requests = _counter("gwd_api_key_requests", "Requests by API key id ([metrics] per_key).", ("key_id",))
+        self.inflight = _gauge("gwd_inflight_requests", "Requests being answered.")
+        self.upstream_connections = _gauge("gwd_upstream_connections", "Open connections to backends.", ("backend",))
+
+
+class SupervisorMetrics:
+    """What the supervisor counts: workers, restarts, reloads, the build."""
+
+    def __init__(self, version: str) -> None:
+        self.workers = _gauge("gwd_workers", "Worker processes accepting requests.", mode="livemax")
+        self.worker_restarts = _counter("gwd_worker_restarts", "Workers that died and were started again.", ("reason",))
+        self.config_reloads = _counter("gwd_config_reloads", "SIGHUP reloads, by result.", ("result",))
+        self.last_reload = _gauge(
+            "gwd_config_last_reload_success_timestamp_seconds", "When the config now served was loaded (Unix time).", mode="livemax"
+        )
+        _gauge("gwd_build_info", "The running gwd's version.", ("version",), mode="livemax").labels(version).set(1)
+
+
+class SupervisorEvents:
+    """Counts what the supervisor reports (see :class:`gwd.supervisor.Events`)."""
+
+    def __init__(self, version: str) -> None:
+        self._metrics = SupervisorMetrics(version)
+        self._metrics.last_reload.set(time.time())
+
+    def worker_exited(self, pid: int, restarted_because: str | None) -> None:
+        forget_process(pid)
+        if restarted_because is not None:
+            self._metrics.worker_restarts.labels(restarted_because).inc()
+
+    def workers_ready(self, count: int) -> None:
+        self._metrics.workers.set(count)
+
+    def reloaded(self, succeeded: bool) -> None:
+        self._metrics.config_reloads.labels("success" if succeeded else "failure").inc()
+        if succeeded:
+            self._metrics.last_reload.set(time.time())

@@ -1,0 +1,161 @@
+"""A worker's metrics: counted per request in plain dicts, added to the shared files once a second.
+
+prometheus-client's multiprocess values are memory-mapped writes under a
+lock; several per request would cost more than the counting itself.  Here a
+request costs a few dict updates, and :meth:`RequestMetrics.flush` adds the
+counts since the last flush (see :mod:`gwd.metrics` for what that means
+when a worker dies).  Labels stay few and bounded: the route key template,
+never the raw path; unknown methods as ``OTHER``; unmatched requests as
+route ``$unmatched``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from bisect import bisect_left
+from collections import Counter
+
+from gwd.config import HTTP_METHODS
+from gwd.metrics import DURATION_BUCKETS, FLUSH_INTERVAL, WorkerMetrics
+from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.resources import Resources
+
+UNMATCHED = "$unmatched"
+_SLOTS = len(DURATION_BUCKETS) + 1  # bucket counts, the last one +Inf
+
+
+class RequestMetrics:
+    """Counts since the last flush; ``inflight`` is kept by the gateway."""
+
+    __slots__ = (
+        "_metrics",
+        "_resources",
+        "_per_key",
+        "_routes",
+        "_keys",
+        "_throttled_seen",
+        "_cache_seen",
+        "_evictions_seen",
+        "_flush_handle",
+        "inflight",
+    )
+
+    def __init__(self, resources: Resources, per_key: bool) -> None:
+        self._metrics = WorkerMetrics()
+        self._resources = resources
+        self._per_key = per_key
+        self._routes: dict[str, dict[str, _RouteCounts]] = {}  # stage -> route key -> counts since the last flush
+        self._keys: dict[str, int] = {}
+        self._throttled_seen: Counter[tuple[str, str, str]] = Counter()
+        self._cache_seen: dict[tuple[str, str], tuple[int, int, int]] = {}
+        self._evictions_seen = 0
+        self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._flush_periodically)
+        self.inflight = 0
+
+    def record(self, exchange: Exchange, status: int, seconds: float) -> None:
+        """Count one answered request."""
+        route = exchange.route_key
+        stage = exchange.stage
+        if route == "-":
+            route = UNMATCHED
+            if stage == "-":
+                stage = UNMATCHED
+        by_route = self._routes.get(stage)
+        if by_route is None:
+            by_route = self._routes[stage] = {}
+        counts = by_route.get(route)
+        if counts is None:
+            counts = by_route[route] = _RouteCounts()
+        method = exchange.request.method
+        key = (method if method in HTTP_METHODS else "OTHER", status)
+        requests = counts.requests
+        requests[key] = requests.get(key, 0) + 1
+        durations = counts.durations
+        durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        durations[_SLOTS] += seconds
+        latency = exchange.integration_latency
+        if latency is not None:
+            latency /= 1000
+            integration = counts.integration
+            integration[bisect_left(DURATION_BUCKETS, latency)] += 1
+            integration[_SLOTS] += latency
+            counts.integrated = True
+        error = exchange.integration_error
+        if error is not None:
+            counts.errors[error] = counts.errors.get(error, 0) + 1
+        if self._per_key and exchange.api_key is not None:
+            key_id = str(exchange.api_key.id)
+            self._keys[key_id] = self._keys.get(key_id, 0) + 1
+
+    def close(self) -> None:
+        """Flush for the last time (a worker's graceful exit)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self.flush()
+
+    def _flush_periodically(self) -> None:
+        self.flush()
+        self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._flush_periodically)
+
+    def flush(self) -> None:
+        """Add what was counted since the last flush to the shared files."""
+        metrics = self._metrics
+        routes, self._routes = self._routes, {}
+        for stage, by_route in routes.items():
+            for route, counts in by_route.items():
+                for (method, status), count in counts.requests.items():
+                    metrics.requests.labels(stage, route, method, str(status)).inc(count)
+                _add_histogram(metrics.request_duration.labels(stage, route), counts.durations)
+                if counts.integrated:
+                    _add_histogram(metrics.integration_duration.labels(stage, route), counts.integration)
+                for kind, count in counts.errors.items():
+                    metrics.integration_errors.labels(stage, route, kind).inc(count)
+        keys, self._keys = self._keys, {}
+        for key_id, count in keys.items():
+            metrics.api_key_requests.labels(key_id).inc(count)
+        resources = self._resources
+        for labels, total in resources.throttled.items():
+            if total != self._throttled_seen[labels]:
+                metrics.throttled.labels(*labels).inc(total - self._throttled_seen[labels])
+                self._throttled_seen[labels] = total
+        for where, counts in resources.cache_results.items():
+            now = (counts.hit, counts.miss, counts.bypass)
+            before = self._cache_seen.get(where, (0, 0, 0))
+            for result, new, old in zip(("hit", "miss", "bypass"), now, before):
+                if new != old:
+                    metrics.cache_requests.labels(*where, result).inc(new - old)
+            self._cache_seen[where] = now
+        evictions = getattr(resources.cache_store, "evictions", 0)
+        if evictions != self._evictions_seen:
+            metrics.cache_evictions.inc(evictions - self._evictions_seen)
+            self._evictions_seen = evictions
+        metrics.inflight.set(self.inflight)
+        for backend, count in resources.pools.connection_counts().items():
+            metrics.upstream_connections.labels(backend).set(count)
+
+
+class _RouteCounts:
+    """One (stage, route)'s counts since the last flush."""
+
+    __slots__ = ("requests", "durations", "integration", "integrated", "errors")
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}  # (method, status) -> requests
+        self.durations = [0.0] * (_SLOTS + 1)  # requests per bucket, then the sum of seconds
+        self.integration = [0.0] * (_SLOTS + 1)
+        self.integrated = False  # an integration time was observed
+        self.errors: dict[str, int] = {}  # integration error kind -> requests
+
+
+def _add_histogram(child: object, slots: list[float]) -> None:
+    """Add per-bucket counts and a sum to a prometheus-client histogram child in one go.
+
+    Its public ``observe`` takes one value at a time; its buckets are the
+    (non-cumulative) ``_buckets`` values and ``_sum``, which this fills directly.
+    """
+    buckets = child._buckets  # type: ignore[attr-defined]
+    for index in range(_SLOTS):
+        if slots[index]:
+            buckets[index].inc(slots[index])
+    child._sum.inc(slots[_SLOTS])  # type: ignore[attr-defined]

@@ -1,0 +1,175 @@
+"""Metrics across workers: exact totals through worker deaths and reloads, bounded labels, promtool, probes."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import subprocess
+import threading
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from support import request, wait_for
+
+pytestmark = pytest.mark.process
+
+CONFIG = """
+[server]
+state_dir = "{state}"
+
+[log]
+access = "off"
+
+[[routes]]
+route = "GET /hello"
+integration = { type = "mock", body = "hello" }
+
+[[routes]]
+route = "ANY /files/{proxy+}"
+integration = { type = "mock", status = 201, body = "{proxy}" }
+"""
+
+
+def scrape(daemon, accept: str | None = None) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.admin_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics", headers={"Accept": accept} if accept else {})
+        response = conn.getresponse()
+        assert response.status == 200
+        return response.read().decode()
+    finally:
+        conn.close()
+
+
+def probe(daemon, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.admin_port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include ``labels``."""
+    found = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        series, _, value = line.rpartition(" ")
+        if all(f'{key}="{wanted}"' in series for key, wanted in labels.items()):
+            found += float(value)
+    return found
+
+
+def series(text: str, name: str) -> list[str]:
+    return [line.rpartition(" ")[0] for line in text.splitlines() if line.startswith(name + "{")]
+
+
+def send(daemon, count: int, path: str = "/hello") -> None:
+    """``count`` requests on fresh connections from 4 threads, so both workers get some."""
+    errors: list[int] = []
+
+    def run(share: int) -> None:
+        for _ in range(share):
+            status = request(daemon.port, "GET", path).status
+            if status >= 300:
+                errors.append(status)
+
+    threads = [threading.Thread(target=run, args=(count // 4 + (1 if n < count % 4 else 0),)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+@pytest.fixture
+def daemon(tmp_path, start_daemon):
+    return start_daemon(CONFIG.replace("{state}", str(tmp_path / "state")), workers=2)
+
+
+def requests_total(daemon) -> float:
+    return total(scrape(daemon), "gwd_requests_total", route="GET /hello")
+
+
+def test_counts_are_exact_across_workers_deaths_and_reloads(daemon):
+    send(daemon, 300)
+    wait_for(lambda: requests_total(daemon) == 300, 5, "300 requests counted")
+    assert total(scrape(daemon), "gwd_request_duration_seconds_count", route="GET /hello") == 300
+
+    # A worker killed outright: its counts up to its last flush stay (the flush interval passed: all of them).
+    victim = daemon.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(daemon.worker_pids()) == 2 and victim not in daemon.worker_pids(), 20, "the worker's restart")
+    assert requests_total(daemon) == 300
+    assert total(scrape(daemon), "gwd_worker_restarts_total", reason="signal") == 1
+
+    send(daemon, 100)
+    wait_for(lambda: requests_total(daemon) == 400, 5, "400 requests counted")
+
+    # A worker stopped with SIGTERM flushes as it exits; it is replaced and nothing doubles.
+    os.kill(daemon.worker_pids()[0], signal.SIGTERM)
+    send(daemon, 50)
+    wait_for(lambda: requests_total(daemon) == 450, 5, "450 requests counted")
+
+    # A reload: the old workers' counts stay, the new ones add.
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "reload complete" in daemon.stderr(), 20, "the reload")
+    send(daemon, 50)
+    wait_for(lambda: requests_total(daemon) == 500, 5, "500 requests counted")
+    text = scrape(daemon)
+    assert total(text, "gwd_config_reloads_total", result="success") == 1
+    assert total(text, "gwd_workers") == 2
+    wait_for(lambda: requests_total(daemon) == 500, 3, "the total to stay exact")
+
+
+def test_a_proxy_route_makes_one_series_per_code_not_per_path(daemon):
+    for n in range(2000):
+        assert request(daemon.port, "GET", f"/files/dir{n}/file{n}.txt").status == 201
+    wait_for(lambda: total(scrape(daemon), "gwd_requests_total", route="ANY /files/{proxy+}") == 2000, 5, "2000 counted")
+    text = scrape(daemon)
+    assert series(text, "gwd_requests_total") == [
+        'gwd_requests_total{code="201",method="GET",route="ANY /files/{proxy+}",stage="$default"}'
+    ]
+    assert "dir7" not in text
+
+
+def test_unmatched_requests_and_odd_methods_have_bounded_labels(daemon):
+    assert request(daemon.port, "GET", "/nowhere/1").status == 404
+    assert request(daemon.port, "BREW", "/hello").status in (400, 404, 405)
+    wait_for(lambda: total(scrape(daemon), "gwd_requests_total", route="$unmatched") >= 1, 5, "the 404 counted")
+    routes = {line.split('route="')[1].split('"')[0] for line in series(scrape(daemon), "gwd_requests_total")}
+    assert routes <= {"GET /hello", "$unmatched"}
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus package) is not installed")
+def test_promtool_accepts_the_exposition(daemon):
+    send(daemon, 20)
+    request(daemon.port, "GET", "/nowhere")
+    wait_for(lambda: requests_total(daemon) == 20, 5, "20 counted")
+    text = scrape(daemon)
+    checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # OpenMetrics when asked (promtool reads only the Prometheus format): prometheus-client's strict parser takes it.
+    families = list(text_string_to_metric_families(scrape(daemon, "application/openmetrics-text; version=1.0.0")))
+    assert {family.name for family in families} >= {"gwd_requests", "gwd_request_duration_seconds", "gwd_workers"}
+
+
+def test_probes_healthz_and_readyz_during_drain(tmp_path, start_daemon):
+    config = CONFIG.replace("{state}", str(tmp_path / "state")).replace(
+        '[[routes]]\nroute = "GET /hello"\nintegration = { type = "mock", body = "hello" }',
+        '[[routes]]\nroute = "GET /hello"\nintegration = { type = "mock", body = "hello", delay = "3s" }',
+    )
+    daemon = start_daemon(config, workers=1)
+    assert probe(daemon, "/healthz") == 200
+    assert probe(daemon, "/readyz") == 200
+    slow = threading.Thread(target=request, args=(daemon.port, "GET", "/hello"))
+    slow.start()
+    wait_for(lambda: total(scrape(daemon), "gwd_inflight_requests") == 1, 5, "the request in flight")
+    daemon.signal(signal.SIGTERM)
+    wait_for(lambda: probe(daemon, "/readyz") == 503, 5, "/readyz to say 503 while draining")
+    assert probe(daemon, "/healthz") == 200
+    slow.join(10)
