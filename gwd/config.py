@@ -106,6 +106,7 @@ class LogConfig:
 class MetricsConfig:
     enabled: bool = True
     per_key: bool = False  # a series per API key: off, since keys are many
+    server_timing: bool = False  # a Server-Timing header on responses
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,6 +591,7 @@ class _ConfigReader:
         metrics = MetricsConfig(
             enabled=metrics_table.get("enabled", bool, True, "true or false"),
             per_key=metrics_table.get("per_key", bool, False, "true or false"),
+            server_timing=metrics_table.get("server_timing", bool, False, "true or false"),
         )
         metrics_table.finish()
         admin = self._admin(root.table("admin"), server)

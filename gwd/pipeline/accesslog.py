@@ -107,6 +107,7 @@ class AccessLog:
             "stage": exchange.stage,
             "apiKeyId": exchange.api_key.id if exchange.api_key is not None else None,
             "principalId": exchange.principal_id,
+            "traceId": exchange.trace()[0],
         }
         if exchange.client_cert is not None:
             fields["clientCert"] = exchange.client_cert.as_log()

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp.web import BaseRequest, StreamResponse
 
 from gwd.keystore import ApiKey
+from gwd.pipeline import tracing
 from gwd.pipeline.clientcert import ClientCert
 from gwd.pipeline.passthrough import PassThroughResponse
 
@@ -34,6 +35,7 @@ class Exchange:
         "claims",
         "principal_id",
         "backend_header_lines",
+        "_trace",
     )
 
     def __init__(self, request: BaseRequest, request_id: str, draining: bool) -> None:
@@ -61,6 +63,18 @@ class Exchange:
         self.principal_id: str | None = None
         # Header lines for the backend's request (from the authorizer), encoded.
         self.backend_header_lines = b""
+        # (trace id, flags): the client's traceparent, or one started on first use (see trace()).
+        self._trace: tuple[str, str] | None = None
+
+    def continue_trace(self, traceparent: str | None) -> None:
+        """Take the client's ``traceparent`` header, when it is a valid one."""
+        self._trace = tracing.incoming(traceparent)
+
+    def trace(self) -> tuple[str, str]:
+        """The request's (trace id, flags), starting a trace if the client sent none."""
+        if self._trace is None:
+            self._trace = (tracing.new_trace_id(self.request_id), tracing.NOT_SAMPLED)
+        return self._trace
 
     def add_header_lines(self, lines: bytes) -> None:
         """Header lines (``Name: value\\r\\n`` each) for whatever response this request gets.

@@ -117,7 +117,13 @@ class Gateway:
         self._metrics = RequestMetrics(resources, config.metrics.per_key) if config.metrics.enabled else None
         self._entries = {
             address: Entry(
-                self, {name: routers[name] for name in config.stages_served_on(address)}, access_log, self._metrics, client_certs, ids
+                self,
+                {name: routers[name] for name in config.stages_served_on(address)},
+                access_log,
+                self._metrics,
+                client_certs,
+                ids,
+                config.metrics.server_timing,
             )
             for address in config.listen_addresses
         }
@@ -163,7 +169,7 @@ class Entry:
     addresses; ``server.listen`` serves the other stages.
     """
 
-    __slots__ = ("_gateway", "_stages", "_exact_paths", "_access_log", "_metrics", "_client_certs", "_ids")
+    __slots__ = ("_gateway", "_stages", "_exact_paths", "_access_log", "_metrics", "_client_certs", "_ids", "_server_timing")
 
     def __init__(
         self,
@@ -173,6 +179,7 @@ class Entry:
         metrics: RequestMetrics | None,
         client_certs: bool,
         ids: tuple[str, Iterator[int]],
+        server_timing: bool,
     ) -> None:
         self._gateway = gateway  # for its draining flag
         self._stages = StageResolver({name: (name, router) for name, router in routers.items()})
@@ -181,6 +188,7 @@ class Entry:
         self._metrics = metrics
         self._client_certs = client_certs  # the listener verifies client certificates
         self._ids = ids  # request ids: a prefix and a counter shared by all entries
+        self._server_timing = server_timing  # responses say how long gwd and the backend took
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """aiohttp's low-level request handler."""
@@ -195,6 +203,9 @@ class Entry:
                 prefix, counter = self._ids
                 request_id = f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
             exchange = Exchange(request, request_id, self._gateway.draining)
+            traceparent = request.headers.get("traceparent")
+            if traceparent is not None:
+                exchange.continue_trace(traceparent)
             if self._client_certs:
                 exchange.client_cert = client_certificate(request)
             try:
@@ -208,6 +219,8 @@ class Entry:
                 log.exception("request %s %s %s failed", request_id, request.method, request.path)
                 response = INTERNAL_ERROR.render()
             if not response.prepared:
+                if self._server_timing:
+                    exchange.add_header_lines(_server_timing(exchange, time.perf_counter() - started_clock))
                 exchange.stamp(response)
             elapsed = time.perf_counter() - started_clock
             access_log = self._access_log
@@ -251,3 +264,10 @@ class Entry:
             exchange.path_params = dict(zip(target.param_names, values))
         return target.handler
 
+
+def _server_timing(exchange: Exchange, seconds: float) -> bytes:
+    """``Server-Timing`` for the response: gwd's whole time and the backend's part, in milliseconds."""
+    line = b"Server-Timing: total;dur=%.3f" % (seconds * 1000)
+    if exchange.integration_latency is not None:
+        line += b", integration;dur=%.3f" % exchange.integration_latency
+    return line + b"\r\n"

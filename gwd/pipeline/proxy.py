@@ -34,6 +34,7 @@ from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.passthrough import PassThroughResponse
 from gwd.pipeline.resources import Resources
 from gwd.pipeline.templates import split_params
+from gwd.pipeline.tracing import traceparent_line
 from gwd.pipeline.types import Handler
 from gwd.pipeline.upstream import (
     UpstreamConnection,
@@ -75,6 +76,7 @@ _REQUEST_REPLACED = _HOP_BY_HOP | {
     b"x-forwarded-host",
     b"x-request-id",
     b"via",
+    b"traceparent",
 }
 _RESPONSE_REPLACED = _HOP_BY_HOP | {b"content-length", b"server"}
 
@@ -263,6 +265,7 @@ def _request_head(
     hop = _VIA.get(request.version) or b"%d.%d gwd" % request.version
     lines.append(b"Via: " + (via + b", " + hop if via else hop) + b"\r\n")
     lines.append(b"X-Request-Id: " + exchange.request_id.encode() + b"\r\n")
+    lines.append(traceparent_line(*exchange.trace()))
     if exchange.backend_header_lines:
         lines.append(exchange.backend_header_lines)
     body_mode = None

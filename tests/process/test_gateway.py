@@ -96,6 +96,7 @@ def test_access_log_lines_have_the_context_fields(start_daemon, tmp_path):
         "stage",
         "apiKeyId",
         "principalId",
+        "traceId",
     }
     assert hit["ip"] == "127.0.0.1"
     assert hit["httpMethod"] == "GET"
