@@ -118,6 +118,11 @@ class SupervisorMetrics:
             "gwd_config_last_reload_success_timestamp_seconds", "When the config now served was loaded (Unix time).", mode="livemax"
         )
         _gauge("gwd_build_info", "The running gwd's version.", ("version",), mode="livemax").labels(version).set(1)
+        # Every known label value from 0, so that a first restart or reload is an increase, not a new series.
+        for reason in ("signal", "exit", "boot_error"):
+            self.worker_restarts.labels(reason)
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)
 
 
 class SupervisorEvents:

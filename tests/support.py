@@ -385,3 +385,42 @@ def concurrent_gets(port: int, path: str, count: int) -> list[str]:
             return await asyncio.gather(*(one() for _ in range(count)))
 
     return asyncio.run(run())
+
+
+def scrape(daemon: Daemon, accept: str | None = None) -> str:
+    """The daemon's /metrics text."""
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.admin_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics", headers={"Accept": accept} if accept else {})
+        response = conn.getresponse()
+        assert response.status == 200
+        return response.read().decode()
+    finally:
+        conn.close()
+
+
+def probe(daemon: Daemon, path: str) -> int:
+    """The status of a GET on the admin listener."""
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.admin_port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include ``labels``."""
+    found = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        series, _, value = line.rpartition(" ")
+        if all(f'{key}="{wanted}"' in series for key, wanted in labels.items()):
+            found += float(value)
+    return found
+
+
+def series(text: str, name: str) -> list[str]:
+    """The labelled series of a metric in an exposition."""
+    return [line.rpartition(" ")[0] for line in text.splitlines() if line.startswith(name + "{")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 import shutil
 import signal
@@ -11,7 +10,7 @@ import threading
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-from support import request, wait_for
+from support import probe, request, scrape, series, total, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -30,42 +29,6 @@ integration = { type = "mock", body = "hello" }
 route = "ANY /files/{proxy+}"
 integration = { type = "mock", status = 201, body = "{proxy}" }
 """
-
-
-def scrape(daemon, accept: str | None = None) -> str:
-    conn = http.client.HTTPConnection("127.0.0.1", daemon.admin_port, timeout=10)
-    try:
-        conn.request("GET", "/metrics", headers={"Accept": accept} if accept else {})
-        response = conn.getresponse()
-        assert response.status == 200
-        return response.read().decode()
-    finally:
-        conn.close()
-
-
-def probe(daemon, path: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", daemon.admin_port, timeout=10)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
-def total(text: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include ``labels``."""
-    found = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        series, _, value = line.rpartition(" ")
-        if all(f'{key}="{wanted}"' in series for key, wanted in labels.items()):
-            found += float(value)
-    return found
-
-
-def series(text: str, name: str) -> list[str]:
-    return [line.rpartition(" ")[0] for line in text.splitlines() if line.startswith(name + "{")]
 
 
 def send(daemon, count: int, path: str = "/hello") -> None:

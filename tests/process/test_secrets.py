@@ -1,4 +1,4 @@
-"""No secret in any log: API keys, bearer tokens (good and bad), cookies, Authorization values, private keys."""
+"""No secret in any log or the metrics scrape: API keys, bearer tokens (good and bad), cookies, Authorization values."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from backend import Backend
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwks_server import JsonServer, JwksServer
-from support import ROOT, request, wait_for
+from support import ROOT, request, scrape, total, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -47,6 +47,9 @@ state_dir = "{tmp_path / 'state'}"
 [log]
 access = "{access_log}"
 level = "debug"
+
+[metrics]
+per_key = true
 
 [[authorizers]]
 name = "users"
@@ -104,9 +107,16 @@ integration = {{ type = "http", uri = "http://127.0.0.1:9/broken" }}
         assert answer.startswith(b"HTTP/1.") and API_KEY.encode() not in answer and COOKIE.encode() not in answer
         wait_for(lambda: access_log.exists() and len(access_log.read_text().splitlines()) >= 8, 10, "the access log")
         wait_for(lambda: "authorizer partners failed" in daemon.stderr(), 10, "the authorizer failure in the log")
+        wait_for(lambda: total(scrape(daemon), "gwd_api_key_requests_total") >= 1, 5, "per-key counts in /metrics")
+        metrics = scrape(daemon)
         daemon.stop()
 
-    logs = {"stderr": daemon.stderr(), "stdout": daemon.stdout_path.read_text(), "access log": access_log.read_text()}
+    logs = {
+        "stderr": daemon.stderr(),
+        "stdout": daemon.stdout_path.read_text(),
+        "access log": access_log.read_text(),
+        "metrics scrape": metrics,
+    }
     secrets = [API_KEY, COOKIE.split("=", 1)[1], BASIC.split()[1], good_token, expired_token, BAD_TOKEN, PARTNER_TOKEN]
     # The parts of a JWT are secrets too (the signature especially), not only the whole.
     secrets += [part for token in (good_token, expired_token) for part in token.split(".")[1:]]
