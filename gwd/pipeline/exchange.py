@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp.web import BaseRequest, StreamResponse
 
 from gwd.keystore import ApiKey
 from gwd.pipeline import tracing
 from gwd.pipeline.clientcert import ClientCert
+
+if TYPE_CHECKING:
+    from gwd.pipeline.metrics import RouteCounts
 from gwd.pipeline.passthrough import PassThroughResponse
 
 
@@ -36,6 +39,7 @@ class Exchange:
         "principal_id",
         "backend_header_lines",
         "_trace",
+        "route_counts",
     )
 
     def __init__(self, request: BaseRequest, request_id: str, draining: bool) -> None:
@@ -63,6 +67,8 @@ class Exchange:
         self.principal_id: str | None = None
         # Header lines for the backend's request (from the authorizer), encoded.
         self.backend_header_lines = b""
+        # The matched route's metrics counts; None when unmatched or metrics are off.
+        self.route_counts: RouteCounts | None = None
         # (trace id, flags): the client's traceparent, or one started on first use (see trace()).
         self._trace: tuple[str, str] | None = None
 

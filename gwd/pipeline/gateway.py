@@ -28,7 +28,7 @@ from gwd.pipeline.connection import too_many_header_bytes
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
 from gwd.pipeline.jwtauth import JwtVerifier
 from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
-from gwd.pipeline.metrics import RequestMetrics
+from gwd.pipeline.metrics import RequestMetrics, RouteCounts
 from gwd.pipeline.requestauth import RequestAuthorizerClient
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.routing import ExactPaths, Router, StageResolver, UnsafePath, split_path
@@ -49,6 +49,7 @@ class RouteTarget(NamedTuple):
     route_key: str
     param_names: tuple[str, ...]
     handler: Handler
+    counts: RouteCounts | None  # its metrics; None when metrics are off
 
 
 class Gateway:
@@ -102,10 +103,20 @@ class Gateway:
             max_body=config.server.max_body,
             body_timeout=config.server.body_timeout,
         )
+        self._metrics = RequestMetrics(resources, config.metrics.per_key) if config.metrics.enabled else None
+        metrics = self._metrics
         routers: dict[str, Router[RouteTarget]] = {}
         for stage in config.stages:
             targets = [
-                (route.key, RouteTarget(str(route.key), route.key.param_names, build_route_handler(route, stage, resources)))
+                (
+                    route.key,
+                    RouteTarget(
+                        str(route.key),
+                        route.key.param_names,
+                        build_route_handler(route, stage, resources),
+                        metrics.counts_for(stage.name, str(route.key)) if metrics is not None else None,
+                    ),
+                )
                 for route in config.routes
             ]
             routers[stage.name] = Router(targets)
@@ -114,7 +125,6 @@ class Gateway:
         # Request ids look like UUIDs: a random prefix per gateway (so per worker and
         # per reload) and a counter, which costs far less than uuid4()'s syscall.
         ids = (str(uuid.uuid4())[:24], itertools.count())
-        self._metrics = RequestMetrics(resources, config.metrics.per_key) if config.metrics.enabled else None
         self._entries = {
             address: Entry(
                 self,
@@ -245,6 +255,7 @@ class Entry:
         if exact is not None:
             exchange.stage, target = exact
             exchange.route_key = target.route_key
+            exchange.route_counts = target.counts
             return target.handler
         try:
             segments = split_path(raw_path)
@@ -260,6 +271,7 @@ class Entry:
             return None
         target, values = matched
         exchange.route_key = target.route_key
+        exchange.route_counts = target.counts
         if values:
             exchange.path_params = dict(zip(target.param_names, values))
         return target.handler

@@ -31,7 +31,8 @@ class RequestMetrics:
         "_metrics",
         "_resources",
         "_per_key",
-        "_routes",
+        "_dirty",
+        "_unmatched",
         "_keys",
         "_throttled_seen",
         "_cache_seen",
@@ -44,7 +45,8 @@ class RequestMetrics:
         self._metrics = WorkerMetrics()
         self._resources = resources
         self._per_key = per_key
-        self._routes: dict[str, dict[str, _RouteCounts]] = {}  # stage -> route key -> counts since the last flush
+        self._dirty: list[RouteCounts] = []  # the routes counted since the last flush
+        self._unmatched: dict[str, RouteCounts] = {}  # by stage
         self._keys: dict[str, int] = {}
         self._throttled_seen: Counter[tuple[str, str, str]] = Counter()
         self._cache_seen: dict[tuple[str, str], tuple[int, int, int]] = {}
@@ -52,33 +54,34 @@ class RequestMetrics:
         self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._flush_periodically)
         self.inflight = 0
 
+    def counts_for(self, stage: str, route: str) -> RouteCounts:
+        """The counts of one route under one stage, made at config load (the gateway keeps them with the route)."""
+        return RouteCounts(stage, route)
+
     def record(self, exchange: Exchange, status: int, seconds: float) -> None:
         """Count one answered request."""
-        route = exchange.route_key
-        stage = exchange.stage
-        if route == "-":
-            route = UNMATCHED
-            if stage == "-":
-                stage = UNMATCHED
-        by_route = self._routes.get(stage)
-        if by_route is None:
-            by_route = self._routes[stage] = {}
-        counts = by_route.get(route)
+        counts = exchange.route_counts
         if counts is None:
-            counts = by_route[route] = _RouteCounts()
+            stage = UNMATCHED if exchange.stage == "-" else exchange.stage
+            counts = self._unmatched.get(stage)
+            if counts is None:
+                counts = self._unmatched[stage] = RouteCounts(stage, UNMATCHED)
+        if not counts.dirty:
+            counts.dirty = True
+            self._dirty.append(counts)
         method = exchange.request.method
         key = (method if method in HTTP_METHODS else "OTHER", status)
         requests = counts.requests
         requests[key] = requests.get(key, 0) + 1
         durations = counts.durations
         durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
-        durations[_SLOTS] += seconds
+        durations[-1] += seconds
         latency = exchange.integration_latency
         if latency is not None:
             latency /= 1000
             integration = counts.integration
             integration[bisect_left(DURATION_BUCKETS, latency)] += 1
-            integration[_SLOTS] += latency
+            integration[-1] += latency
             counts.integrated = True
         error = exchange.integration_error
         if error is not None:
@@ -101,16 +104,17 @@ class RequestMetrics:
     def flush(self) -> None:
         """Add what was counted since the last flush to the shared files."""
         metrics = self._metrics
-        routes, self._routes = self._routes, {}
-        for stage, by_route in routes.items():
-            for route, counts in by_route.items():
-                for (method, status), count in counts.requests.items():
-                    metrics.requests.labels(stage, route, method, str(status)).inc(count)
-                _add_histogram(metrics.request_duration.labels(stage, route), counts.durations)
-                if counts.integrated:
-                    _add_histogram(metrics.integration_duration.labels(stage, route), counts.integration)
-                for kind, count in counts.errors.items():
-                    metrics.integration_errors.labels(stage, route, kind).inc(count)
+        dirty, self._dirty = self._dirty, []
+        for counts in dirty:
+            stage, route = counts.stage, counts.route
+            for (method, status), count in counts.requests.items():
+                metrics.requests.labels(stage, route, method, str(status)).inc(count)
+            _add_histogram(metrics.request_duration.labels(stage, route), counts.durations)
+            if counts.integrated:
+                _add_histogram(metrics.integration_duration.labels(stage, route), counts.integration)
+            for kind, count in counts.errors.items():
+                metrics.integration_errors.labels(stage, route, kind).inc(count)
+            counts.reset()
         keys, self._keys = self._keys, {}
         for key_id, count in keys.items():
             metrics.api_key_requests.labels(key_id).inc(count)
@@ -135,17 +139,28 @@ class RequestMetrics:
             metrics.upstream_connections.labels(backend).set(count)
 
 
-class _RouteCounts:
+class RouteCounts:
     """One (stage, route)'s counts since the last flush."""
 
-    __slots__ = ("requests", "durations", "integration", "integrated", "errors")
+    __slots__ = ("stage", "route", "requests", "durations", "integration", "integrated", "errors", "dirty")
 
-    def __init__(self) -> None:
+    def __init__(self, stage: str, route: str) -> None:
+        self.stage = stage
+        self.route = route
         self.requests: dict[tuple[str, int], int] = {}  # (method, status) -> requests
         self.durations = [0.0] * (_SLOTS + 1)  # requests per bucket, then the sum of seconds
         self.integration = [0.0] * (_SLOTS + 1)
         self.integrated = False  # an integration time was observed
         self.errors: dict[str, int] = {}  # integration error kind -> requests
+        self.dirty = False  # counted since the last flush (then it is in RequestMetrics._dirty)
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.durations = [0.0] * (_SLOTS + 1)
+        self.integration = [0.0] * (_SLOTS + 1)
+        self.integrated = False
+        self.errors.clear()
+        self.dirty = False
 
 
 def _add_histogram(child: object, slots: list[float]) -> None:
