@@ -39,7 +39,6 @@ from gwd.pipeline.types import Handler
 from gwd.pipeline.upstream import (
     UpstreamConnection,
     UpstreamError,
-    UpstreamPools,
     UpstreamResponse,
     connection_options,
 )
