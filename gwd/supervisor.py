@@ -33,6 +33,7 @@ from typing import Callable, Protocol
 from setproctitle import setproctitle
 
 from gwd.config import Address, Config, ConfigError
+from gwd.sdnotify import activated_sockets, notify, watchdog_interval
 from gwd.sockets import bind_listeners
 
 log = logging.getLogger("gwd.supervisor")
@@ -123,7 +124,13 @@ class Supervisor:
         self._events = events
         self._services: list[Service] = []
         self._ready_workers = -1
-        listeners = bind_listeners(config.listen_addresses, config.server.backlog, {})
+        self._reloads = 0
+        self._watchdog_interval = watchdog_interval()
+        self._watchdog_due = 0.0
+        # With socket activation, systemd's socket serves server.listen (it stays open across restarts).
+        activated = activated_sockets()
+        inherited = {config.server.listen: activated[0]} if activated else {}
+        listeners = bind_listeners(config.listen_addresses, config.server.backlog, inherited)
         self._current = Generation(1, config, listeners, time.monotonic())
         self._pending: Generation | None = None
         self._workers: dict[int, WorkerProcess] = {}
@@ -167,6 +174,7 @@ class Supervisor:
                 self._spawn_due_workers(now)
                 self._announce_readiness()
                 self._advance_reload(now)
+                self._ping_watchdog(now)
             self._report_ready_workers()
             self._wait(self._next_deadline(now) - now)
         for service in self._services:
@@ -271,6 +279,21 @@ class Supervisor:
         if ready == generation.config.server.workers:
             generation.announced_ready = True
             log.info("ready: %d worker(s) accepting connections", ready)
+            notify("READY=1", self._status())
+
+    def _status(self) -> str:
+        config = self._current.config
+        return f"STATUS={config.server.workers} workers, config {config.source}, {self._reloads} reloads"
+
+    def _ping_watchdog(self, now: float) -> None:
+        """WATCHDOG=1 while the loop runs and every worker that should be up is."""
+        if self._watchdog_interval is None or now < self._watchdog_due or self._stopping:
+            return
+        self._watchdog_due = now + self._watchdog_interval
+        generation = self._current
+        up = sum(1 for w in self._workers.values() if w.generation is generation and w.ready and w.kill_at is None)
+        if up == generation.config.server.workers:
+            notify("WATCHDOG=1")
 
     def _reap_workers(self) -> None:
         while True:
@@ -360,6 +383,7 @@ class Supervisor:
         now = time.monotonic()
         if not self._stopping:
             log.info("%s: stopping; in-flight requests have %gs to finish", signal.Signals(signum).name, drain_timeout)
+            notify("STOPPING=1")
             self._stopping = True
             for generation in (self._current, self._pending):
                 if generation is not None:
@@ -371,6 +395,7 @@ class Supervisor:
         if self._stopping:
             return
         log.info("SIGHUP: reloading %s", self._current.config.source)
+        notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         try:
             config = self._load_config()
         except ConfigError as exc:
@@ -396,6 +421,10 @@ class Supervisor:
             self._spawn_worker(self._pending, slot)
 
     def _report_reload(self, succeeded: bool) -> None:
+        """A reload ended: the service manager hears it is ready again (on the new or the old config)."""
+        if succeeded:
+            self._reloads += 1
+        notify("READY=1", self._status())
         if self._events is not None:
             self._events.reloaded(succeeded)
 
@@ -436,6 +465,8 @@ class Supervisor:
 
     def _next_deadline(self, now: float) -> float:
         deadlines = [now + 1.0]
+        if self._watchdog_interval is not None:
+            deadlines.append(self._watchdog_due)
         deadlines += [w.kill_at for w in self._workers.values() if w.kill_at is not None]
         if not self._stopping:
             deadlines += self._current.respawn_at.values()
