@@ -374,6 +374,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_RUNTIME
     # Imported here so that `gwd check` stays light.
     from gwd.buckets import BucketTable
+    from gwd.privileges import PrivilegeError
     from gwd.supervisor import Supervisor
     from gwd.worker import run_worker
 
@@ -400,7 +401,21 @@ def _run(args: argparse.Namespace) -> int:
             supervisor.add_service(
                 AdminServer(config.admin.listen, lambda: supervisor.ready, exposition if config.metrics.enabled else None)
             )
-    except OSError as exc:
+        if config.server.user is not None:
+            # The sockets are bound: now become the configured user, before any worker exists.
+            from gwd.privileges import drop_to
+
+            if config.metrics.enabled:
+                from gwd.metrics import preload
+
+                preload()
+            os.makedirs(config.server.state_dir, mode=0o700, exist_ok=True)
+            owned = [config.server.state_dir, os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")]
+            if config.log.access.startswith("/"):
+                open(config.log.access, "a").close()
+                owned.append(config.log.access)
+            drop_to(config.server.user, [path for path in owned if path])
+    except (OSError, PrivilegeError) as exc:
         print(f"gwd: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     try:

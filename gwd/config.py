@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import os
+import pwd
 import re
 import ssl
 import tomllib
@@ -94,6 +95,7 @@ class ServerConfig:
     header_timeout: float = 10.0  # a new connection's first request head must arrive within this
     body_timeout: float = 30.0  # the longest pause in a request body being forwarded
     max_body: int = 10 * 1024**2  # request body bytes; more is 413
+    user: str | None = None  # started as root: the user to become once the sockets are bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -725,9 +727,19 @@ class _ConfigReader:
             header_timeout=table.duration("header_timeout", 10.0, 0.1, 3600.0),
             body_timeout=table.duration("body_timeout", 30.0, 0.1, 3600.0),
             max_body=table.parsed("max_body", 10 * 1024**2, parse_size),
+            user=self._user(table),
         )
         table.finish()
         return config
+
+    def _user(self, table: _Table) -> str | None:
+        user = table.string("user", None)
+        if user is not None:
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                table.problem("user", f"no user named {user!r} on this machine")
+        return user
 
     def _listener_tls(self, server: _Table) -> ListenerTls | None:
         """``[server] tls = { cert, key, client_ca, client_auth }``, checked on disk."""

@@ -45,6 +45,13 @@ def prepare_directory(base: str) -> str:
     return directory
 
 
+def preload() -> None:
+    """Import the parts of prometheus-client used later, now: after a privilege drop the install may be unreadable."""
+    import prometheus_client.exposition  # noqa: F401
+    import prometheus_client.multiprocess  # noqa: F401
+    import prometheus_client.openmetrics.exposition  # noqa: F401
+
+
 def remove_directory() -> None:
     directory = os.environ.get(_ENV)
     if directory:

@@ -1,0 +1,80 @@
+"""Started as root with server.user: the port is bound as root, then every process runs as that user."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from support import ROOT, free_port, process_children, request, wait_for
+
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)"),
+]
+
+
+def privileged_port() -> int:
+    """A free port below 1024, which only root may bind (the machine's ip_unprivileged_port_start is 1024)."""
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+        assert int(f.read()) >= 1024, "unprivileged processes may bind low ports here: the test would prove nothing"
+    for port in range(980, 1000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free port below 1024")
+
+
+def uid_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        line = next(line for line in f if line.startswith("Uid:"))
+    return int(line.split()[2])  # the effective uid
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory the dropped user can reach (pytest's own tmp_path is under a 0700 directory)."""
+    directory = Path(tempfile.mkdtemp(prefix="gwd-user-"))
+    os.chmod(directory, 0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_workers_run_as_the_configured_user_after_binding_as_root(shared_dir):
+    tmp_path = shared_dir
+    nobody = pwd.getpwnam("nobody").pw_uid
+    port = privileged_port()
+    state = tmp_path / "state"
+    config = tmp_path / "gwd.toml"
+    config.write_text(
+        f'[server]\nuser = "nobody"\nstate_dir = "{state}"\n[log]\naccess = "{tmp_path}/access.log"\n'
+        '[[routes]]\nroute = "GET /hello"\nintegration = { type = "mock", body = "hello" }\n'
+    )
+    stderr = tmp_path / "stderr.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gwd", "run", "-c", str(config), "--listen", f"127.0.0.1:{port}", "--workers", "2",
+         "--admin-listen", f"127.0.0.1:{free_port()}"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(stderr, "wb"),
+    )
+    try:
+        wait_for(lambda: "ready:" in stderr.read_text() or proc.poll() is not None, 30, "the daemon")
+        assert proc.poll() is None, stderr.read_text()
+        assert request(port, "GET", "/hello").body == b"hello"  # serving a port nobody could not have bound
+        workers = process_children(proc.pid)
+        assert len(workers) == 2
+        assert {uid_of(pid) for pid in [proc.pid, *workers]} == {nobody}
+        assert os.stat(state).st_uid == nobody
+        wait_for(lambda: (tmp_path / "access.log").stat().st_size > 0, 5, "the access log written by the workers")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0, stderr.read_text()
