@@ -463,6 +463,11 @@ class _Table:
         self._path = path
         self._seen: set[str] = set()
 
+    @property
+    def path(self) -> str:
+        """This table's own key path, such as ``routes[0].integration.tls``."""
+        return self._path
+
     def key_path(self, key: str) -> str:
         return f"{self._path}.{key}" if self._path else key
 
@@ -759,14 +764,7 @@ class _ConfigReader:
             return None
         if cert is None or key is None:
             return None
-        problem = private_key_problem(key)
-        if problem:
-            table.problem("key", problem)
-            return None
-        try:
-            listener_context(cert, key, client_ca, client_auth)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            server.problem("tls", f"cannot use these files: {getattr(exc, 'reason', None) or exc}")
+        if not self._usable_tls(table, "key", key, lambda: listener_context(cert, key, client_ca, client_auth)):
             return None
         expiring = expiry_warning(cert)
         if expiring:
@@ -1080,15 +1078,7 @@ class _ConfigReader:
                 " drop insecure_skip_verify or the client certificate",
             )
             return None
-        if client_key is not None:
-            problem = private_key_problem(client_key)
-            if problem:
-                table.problem("client_key", problem)
-                return None
-        try:
-            backend_context(client_cert, client_key, ca, insecure)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            table.problem(key, f"cannot use these files: {getattr(exc, 'reason', None) or exc}")
+        if not self._usable_tls(table, "client_key", client_key, lambda: backend_context(client_cert, client_key, ca, insecure)):
             return None
         if insecure:
             self.warnings.append(
@@ -1100,6 +1090,20 @@ class _ConfigReader:
             if expiring:
                 self.warnings.append(f"{self.source}: {table.key_path('client_cert')}: {expiring}")
         return BackendTls(client_cert, client_key, ca, server_name, insecure)
+
+    def _usable_tls(self, table: _Table, key_name: str, key_path: str | None, build: Callable[[], object]) -> bool:
+        """Whether the private key (if any) is its owner's alone and ``build`` makes a context of the files; else report why."""
+        if key_path is not None:
+            problem = private_key_problem(key_path)
+            if problem:
+                table.problem(key_name, problem)
+                return False
+        try:
+            build()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self.problem(table.path, f"cannot use these files: {getattr(exc, 'reason', None) or exc}")
+            return False
+        return True
 
     def _file(self, table: _Table, key: str) -> str | None:
         """An existing file's absolute path under ``key`` (relative to the config's directory), or None."""
