@@ -96,6 +96,7 @@ class ServerConfig:
     body_timeout: float = 30.0  # the longest pause in a request body being forwarded
     max_body: int = 10 * 1024**2  # request body bytes; more is 413
     user: str | None = None  # started as root: the user to become once the sockets are bound
+    worker_timeout: float = 30.0  # a worker silent this long (stuck event loop) is killed; 0: never
 
 
 @dataclass(frozen=True, slots=True)
@@ -733,9 +734,17 @@ class _ConfigReader:
             body_timeout=table.duration("body_timeout", 30.0, 0.1, 3600.0),
             max_body=table.parsed("max_body", 10 * 1024**2, parse_size),
             user=self._user(table),
+            worker_timeout=self._worker_timeout(table),
         )
         table.finish()
         return config
+
+    def _worker_timeout(self, table: _Table) -> float:
+        timeout = table.duration("worker_timeout", 30.0, 0.0, 3600.0)
+        if 0 < timeout < 1:
+            table.problem("worker_timeout", f"must be 0 (never) or at least 1s, got {_seconds(timeout)}")
+            return 30.0
+        return timeout
 
     def _user(self, table: _Table) -> str | None:
         user = table.string("user", None)

@@ -11,10 +11,13 @@ Signal handlers only queue the signal; the main loop does the work.
   workers and, once every one of them accepts, drain the old generation.
   If it is invalid, log why and keep serving the old config.
 - SIGUSR1: forwarded to workers, which reopen their access log files.
+- SIGTTIN, SIGTTOU: one worker more, one fewer (until the next reload).
 
 A worker that dies is replaced at once; one that keeps dying young is
 restarted with exponentially growing delays, so a broken deployment does
-not become a fork storm.
+not become a fork storm.  A worker whose event loop is stuck is not dead,
+so each worker also writes a heartbeat byte down its pipe; one silent for
+``worker_timeout`` is killed and replaced.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ BACKOFF_MAX = 30.0
 KILL_MARGIN = 2.0
 """Seconds past a worker's drain timeout before it is killed outright."""
 QUICK_DRAIN_TIMEOUT = 1.0
-RELOAD_READY_TIMEOUT = 60.0
-"""How long a reload's new workers have to start accepting before the reload is abandoned."""
+BOOT_TIMEOUT = 60.0
+"""How long a new worker has to start accepting: longer, a reload is abandoned and a first worker killed."""
 WORKER_BOOT_ERROR = 3
 """Exit code a worker uses when it cannot start (see :mod:`gwd.worker`)."""
 
@@ -93,6 +96,8 @@ class Generation:
     config: Config
     listeners: dict[Address, socket.socket]
     started_at: float
+    workers: int
+    """How many workers to keep: the config's count, changed by SIGTTIN and SIGTTOU."""
     failures: dict[int, int] = field(default_factory=dict)
     respawn_at: dict[int, float] = field(default_factory=dict)
     announced_ready: bool = False
@@ -105,8 +110,11 @@ class WorkerProcess:
     generation: Generation
     started_at: float
     ready_fd: int
+    heard_at: float
+    """When the worker last wrote down its pipe (its readiness byte or a heartbeat)."""
     ready: bool = False
     kill_at: float | None = None
+    stuck: bool = False
 
 
 class Supervisor:
@@ -131,7 +139,7 @@ class Supervisor:
         activated = activated_sockets()
         inherited = {config.server.listen: activated[0]} if activated else {}
         listeners = bind_listeners(config.listen_addresses, config.server.backlog, inherited)
-        self._current = Generation(1, config, listeners, time.monotonic())
+        self._current = Generation(1, config, listeners, time.monotonic(), config.server.workers)
         self._pending: Generation | None = None
         self._workers: dict[int, WorkerProcess] = {}
         self._signals: list[int] = []
@@ -147,7 +155,7 @@ class Supervisor:
         """Every worker of the config being served accepts connections, and no stop is under way."""
         generation = self._current
         ready = sum(1 for w in self._workers.values() if w.generation is generation and w.ready and w.kill_at is None)
-        return not self._stopping and ready == generation.config.server.workers
+        return not self._stopping and ready == generation.workers
 
     def run(self) -> int:
         """The main loop; returns the exit code once every worker is gone."""
@@ -167,6 +175,7 @@ class Supervisor:
             self._reap_workers()
             now = time.monotonic()
             self._kill_overdue_workers(now)
+            self._kill_stuck_workers(now)
             if self._stopping:
                 if not self._workers:
                     break
@@ -201,6 +210,8 @@ class Supervisor:
             signal.SIGHUP,
             signal.SIGUSR1,
             signal.SIGCHLD,
+            signal.SIGTTIN,
+            signal.SIGTTOU,
         ):
             signal.signal(signum, self._queue_signal)
 
@@ -219,6 +230,10 @@ class Supervisor:
             elif signum == signal.SIGUSR1:
                 log.info("SIGUSR1: telling workers to reopen their log files")
                 self._signal_workers(list(self._workers.values()), signal.SIGUSR1)
+            elif signum == signal.SIGTTIN:
+                self._resize(+1)
+            elif signum == signal.SIGTTOU:
+                self._resize(-1)
 
     # Workers
 
@@ -239,7 +254,7 @@ class Supervisor:
             self._become_worker(generation, slot, ready_write, supervisor_pid)
         os.close(ready_write)
         now = time.monotonic()
-        self._workers[pid] = WorkerProcess(pid, slot, generation, now, ready_read)
+        self._workers[pid] = WorkerProcess(pid, slot, generation, now, ready_read, heard_at=now)
         generation.respawn_at.pop(slot, None)
         log.info("started worker %d (pid %d, generation %d)", slot, pid, generation.number)
 
@@ -266,7 +281,7 @@ class Supervisor:
     def _spawn_due_workers(self, now: float) -> None:
         generation = self._current
         running = {w.slot for w in self._workers.values() if w.generation is generation and w.kill_at is None}
-        for slot in range(1, generation.config.server.workers + 1):
+        for slot in range(1, generation.workers + 1):
             if slot not in running and generation.respawn_at.get(slot, 0.0) <= now:
                 self._spawn_worker(generation, slot)
 
@@ -276,14 +291,14 @@ class Supervisor:
         if generation.announced_ready:
             return
         ready = sum(1 for w in self._workers.values() if w.generation is generation and w.ready)
-        if ready == generation.config.server.workers:
+        if ready == generation.workers:
             generation.announced_ready = True
             log.info("ready: %d worker(s) accepting connections", ready)
             notify("READY=1", self._status())
 
     def _status(self) -> str:
-        config = self._current.config
-        return f"STATUS={config.server.workers} workers, config {config.source}, {self._reloads} reloads"
+        generation = self._current
+        return f"STATUS={generation.workers} workers, config {generation.config.source}, {self._reloads} reloads"
 
     def _ping_watchdog(self, now: float) -> None:
         """WATCHDOG=1 while the loop runs and every worker that should be up is."""
@@ -292,7 +307,7 @@ class Supervisor:
         self._watchdog_due = now + self._watchdog_interval
         generation = self._current
         up = sum(1 for w in self._workers.values() if w.generation is generation and w.ready and w.kill_at is None)
-        if up == generation.config.server.workers:
+        if up == generation.workers:
             notify("WATCHDOG=1")
 
     def _reap_workers(self) -> None:
@@ -318,8 +333,13 @@ class Supervisor:
         now = time.monotonic()
         generation = worker.generation
         if self._events is not None:
-            unexpected = worker.kill_at is None and not self._stopping and generation is self._current
-            self._events.worker_exited(worker.pid, _restart_reason(status) if unexpected else None)
+            if worker.stuck:
+                restarted_because: str | None = "timeout"
+            elif worker.kill_at is None and not self._stopping and generation is self._current:
+                restarted_because = _restart_reason(status)
+            else:
+                restarted_because = None
+            self._events.worker_exited(worker.pid, restarted_because)
         if worker.kill_at is not None or self._stopping:
             log.info("worker %d (pid %d) %s", worker.slot, worker.pid, reason)
         elif generation is self._pending:
@@ -366,13 +386,33 @@ class Supervisor:
                 worker.kill_at = float("inf")
                 self._signal_workers([worker], signal.SIGKILL)
 
+    def _kill_stuck_workers(self, now: float) -> None:
+        """SIGKILL a worker silent too long: past ``worker_timeout`` once ready, :data:`BOOT_TIMEOUT` before."""
+        for worker in self._workers.values():
+            if worker.kill_at is not None:
+                continue  # already leaving, on its own deadline
+            timeout = worker.generation.config.server.worker_timeout if worker.ready else BOOT_TIMEOUT
+            if timeout and now - worker.heard_at > timeout:
+                log.error(
+                    "worker %d (pid %d) sent no heartbeat for %.1fs (its event loop is stuck%s); killing it",
+                    worker.slot,
+                    worker.pid,
+                    now - worker.heard_at,
+                    "" if worker.ready else " starting up",
+                )
+                worker.stuck = True
+                worker.kill_at = float("inf")
+                self._signal_workers([worker], signal.SIGKILL)
+
     def _read_ready(self, worker: WorkerProcess) -> None:
+        """Read the worker's pipe: its first byte says it accepts connections, the later ones are heartbeats."""
         try:
-            data = os.read(worker.ready_fd, 64)
+            data = os.read(worker.ready_fd, 4096)
         except BlockingIOError:
             return
         if data:
             worker.ready = True
+            worker.heard_at = time.monotonic()
         else:
             os.close(worker.ready_fd)
             worker.ready_fd = -1
@@ -416,9 +456,34 @@ class Supervisor:
             log.error("reload failed: %s; still serving the previous config", exc)
             self._report_reload(False)
             return
-        self._pending = Generation(self._current.number + 1, config, listeners, now)
+        self._pending = Generation(self._current.number + 1, config, listeners, now, config.server.workers)
         for slot in range(1, config.server.workers + 1):
             self._spawn_worker(self._pending, slot)
+
+    def _resize(self, change: int) -> None:
+        """SIGTTIN/SIGTTOU: keep one worker more or fewer (never none) until the next reload."""
+        if self._stopping:
+            return
+        generation = self._current
+        if generation.workers + change < 1:
+            log.warning("SIGTTOU: already down to one worker; keeping it")
+            return
+        generation.workers += change
+        log.info(
+            "%s: %s to %d worker(s)",
+            "SIGTTIN" if change > 0 else "SIGTTOU",
+            "growing" if change > 0 else "shrinking",
+            generation.workers,
+        )
+        if change < 0:
+            generation.respawn_at = {s: t for s, t in generation.respawn_at.items() if s <= generation.workers}
+            surplus = [
+                w
+                for w in self._workers.values()
+                if w.generation is generation and w.slot > generation.workers and w.kill_at is None
+            ]
+            self._retire(surplus, signal.SIGTERM, generation.config.server.drain_timeout, time.monotonic())
+        notify(self._status())
 
     def _report_reload(self, succeeded: bool) -> None:
         """A reload ended: the service manager hears it is ready again (on the new or the old config)."""
@@ -433,7 +498,7 @@ class Supervisor:
         if pending is None:
             return
         workers = [w for w in self._workers.values() if w.generation is pending]
-        if len(workers) == pending.config.server.workers and all(w.ready for w in workers):
+        if len(workers) == pending.workers and all(w.ready for w in workers):
             old = self._current
             pending.announced_ready = True
             self._current, self._pending = pending, None
@@ -449,8 +514,8 @@ class Supervisor:
                 pending.config.source,
                 len(retiring),
             )
-        elif now - pending.started_at > RELOAD_READY_TIMEOUT:
-            log.error("reload abandoned: new workers not ready after %gs", RELOAD_READY_TIMEOUT)
+        elif now - pending.started_at > BOOT_TIMEOUT:
+            log.error("reload abandoned: new workers not ready after %gs", BOOT_TIMEOUT)
             self._abandon_reload(now)
             self._report_reload(False)
 
@@ -507,7 +572,7 @@ def _drain_pipe(fd: int) -> None:
 
 
 def _restart_reason(status: int) -> str:
-    """A worker's death as a metric label: "signal", "boot_error" or "exit"."""
+    """A worker's death as a metric label: "signal", "boot_error" or "exit" ("timeout" is decided before)."""
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
         return "signal"

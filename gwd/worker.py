@@ -28,6 +28,8 @@ from gwd.tls import listener_context
 log = logging.getLogger("gwd.worker")
 
 PARENT_CHECK_INTERVAL = 0.25
+HEARTBEAT_INTERVAL = 1.0
+"""How often a worker tells the supervisor its loop runs (more often when ``worker_timeout`` is short)."""
 DRAIN_GRACE = 1.0
 """While draining, how long keep-alive connections are still served (with ``Connection: close``)
 before idle ones are closed, and how long a just-accepted connection has to send its request."""
@@ -46,15 +48,18 @@ def run_worker(
 ) -> int:
     """Serve until told to stop; return the process's exit code.
 
-    Writes one byte to ``ready_fd`` once it accepts connections.  ``buckets``
-    is the throttle table the CLI created before the supervisor forked.
+    Writes one byte to ``ready_fd`` once it accepts connections, then one
+    byte a heartbeat while the event loop runs.  ``buckets`` is the throttle
+    table the CLI created before the supervisor forked.
     """
     setproctitle(f"gwd: worker {slot}")
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
-    # Reloading is the supervisor's job; a worker must not die of a HUP sent to the group.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Reloading and resizing are the supervisor's job; a worker must not die
+    # (or stop, SIGTTIN's default) of a signal sent to the whole group.
+    for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(signum, signal.SIG_IGN)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     worker = Worker(config, listeners, supervisor_pid, buckets)
@@ -69,11 +74,26 @@ def run_worker(
         gc.collect()
         gc.freeze()
         os.write(ready_fd, b"R")
-        os.close(ready_fd)
+        if config.server.worker_timeout:
+            os.set_blocking(ready_fd, False)
+            _beat(loop, ready_fd, min(HEARTBEAT_INTERVAL, config.server.worker_timeout / 5))
+        else:
+            os.close(ready_fd)
         loop.run_until_complete(worker.serve_until_drained())
         return 0
     finally:
         loop.close()
+
+
+def _beat(loop: asyncio.AbstractEventLoop, fd: int, interval: float) -> None:
+    """Write a heartbeat byte now and every ``interval``: it comes only from a loop that runs."""
+    try:
+        os.write(fd, b"H")
+    except BlockingIOError:
+        pass  # the supervisor is behind reading; the bytes already queued say the same
+    except BrokenPipeError:
+        return  # the supervisor is gone, and the parent check drains this worker
+    loop.call_later(interval, _beat, loop, fd, interval)
 
 
 class Worker:

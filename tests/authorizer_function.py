@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 
 def decide(event: dict) -> dict:
     token = event["headers"].get("authorization", "")
@@ -10,3 +12,9 @@ def decide(event: dict) -> dict:
 
 def broken(event: dict) -> dict:
     raise RuntimeError("the authorizer has a bug")
+
+
+async def stuck(event: dict) -> dict:
+    """A bug seen in real code: blocking I/O inside a coroutine, which stops the worker's whole event loop."""
+    time.sleep(30)
+    return {"isAuthorized": True}

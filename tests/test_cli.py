@@ -19,6 +19,7 @@ BROKEN_CONFIGS = [
     ('[server]\nworkers = "two"\n', "server.workers", "expected an integer"),
     ('[server]\ndrain_timeout = "30"\n', "server.drain_timeout", "duration"),
     ('[server]\ndrain_timeout = "30 seconds"\n', "server.drain_timeout", "duration"),
+    ('[server]\nworker_timeout = "500ms"\n', "server.worker_timeout", "0 (never) or at least 1s"),
     ("[server]\nlisten_port = 80\n", "server.listen_port", "unknown key"),
     ('[log]\naccess = "stderr"\n', "log.access", '"stdout", "off" or an absolute file path'),
     ('[log]\naccess = "/no/such/dir/access.log"\n', "log.access", "does not exist"),

@@ -10,8 +10,9 @@ import subprocess
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 
-from support import LoadClient, process_alive, request, wait_for
+from support import LoadClient, probe, process_alive, request, scrape, total, wait_for
 
 HELLO = """
 [[routes]]
@@ -129,3 +130,78 @@ def test_workers_leave_when_the_supervisor_is_killed(start_daemon):
     killed_at = time.monotonic()
     wait_for(lambda: not any(process_alive(pid) for pid in workers), 2.0, "orphaned workers to exit")
     assert time.monotonic() - killed_at <= 2.0
+
+
+def test_worker_with_a_stuck_event_loop_is_killed_and_replaced(start_daemon):
+    config = HELLO + """
+[server]
+worker_timeout = "2s"
+
+[[authorizers]]
+name = "stuck"
+type = "request"
+function = "tests.authorizer_function:stuck"
+identity_sources = ["header:Authorization"]
+
+[[routes]]
+route = "GET /blocked"
+authorizer = "stuck"
+integration = { type = "mock", body = '{}' }
+"""
+    daemon = start_daemon(config, workers=2)
+    before = set(daemon.worker_pids())
+    result: dict = {}
+
+    def blocked_request() -> None:
+        try:
+            result["reply"] = request(daemon.port, "GET", "/blocked", headers={"Authorization": "x"}, timeout=20)
+        except OSError as exc:
+            result["error"] = exc
+
+    client = threading.Thread(target=blocked_request)
+    sent_at = time.monotonic()
+    client.start()
+    replaced = wait_for(
+        lambda: (now := set(daemon.worker_pids())) != before and len(now) == 2 and now, 15, "the stuck worker's replacement"
+    )
+    waited = time.monotonic() - sent_at
+    client.join(20)
+    # Exactly one worker was stuck; the idle one kept beating and was left alone for those seconds.
+    assert len(replaced & before) == 1, (before, replaced)
+    # Silent for worker_timeout (2 s) since its last heartbeat, which came at most 0.4 s before the request.
+    assert 1.6 <= waited < 10, waited
+    assert "error" in result, result  # the request on the killed worker was cut, not answered
+    assert "sent no heartbeat" in daemon.stderr()
+    wait_for(lambda: all(daemon.get("/hello").status == 200 for _ in range(4)), 10, "both workers to serve")
+    metrics = wait_for(lambda: (text := scrape(daemon)) and 'reason="timeout"' in text and text, 5, "the restart metric")
+    assert total(metrics, "gwd_worker_restarts_total", reason="timeout") == 1
+
+
+def test_sigttin_and_sigttou_add_and_remove_workers(start_daemon):
+    daemon = start_daemon(HELLO, workers=2)
+
+    def titles() -> list[str]:
+        found = []
+        for pid in daemon.worker_pids():
+            try:
+                found.append(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode())
+            except OSError:
+                pass  # exited while listed
+        return sorted(found)
+
+    daemon.signal(signal.SIGTTIN)
+    wait_for(lambda: titles() == ["gwd: worker 1", "gwd: worker 2", "gwd: worker 3"], 10, "a third worker")
+    wait_for(lambda: total(scrape(daemon), "gwd_workers") == 3, 10, "gwd_workers to say 3")
+    assert probe(daemon, "/readyz") == 200
+    # One signal at a time: the kernel merges a signal sent again before the first is handled.
+    daemon.signal(signal.SIGTTOU)
+    wait_for(lambda: titles() == ["gwd: worker 1", "gwd: worker 2"], 10, "two workers left")
+    daemon.signal(signal.SIGTTOU)
+    wait_for(lambda: titles() == ["gwd: worker 1"], 10, "one worker left")
+    daemon.signal(signal.SIGTTOU)  # never below one
+    wait_for(lambda: "already down to one worker" in daemon.stderr(), 5, "the refusal")
+    assert titles() == ["gwd: worker 1"] and daemon.get("/hello").status == 200
+    assert probe(daemon, "/readyz") == 200
+    # A reload starts the config's count again.
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: titles() == ["gwd: worker 1", "gwd: worker 2"], 15, "the config's two workers after SIGHUP")
