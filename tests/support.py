@@ -424,3 +424,32 @@ def total(text: str, name: str, **labels: str) -> float:
 def series(text: str, name: str) -> list[str]:
     """The labelled series of a metric in an exposition."""
     return [line.rpartition(" ")[0] for line in text.splitlines() if line.startswith(name + "{")]
+
+
+class NotifySocket:
+    """The service manager's end of NOTIFY_SOCKET: records each datagram with when it came."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, str]] = []
+
+    def receive(self) -> list[str]:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except (socket.timeout, BlockingIOError):
+                return [text for _, text in self.messages]
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def wait_for(self, field: str, after: int = 0, timeout: float = 20) -> int:
+        """The index of the first message from ``after`` on holding ``field`` as a line."""
+        def found() -> int | None:
+            texts = self.receive()
+            for index in range(after, len(texts)):
+                if field in texts[index].split("\n"):
+                    return index + 1  # +1: 0 would read as "not yet"
+            return None
+
+        return wait_for(found, timeout, f"{field} on NOTIFY_SOCKET") - 1

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
+import subprocess
 import time
 import uuid
 
 import orjson
-from support import request, wait_for
+from support import ROOT, request, wait_for
 
 CONFIG = """
 [[stages]]
@@ -116,14 +115,26 @@ def test_access_log_lines_have_the_context_fields(start_daemon, tmp_path):
     assert (miss["status"], miss["routeKey"], miss["stage"]) == (404, "-", "$default")
 
 
-def test_sigusr1_reopens_a_rotated_access_log(start_daemon, tmp_path):
+def test_logrotate_with_the_shipped_snippet_and_sigusr1_loses_no_line(start_daemon, tmp_path):
     log_path = tmp_path / "access.log"
     daemon = start_daemon(CONFIG + f'\n[log]\naccess = "{log_path}"\n', workers=2)
     daemon.get("/pets/1", headers={"X-Request-Id": "before-rotation"})
     wait_for(lambda: log_path.exists() and "before-rotation" in log_path.read_text(), 5, "the first line")
     rotated = tmp_path / "access.log.1"
-    os.rename(log_path, rotated)
-    daemon.signal(signal.SIGUSR1)
+    # etc/logrotate/gwd as shipped, for this log file and (with no systemd here) this daemon's supervisor only.
+    snippet = (ROOT / "etc" / "logrotate" / "gwd").read_text()
+    assert "/var/log/gwd/access.log {" in snippet and "'^gwd: supervisor '" in snippet
+    snippet = snippet.replace("/var/log/gwd/access.log", str(log_path))
+    snippet = snippet.replace("'^gwd: supervisor '", f"'^gwd: supervisor {daemon.config_path}$'")
+    (tmp_path / "logrotate.conf").write_text(snippet)
+    rotate = subprocess.run(
+        ["logrotate", "--force", "--state", str(tmp_path / "logrotate.state"), str(tmp_path / "logrotate.conf")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert rotate.returncode == 0, rotate.stderr
+    assert rotated.exists() and "before-rotation" in rotated.read_text()
     # Both workers must have reopened: the new file appears once a worker writes to it,
     # so send enough requests on fresh connections that both workers serve some.
     wait_for(lambda: daemon.stderr().count("reopen") >= 1, 5, "the supervisor to forward SIGUSR1")

@@ -7,10 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
-from support import ROOT, free_port, process_children, request, wait_for
+from support import ROOT, NotifySocket, free_port, process_children, request, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -19,35 +18,6 @@ CONFIG = """
 route = "GET /hello"
 integration = { type = "mock", body = "hello" }
 """
-
-
-class NotifySocket:
-    """The service manager's end of NOTIFY_SOCKET: records each datagram with when it came."""
-
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.sock.settimeout(0.05)
-        self.messages: list[tuple[float, str]] = []
-
-    def receive(self) -> list[str]:
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except (socket.timeout, BlockingIOError):
-                return [text for _, text in self.messages]
-            self.messages.append((time.monotonic(), data.decode()))
-
-    def wait_for(self, field: str, after: int = 0, timeout: float = 20) -> int:
-        """The index of the first message from ``after`` on holding ``field`` as a line."""
-        def found() -> int | None:
-            texts = self.receive()
-            for index in range(after, len(texts)):
-                if field in texts[index].split("\n"):
-                    return index + 1  # +1: 0 would read as "not yet"
-            return None
-
-        return wait_for(found, timeout, f"{field} on NOTIFY_SOCKET") - 1
 
 
 def test_sd_notify_ready_reloading_stopping_and_watchdog(tmp_path, monkeypatch, start_daemon):
