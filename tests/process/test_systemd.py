@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 
 import pytest
-from support import ROOT, NotifySocket, free_port, process_children, request, wait_for
+from support import ROOT, Daemon, NotifySocket, free_port, process_children, request, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -83,3 +84,27 @@ def test_socket_activation_serves_on_the_passed_socket(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         listener.close()
+
+
+def test_log_lines_carry_syslog_priorities_when_stderr_is_the_journal(tmp_path, monkeypatch, start_daemon):
+    # Under systemd stderr is journald's stream and JOURNAL_STREAM names it; here a file stands in for it.
+    daemon = Daemon(tmp_path, CONFIG, workers=1)
+    daemon.stderr_path.touch()
+    stat = os.stat(daemon.stderr_path)
+    monkeypatch.setenv("JOURNAL_STREAM", f"{stat.st_dev}:{stat.st_ino}")
+    daemon.start()
+    try:
+        daemon.config_path.write_text("[server]\nworkers = -1\n")
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in daemon.stderr(), 10, "the failed reload")
+        lines = daemon.stderr().splitlines()
+        assert any(line.startswith("<6>INFO ") and "ready:" in line for line in lines), lines
+        assert any(line.startswith("<3>ERROR ") and "reload failed" in line for line in lines), lines
+        assert all(re.match(r"<\d>", line) for line in lines if line.strip()), lines
+    finally:
+        daemon.stop()
+
+
+def test_log_lines_carry_time_stamps_on_a_terminal_or_file(start_daemon):
+    daemon = start_daemon(CONFIG, workers=1)
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO ", daemon.stderr()), daemon.stderr()
