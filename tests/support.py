@@ -79,6 +79,20 @@ def request(port: int, method: str, path: str, headers: dict[str, str] | None = 
         conn.close()
 
 
+def privileged_port() -> int:
+    """A free port below 1024, which only root may bind (the machine's ip_unprivileged_port_start is 1024)."""
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+        assert int(f.read()) >= 1024, "unprivileged processes may bind low ports here: the test would prove nothing"
+    for port in range(980, 1000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free port below 1024")
+
+
 def process_children(pid: int) -> list[int]:
     """PIDs whose parent is ``pid`` (from /proc)."""
     children = []

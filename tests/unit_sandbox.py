@@ -105,9 +105,8 @@ def enter(unit: Path, prefix: Path, command: list[str]) -> None:
     settings = service_settings(unit)
     user = pwd.getpwnam(last(settings, "User") or "root")
     environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-    for name in ("NOTIFY_SOCKET",):
-        if name in os.environ:
-            environment[name] = os.environ[name]
+    if "NOTIFY_SOCKET" in os.environ:
+        environment["NOTIFY_SOCKET"] = os.environ["NOTIFY_SOCKET"]
     watchdog = last(settings, "WatchdogSec")
     if watchdog:
         environment["WATCHDOG_USEC"] = str(int(float(watchdog.rstrip("s")) * 1_000_000))
@@ -178,8 +177,7 @@ def enter(unit: Path, prefix: Path, command: list[str]) -> None:
     setpriv = ["setpriv", "--reuid", str(user.pw_uid), "--regid", str(user.pw_gid), "--init-groups"]
     bounding = (last(settings, "CapabilityBoundingSet") or "").split()
     ambient = (last(settings, "AmbientCapabilities") or "").split()
-    caps = lambda names: ",".join(["-all", *(f"+{name.lower().removeprefix('cap_')}" for name in names)])  # noqa: E731
-    setpriv += ["--bounding-set", caps(bounding), "--inh-caps", caps(ambient), "--ambient-caps", caps(ambient)]
+    setpriv += ["--bounding-set", only(bounding), "--inh-caps", only(ambient), "--ambient-caps", only(ambient)]
     if enabled(settings, "NoNewPrivileges"):
         setpriv.append("--no-new-privs")
     stage_two = ["/usr/bin/python3", str(prefix / Path(__file__).name), "filter"]
@@ -189,6 +187,11 @@ def enter(unit: Path, prefix: Path, command: list[str]) -> None:
     if enabled(settings, "MemoryDenyWriteExecute"):
         stage_two.append("--deny-write-execute")
     os.execvpe("setpriv", [*setpriv, "--", *stage_two, "--", *command], environment)
+
+
+def only(capabilities: list[str]) -> str:
+    """setpriv's spelling of "these capabilities and no others": ``-all,+net_bind_service``."""
+    return ",".join(["-all", *(f"+{name.lower().removeprefix('cap_')}" for name in capabilities)])
 
 
 def mount_points() -> list[str]:

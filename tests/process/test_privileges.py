@@ -5,33 +5,18 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from support import ROOT, free_port, process_children, request, wait_for
+from support import ROOT, free_port, privileged_port, process_children, request, wait_for
 
 pytestmark = [
     pytest.mark.process,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)"),
 ]
-
-
-def privileged_port() -> int:
-    """A free port below 1024, which only root may bind (the machine's ip_unprivileged_port_start is 1024)."""
-    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
-        assert int(f.read()) >= 1024, "unprivileged processes may bind low ports here: the test would prove nothing"
-    for port in range(980, 1000):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip("no free port below 1024")
 
 
 def uid_of(pid: int) -> int:

@@ -14,7 +14,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -24,7 +23,8 @@ from pathlib import Path
 
 import pytest
 from backend import Backend
-from support import ROOT, NotifySocket, free_port, wait_for
+from support import ROOT, NotifySocket, free_port, privileged_port, process_children, wait_for
+from unit_sandbox import last, service_settings
 
 pytestmark = [
     pytest.mark.process,
@@ -92,22 +92,6 @@ def proc_status(pid: int) -> dict[str, str]:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
-def children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
-
-
-def privileged_port() -> int:
-    for port in range(960, 980):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip("no free port below 1024")
-
-
 @pytest.mark.skipif(not mount_namespaces_allowed(), reason="this kernel or container refuses mount namespaces")
 def test_gwd_runs_inside_the_units_sandbox(prefix):
     """Every process as the unit's user, with only CAP_NET_BIND_SERVICE, under the seccomp filter and read-only /."""
@@ -155,7 +139,7 @@ integration = {{ type = "http", uri = "{backend.url}/{{proxy}}" }}
         unit.parent.mkdir(exist_ok=True)
         text = (prefix / "gwd.service").read_text()
         unit.write_text(text.replace("User=gwd", f"User={SERVICE_USER}").replace("Group=gwd", f"Group={group_of(SERVICE_USER)}"))
-        settings = service_lines(unit)
+        settings = service_settings(unit)
         sandboxed = [
             str(ROOT / "tests" / "unit_sandbox.py"),
             "enter",
@@ -166,7 +150,7 @@ integration = {{ type = "http", uri = "{backend.url}/{{proxy}}" }}
         environment = {**os.environ, "NOTIFY_SOCKET": "@" + notify_name}
         # ExecStartPre, in the same sandbox.
         check = subprocess.run(
-            ["/usr/bin/python3", *sandboxed, *settings["ExecStartPre"][0].split()],
+            ["/usr/bin/python3", *sandboxed, *last(settings, "ExecStartPre").split()],
             capture_output=True,
             text=True,
             env=environment,
@@ -179,7 +163,7 @@ integration = {{ type = "http", uri = "{backend.url}/{{proxy}}" }}
         assert refused.returncode == -signal.SIGSYS and b"mapped" not in refused.stdout, refused
         stderr_path = prefix / "stderr.log"
         daemon = subprocess.Popen(
-            ["/usr/bin/python3", *sandboxed, *settings["ExecStart"][0].split()],
+            ["/usr/bin/python3", *sandboxed, *last(settings, "ExecStart").split()],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(stderr_path, "wb"),
@@ -188,7 +172,7 @@ integration = {{ type = "http", uri = "{backend.url}/{{proxy}}" }}
         try:
             ready = notify.wait_for("READY=1", timeout=60)
             supervisor = daemon.pid  # every stage exec'd: the unit's main process keeps this pid
-            workers = children(supervisor)
+            workers = process_children(supervisor)
             assert len(workers) == 2, stderr_path.read_text()
             for pid in (supervisor, *workers):
                 status = proc_status(pid)
@@ -228,18 +212,6 @@ integration = {{ type = "http", uri = "{backend.url}/{{proxy}}" }}
             if daemon.poll() is None:
                 daemon.kill()
                 daemon.wait(10)
-
-
-def service_lines(unit: Path) -> dict[str, list[str]]:
-    settings: dict[str, list[str]] = {}
-    section = None
-    for line in unit.read_text().splitlines():
-        if line.startswith("["):
-            section = line.strip()
-        elif section == "[Service]" and "=" in line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            settings.setdefault(key, []).append(value)
-    return settings
 
 
 def fetch(url: str) -> str:
