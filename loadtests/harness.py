@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
+STATE = '[server]\nstate_dir = "{tmp}/state"\n'
+"""Config text keeping a gwd's key database in its scratch directory ({tmp} is filled in by running_gwd)."""
 
 
 def load_test_parser(description: str, seconds: int, rounds: int) -> argparse.ArgumentParser:

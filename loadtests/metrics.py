@@ -18,6 +18,7 @@ import sys
 from contextlib import ExitStack
 
 from harness import (
+    STATE,
     backend_server,
     free_port,
     gwd_proxy_config,
@@ -30,7 +31,6 @@ from harness import (
     running_nginx,
 )
 
-STATE = '[server]\nstate_dir = "{tmp}/state"\n'
 OFF = "[metrics]\nenabled = false\n"
 
 

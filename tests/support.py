@@ -111,6 +111,12 @@ def process_children(pid: int) -> list[int]:
     return children
 
 
+def proc_status(pid: int) -> dict[str, str]:
+    """``/proc/PID/status`` as a dict: ``Uid``, ``CapEff``, ``NoNewPrivs``, ``Seccomp``..."""
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
 def process_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -403,7 +409,12 @@ def concurrent_gets(port: int, path: str, count: int) -> list[str]:
 
 def scrape(daemon: Daemon, accept: str | None = None) -> str:
     """The daemon's /metrics text."""
-    conn = http.client.HTTPConnection("127.0.0.1", daemon.admin_port, timeout=10)
+    return scrape_port(daemon.admin_port, accept)
+
+
+def scrape_port(admin_port: int, accept: str | None = None) -> str:
+    """The /metrics text of the admin listener on ``admin_port``."""
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=10)
     try:
         conn.request("GET", "/metrics", headers={"Accept": accept} if accept else {})
         response = conn.getresponse()

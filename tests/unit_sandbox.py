@@ -71,7 +71,8 @@ def last(settings: list[tuple[str, str]], key: str, default: str | None = None) 
 
 
 def enabled(settings: list[tuple[str, str]], key: str) -> bool:
-    return (last(settings, key, "no") or "no").lower() in ("yes", "true", "1", "strict", "invisible", "pid")
+    """A boolean setting (systemd's spellings of true)."""
+    return (last(settings, key) or "no").lower() in ("yes", "true", "on", "1")
 
 
 def allowed_syscalls(settings: list[tuple[str, str]]) -> list[str]:
@@ -156,7 +157,7 @@ def enter(unit: Path, prefix: Path, command: list[str]) -> None:
             os.symlink(target, f"/dev/{name}")
         os.mkdir("/dev/shm")
         mount("-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", "/dev/shm")
-    if enabled(settings, "ProtectProc") or enabled(settings, "ProcSubset"):
+    if last(settings, "ProtectProc") or last(settings, "ProcSubset"):
         options = ["hidepid=invisible" if last(settings, "ProtectProc") == "invisible" else "hidepid=off"]
         if last(settings, "ProcSubset") == "pid":
             options.append("subset=pid")

@@ -11,18 +11,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support import ROOT, free_port, privileged_port, process_children, request, wait_for
+from support import ROOT, free_port, privileged_port, proc_status, process_children, request, wait_for
 
 pytestmark = [
     pytest.mark.process,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)"),
 ]
-
-
-def uid_of(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        line = next(line for line in f if line.startswith("Uid:"))
-    return int(line.split()[2])  # the effective uid
 
 
 @pytest.fixture
@@ -56,7 +50,7 @@ def test_workers_run_as_the_configured_user_after_binding_as_root(shared_dir):
         assert request(port, "GET", "/hello").body == b"hello"  # serving a port nobody could not have bound
         workers = process_children(proc.pid)
         assert len(workers) == 2
-        assert {uid_of(pid) for pid in [proc.pid, *workers]} == {nobody}
+        assert {int(proc_status(pid)['Uid'].split()[1]) for pid in [proc.pid, *workers]} == {nobody}
         assert os.stat(state).st_uid == nobody
         wait_for(lambda: (tmp_path / "access.log").stat().st_size > 0, 5, "the access log written by the workers")
     finally:

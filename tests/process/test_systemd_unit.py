@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from backend import Backend
-from support import ROOT, NotifySocket, free_port, privileged_port, process_children, wait_for
+from support import ROOT, NotifySocket, free_port, privileged_port, proc_status, process_children, scrape_port, wait_for
 from unit_sandbox import last, service_settings
 
 pytestmark = [
@@ -85,11 +85,6 @@ def test_security_exposure_is_at_most_2_and_the_readme_says_it():
     score = float(found.group(1))
     assert score <= 2.0, result.stdout
     assert f"`systemd-analyze security --offline=true systemd/gwd.service`: **{score}**" in (ROOT / "README.md").read_text()
-
-
-def proc_status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
 @pytest.mark.skipif(not mount_namespaces_allowed(), reason="this kernel or container refuses mount namespaces")
@@ -191,7 +186,7 @@ integration = {{ type = "http", uri = "{backend.url}/{{proxy}}" }}
                 assert reply.status == 200
             assert backend.received and backend.received[-1].raw_path == "/pets"
             metrics = wait_for(
-                lambda: (text := fetch(f"http://127.0.0.1:{admin_port}/metrics")) and "gwd_requests_total{" in text and text,
+                lambda: (text := scrape_port(admin_port)) and "gwd_requests_total{" in text and text,
                 10,
                 "the requests in /metrics",
             )
@@ -212,11 +207,3 @@ integration = {{ type = "http", uri = "{backend.url}/{{proxy}}" }}
             if daemon.poll() is None:
                 daemon.kill()
                 daemon.wait(10)
-
-
-def fetch(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return reply.read().decode()
-    except OSError:
-        return ""
