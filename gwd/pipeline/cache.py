@@ -133,10 +133,15 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
                 # One process of all the daemons fetches; the others wait for its entry.
                 try:
                     locked = await store.lock(key, LOCK_LEASE)
-                    if not locked:
+                    if locked:
+                        # Another process may have stored it and unlocked since this one looked.
+                        entry = await store.get(key, time.monotonic())
+                    else:
                         entry = await store.wait_for(key, LOCK_LEASE)
-                        if entry is not None:
-                            return hit(exchange, entry, time.monotonic())
+                    if entry is not None:
+                        if locked:
+                            await store.unlock(key)
+                        return hit(exchange, entry, time.monotonic())
                 except CacheUnavailable:
                     pass
             counts.miss += 1

@@ -171,10 +171,13 @@ class RedisStore:
         deadline = time.monotonic() + lease
         while time.monotonic() < deadline:
             await asyncio.sleep(self.POLL_INTERVAL)
+            # The lock first: the fetcher stores before it unlocks, so once the lock
+            # is seen gone, the entry (if it was storable) is there to be read.
+            locked = await self._call(self._cache.exists, key + "-lock")
             entry = await self.get(key, time.monotonic())
             if entry is not None:
                 return entry
-            if not await self._call(self._cache.exists, key + "-lock"):
+            if not locked:
                 return None
         return None
 
