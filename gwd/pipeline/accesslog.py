@@ -1,9 +1,9 @@
 """JSON access log: one line per request, AWS ``$context`` field names.
 
 Lines are buffered and written in batches (at most ``FLUSH_INTERVAL`` late,
-or at once when ``FLUSH_BYTES`` are waiting), so a request costs a list
-append, not a system call.  A worker killed with SIGKILL loses at most its
-last interval of lines; every graceful exit flushes.  Batches written to a
+or at once when ``FLUSH_BYTES`` are waiting), so a request costs an append
+to one buffer, not a system call.  A worker killed with SIGKILL loses at
+most its last interval of lines; every graceful exit flushes.  Batches written to a
 pipe or socket (stdout under journald) are cut at line boundaries into
 writes of at most ``PIPE_BUF`` bytes, which the kernel keeps whole, so lines
 from different workers never interleave.  Files are opened ``O_APPEND``,
@@ -20,7 +20,8 @@ import stat
 import time
 
 import orjson
-from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp import hdrs
+from aiohttp.http import HttpVersion11
 
 from gwd.pipeline.exchange import Exchange
 
@@ -29,7 +30,6 @@ FLUSH_BYTES = 64 * 1024
 
 log = logging.getLogger("gwd.accesslog")
 
-_PROTOCOLS = {HttpVersion11: "HTTP/1.1", HttpVersion10: "HTTP/1.0"}
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -41,23 +41,25 @@ class AccessLog:
         "_fd",
         "_chunk_limit",
         "_pending",
-        "_pending_bytes",
         "_flush_handle",
         "_clf_second",
         "_clf_text",
         "_failing",
+        "_fields",
     )
 
     def __init__(self, target: str) -> None:
         self._target = target
         self._fd = -1
         self._chunk_limit = 0
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        # Lines waiting for the next write, appended in place: no object per line to keep until then.
+        self._pending = bytearray()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._clf_second = -1
         self._clf_text = ""
         self._failing = False
+        # One line's fields, refilled for every line: making a dict of them per request costs more.
+        self._fields: dict[str, object] = {}
         self._open()
 
     def _open(self) -> None:
@@ -88,33 +90,36 @@ class AccessLog:
         if second != self._clf_second:
             self._clf_second = second
             self._clf_text = format_clf_time(second)
-        fields = {
-            "requestId": exchange.request_id,
-            "ip": request.remote,
-            "requestTime": self._clf_text,
-            "requestTimeEpoch": int(started * 1000),
-            "httpMethod": request.method,
-            "routeKey": exchange.route_key,
-            "path": request.path,
-            "status": status,
-            "protocol": _PROTOCOLS.get(request.version) or "HTTP/%d.%d" % request.version,
-            "responseLength": response_length,
-            # Milliseconds with microsecond resolution; cheaper than round(x, 3).
-            "responseLatency": int((finished - started) * 1_000_000) / 1000,
-            "integrationLatency": exchange.integration_latency,
-            "integrationError": exchange.integration_error,
-            "userAgent": request.headers.get("User-Agent"),
-            "stage": exchange.stage,
-            "apiKeyId": exchange.api_key.id if exchange.api_key is not None else None,
-            "principalId": exchange.principal_id,
-            "traceId": exchange.trace()[0],
-        }
+        fields = self._fields
+        fields["requestId"] = exchange.request_id
+        fields["ip"] = request.remote
+        fields["requestTime"] = self._clf_text
+        fields["requestTimeEpoch"] = int(started * 1000)
+        fields["httpMethod"] = request.method
+        fields["routeKey"] = exchange.route_key
+        raw_path = request.rel_url.raw_path
+        # Decoded as aiohttp decodes it; a path without escapes is that already (and decoding is not free).
+        fields["path"] = raw_path if "%" not in raw_path else request.path
+        fields["status"] = status
+        version = request.version
+        fields["protocol"] = "HTTP/1.1" if version is HttpVersion11 else "HTTP/%d.%d" % version
+        fields["responseLength"] = response_length
+        # Milliseconds with microsecond resolution; cheaper than round(x, 3).
+        fields["responseLatency"] = int((finished - started) * 1_000_000) / 1000
+        fields["integrationLatency"] = exchange.integration_latency
+        fields["integrationError"] = exchange.integration_error
+        fields["userAgent"] = request.headers.get(hdrs.USER_AGENT)
+        fields["stage"] = exchange.stage
+        fields["apiKeyId"] = exchange.api_key.id if exchange.api_key is not None else None
+        fields["principalId"] = exchange.principal_id
+        fields["traceId"] = exchange.trace()[0]
         if exchange.client_cert is not None:
             fields["clientCert"] = exchange.client_cert.as_log()
-        line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
-        self._pending.append(line)
-        self._pending_bytes += len(line)
-        if self._pending_bytes >= FLUSH_BYTES:
+        elif "clientCert" in fields:
+            del fields["clientCert"]
+        pending = self._pending
+        pending += orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+        if len(pending) >= FLUSH_BYTES:
             self.flush()
         elif self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
@@ -125,7 +130,7 @@ class AccessLog:
             self._flush_handle = None
         if not self._pending:
             return
-        lines, self._pending, self._pending_bytes = self._pending, [], 0
+        lines, self._pending = self._pending, bytearray()
         try:
             for chunk in self._chunks(lines):
                 _write_all(self._fd, chunk)
@@ -137,20 +142,22 @@ class AccessLog:
         else:
             self._failing = False
 
-    def _chunks(self, lines: list[bytes]) -> list[bytes]:
-        if not self._chunk_limit:
-            return [b"".join(lines)]
-        chunks: list[bytes] = []
-        chunk: list[bytes] = []
-        size = 0
-        for line in lines:
-            if size and size + len(line) > self._chunk_limit:
-                chunks.append(b"".join(chunk))
-                chunk, size = [], 0
-            chunk.append(line)
-            size += len(line)
-        chunks.append(b"".join(chunk))
+    def _chunks(self, lines: bytearray) -> list[memoryview]:
+        """``lines`` as one write, or (to a pipe) as writes of whole lines of at most PIPE_BUF bytes each."""
+        view = memoryview(lines)
+        limit = self._chunk_limit
+        if not limit:
+            return [view]
+        chunks: list[memoryview] = []
+        start = 0
+        while start < len(lines):
+            end = lines.rfind(b"\n", start, start + limit) + 1
+            if end <= start:  # a line longer than PIPE_BUF goes alone
+                end = lines.index(b"\n", start) + 1
+            chunks.append(view[start:end])
+            start = end
         return chunks
+
 
 def format_clf_time(epoch_second: int) -> str:
     """``25/Nov/2026:07:50:29 +0000``, the Common Log Format time AWS logs as ``requestTime``."""
@@ -159,8 +166,7 @@ def format_clf_time(epoch_second: int) -> str:
     return f"{t.tm_mday:02d}/{month}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+def _write_all(fd: int, view: memoryview) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]

@@ -14,6 +14,7 @@ import sqlite3
 from typing import Callable
 
 from aiohttp import web
+from multidict import istr
 
 from gwd.config import Quota, RouteConfig, StageConfig
 from gwd.keystore import ApiKey, CacheFlush, KeyStore, hash_value
@@ -25,6 +26,7 @@ from gwd.pipeline.types import Handler
 log = logging.getLogger("gwd.apikeys")
 
 POLL_INTERVAL = 0.25
+API_KEY_HEADER = istr("x-api-key")
 
 
 class KeyCache:
@@ -84,7 +86,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     assert keys is not None, "the gateway opens the key cache when a route needs keys"
 
     async def require_key(exchange: Exchange) -> web.StreamResponse:
-        value = exchange.request.headers.get("x-api-key")
+        value = exchange.request.headers.get(API_KEY_HEADER)
         key = keys.lookup(value) if value else None
         if key is None:
             raise GatewayError(403, "Forbidden")

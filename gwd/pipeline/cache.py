@@ -36,10 +36,11 @@ import hashlib
 import re
 import time
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDictProxy
 
 from gwd.config import CachePolicy, RouteConfig, StageConfig
+from gwd.pipeline.apikeys import API_KEY_HEADER
 from gwd.pipeline.cachestore import CachedResponse, CacheUnavailable, RedisStore
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.passthrough import PassThroughResponse, date_line
@@ -82,7 +83,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             return True
         if policy.invalidation == "ignore" or keys is None:
             return False
-        value = headers.get("x-api-key")
+        value = headers.get(API_KEY_HEADER)
         key = keys.lookup(value) if value else None
         return key is not None and "cache-invalidate" in key.permissions
 
@@ -97,7 +98,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         if request.method not in _CACHEABLE_METHODS:
             return await bypass(exchange)
         headers = request.headers
-        cache_control = headers.get("Cache-Control")
+        cache_control = headers.get(hdrs.CACHE_CONTROL)
         refresh = cache_control is not None and _REFRESH.search(cache_control) is not None and may_refresh(headers)
         # A key that may refresh the entry only authorises that: it does not make the request its own.
         key = cache_key(request, policy, prefix, key_authorises_refresh=refresh)
@@ -179,13 +180,13 @@ def cache_key(
     """
     headers = request.headers
     identity = ""
-    authorization = headers.get("Authorization")
-    api_key = None if key_authorises_refresh else headers.get("x-api-key")
+    authorization = headers.get(hdrs.AUTHORIZATION)
+    api_key = None if key_authorises_refresh else headers.get(API_KEY_HEADER)
     if authorization is not None or api_key is not None:
         if not policy.per_identity:
             return None
         identity = hashlib.sha256(repr((authorization, api_key)).encode()).hexdigest()
-    key = f"{prefix}{request.rel_url.raw_path}\0{headers.get('Accept-Encoding', '')}\0{identity}"
+    key = f"{prefix}{request.rel_url.raw_path}\0{headers.get(hdrs.ACCEPT_ENCODING, '')}\0{identity}"
     if policy.query:
         query = request.rel_url.query
         for name in policy.query:

@@ -39,12 +39,15 @@ class Exchange:
         "principal_id",
         "backend_header_lines",
         "_trace",
+        "_own_request_id",
         "route_counts",
     )
 
-    def __init__(self, request: BaseRequest, request_id: str, draining: bool) -> None:
+    def __init__(self, request: BaseRequest, request_id: str, draining: bool, *, own_request_id: bool = False) -> None:
+        """``own_request_id``: gwd made ``request_id`` (32 hex digits and dashes), the client sent none."""
         self.request = request
         self.request_id = request_id
+        self._own_request_id = own_request_id
         self.draining = draining
         self.stage = "-"
         self.route_key = "-"
@@ -79,7 +82,10 @@ class Exchange:
     def trace(self) -> tuple[str, str]:
         """The request's (trace id, flags), starting a trace if the client sent none."""
         if self._trace is None:
-            self._trace = (tracing.new_trace_id(self.request_id), tracing.NOT_SAMPLED)
+            if self._own_request_id:
+                self._trace = (self.request_id.replace("-", ""), tracing.NOT_SAMPLED)
+            else:
+                self._trace = (tracing.new_trace_id(self.request_id), tracing.NOT_SAMPLED)
         return self._trace
 
     def add_header_lines(self, lines: bytes) -> None:

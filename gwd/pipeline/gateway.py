@@ -14,6 +14,7 @@ import uuid
 from typing import Iterator, NamedTuple
 
 from aiohttp import web
+from multidict import istr
 
 from gwd.buckets import BucketTable
 from gwd.config import Address, Config, JwtAuthorizer
@@ -38,6 +39,9 @@ from gwd.pipeline.upstream import UpstreamPools
 
 log = logging.getLogger("gwd.pipeline")
 
+# Header names as istr: a look-up then skips case-folding the name.
+X_REQUEST_ID = istr("X-Request-Id")
+TRACEPARENT = istr("traceparent")
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 BAD_PATH = GatewayError(400, "Bad Request")
 HEADERS_TOO_LARGE = GatewayError(431, "Request Header Fields Too Large")
@@ -208,12 +212,14 @@ class Entry:
         if metrics is not None:
             metrics.inflight += 1
         try:
-            request_id = request.headers.get("X-Request-Id")
-            if request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id):
+            request_id = request.headers.get(X_REQUEST_ID)
+            if request_id is not None and _CLIENT_REQUEST_ID.fullmatch(request_id):
+                exchange = Exchange(request, request_id, self._gateway.draining)
+            else:
                 prefix, counter = self._ids
                 request_id = f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
-            exchange = Exchange(request, request_id, self._gateway.draining)
-            traceparent = request.headers.get("traceparent")
+                exchange = Exchange(request, request_id, self._gateway.draining, own_request_id=True)
+            traceparent = request.headers.get(TRACEPARENT)
             if traceparent is not None:
                 exchange.continue_trace(traceparent)
             if self._client_certs:

@@ -24,10 +24,12 @@ _STATUS_LINES = {
     for version in (HttpVersion10, HttpVersion11)
     for status in HTTPStatus
 }
+# Nearly every response is HTTP/1.1: its lines by status alone, without hashing a (version, status) key.
+_HTTP11_STATUS_LINES = {status: line for (version, status), line in _STATUS_LINES.items() if version == HttpVersion11}
 
 
 def _status_line(version: HttpVersion, status: int) -> bytes:
-    line = _STATUS_LINES.get((version, status))
+    line = _HTTP11_STATUS_LINES.get(status) if version is HttpVersion11 else _STATUS_LINES.get((version, status))
     if line is None:
         line = f"HTTP/{version.major}.{version.minor} {status} \r\n".encode()
     return line
@@ -95,7 +97,7 @@ class PassThroughResponse(web.StreamResponse):
         if keep_alive is None:
             keep_alive = self._keep_alive = request.keep_alive
         version = request.version
-        lines = [_status_line(version, self.status), self.backend_lines]
+        lines = [_status_line(version, self._status), self.backend_lines]
         if not self.dated:
             lines.append(_date_line.current())
         lines.append(self.header_lines)

@@ -27,7 +27,7 @@ def test_pipe_writes_are_whole_lines_of_at_most_pipe_buf(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "write", lambda fd, data: writes.append(bytes(data)) or real_write(fd, data))
     lines = [b'{"n": %d, "pad": "%s"}\n' % (i, b"x" * (i % 300)) for i in range(500)]
     lines[250] = b"y" * (select.PIPE_BUF + 10) + b"\n"  # longer than a whole write can be: it goes alone
-    log._pending = list(lines)
+    log._pending = bytearray(b"".join(lines))
     log.close()
     reader.join(10)
     assert bytes(received) == b"".join(lines)
@@ -43,7 +43,7 @@ def test_regular_file_gets_one_write_per_batch(tmp_path, monkeypatch):
     writes: list[bytes] = []
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: writes.append(bytes(data)) or real_write(fd, data))
-    log._pending = [b"x" * 100 + b"\n"] * 100
+    log._pending = bytearray((b"x" * 100 + b"\n") * 100)
     log.close()
     assert len(writes) == 1
     assert (tmp_path / "access.log").read_bytes() == (b"x" * 100 + b"\n") * 100
