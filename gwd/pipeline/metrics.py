@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, defaultdict
 
 from gwd.config import HTTP_METHODS
 from gwd.metrics import DURATION_BUCKETS, FLUSH_INTERVAL, WorkerMetrics
@@ -69,23 +69,18 @@ class RequestMetrics:
         if not counts.dirty:
             counts.dirty = True
             self._dirty.append(counts)
-        method = exchange.request.method
-        key = (method if method in HTTP_METHODS else "OTHER", status)
-        requests = counts.requests
-        requests[key] = requests.get(key, 0) + 1
-        durations = counts.durations
-        durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
-        durations[-1] += seconds
+        # The method as parsed (llhttp knows a fixed set); the flush names the unusual ones OTHER.
+        counts.requests[exchange.request.method, status] += 1
+        counts.durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        counts.duration_sum += seconds
         latency = exchange.integration_latency
         if latency is not None:
             latency /= 1000
-            integration = counts.integration
-            integration[bisect_left(DURATION_BUCKETS, latency)] += 1
-            integration[-1] += latency
-            counts.integrated = True
+            counts.integration[bisect_left(DURATION_BUCKETS, latency)] += 1
+            counts.integration_sum += latency
         error = exchange.integration_error
         if error is not None:
-            counts.errors[error] = counts.errors.get(error, 0) + 1
+            counts.errors[error] += 1
         if self._per_key and exchange.api_key is not None:
             key_id = str(exchange.api_key.id)
             self._keys[key_id] = self._keys.get(key_id, 0) + 1
@@ -108,10 +103,11 @@ class RequestMetrics:
         for counts in dirty:
             stage, route = counts.stage, counts.route
             for (method, status), count in counts.requests.items():
+                method = method if method in HTTP_METHODS else "OTHER"
                 metrics.requests.labels(stage, route, method, str(status)).inc(count)
-            _add_histogram(metrics.request_duration.labels(stage, route), counts.durations)
-            if counts.integrated:
-                _add_histogram(metrics.integration_duration.labels(stage, route), counts.integration)
+            _add_histogram(metrics.request_duration.labels(stage, route), counts.durations, counts.duration_sum)
+            if any(counts.integration):
+                _add_histogram(metrics.integration_duration.labels(stage, route), counts.integration, counts.integration_sum)
             for kind, count in counts.errors.items():
                 metrics.integration_errors.labels(stage, route, kind).inc(count)
             counts.reset()
@@ -142,35 +138,47 @@ class RequestMetrics:
 class RouteCounts:
     """One (stage, route)'s counts since the last flush."""
 
-    __slots__ = ("stage", "route", "requests", "durations", "integration", "integrated", "errors", "dirty")
+    __slots__ = (
+        "stage",
+        "route",
+        "requests",
+        "durations",
+        "duration_sum",
+        "integration",
+        "integration_sum",
+        "errors",
+        "dirty",
+    )
 
     def __init__(self, stage: str, route: str) -> None:
         self.stage = stage
         self.route = route
-        self.requests: dict[tuple[str, int], int] = {}  # (method, status) -> requests
-        self.durations = [0.0] * (_SLOTS + 1)  # requests per bucket, then the sum of seconds
-        self.integration = [0.0] * (_SLOTS + 1)
-        self.integrated = False  # an integration time was observed
-        self.errors: dict[str, int] = {}  # integration error kind -> requests
+        self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)  # (method, status) -> requests
+        self.durations = [0] * _SLOTS  # requests per bucket, the last one +Inf
+        self.duration_sum = 0.0  # seconds
+        self.integration = [0] * _SLOTS  # integration times per bucket
+        self.integration_sum = 0.0
+        self.errors: defaultdict[str, int] = defaultdict(int)  # integration error kind -> requests
         self.dirty = False  # counted since the last flush (then it is in RequestMetrics._dirty)
 
     def reset(self) -> None:
         self.requests.clear()
-        self.durations = [0.0] * (_SLOTS + 1)
-        self.integration = [0.0] * (_SLOTS + 1)
-        self.integrated = False
+        self.durations = [0] * _SLOTS
+        self.duration_sum = 0.0
+        self.integration = [0] * _SLOTS
+        self.integration_sum = 0.0
         self.errors.clear()
         self.dirty = False
 
 
-def _add_histogram(child: object, slots: list[float]) -> None:
+def _add_histogram(child: object, buckets: list[int], total: float) -> None:
     """Add per-bucket counts and a sum to a prometheus-client histogram child in one go.
 
     Its public ``observe`` takes one value at a time; its buckets are the
     (non-cumulative) ``_buckets`` values and ``_sum``, which this fills directly.
     """
-    buckets = child._buckets  # type: ignore[attr-defined]
-    for index in range(_SLOTS):
-        if slots[index]:
-            buckets[index].inc(slots[index])
-    child._sum.inc(slots[_SLOTS])  # type: ignore[attr-defined]
+    values = child._buckets  # type: ignore[attr-defined]
+    for index, count in enumerate(buckets):
+        if count:
+            values[index].inc(count)
+    child._sum.inc(total)  # type: ignore[attr-defined]
