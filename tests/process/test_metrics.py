@@ -109,9 +109,16 @@ def test_ten_thousand_paths_of_a_proxy_route_make_one_series(daemon):
 def test_unmatched_requests_and_odd_methods_have_bounded_labels(daemon):
     assert request(daemon.port, "GET", "/nowhere/1").status == 404
     assert request(daemon.port, "BREW", "/hello").status in (400, 404, 405)
+    # A method the parser knows but a route key cannot name: counted, as OTHER.
+    assert request(daemon.port, "PROPFIND", "/files/x").status == 201
+    proxy_route = "ANY /files/{proxy+}"
+    wait_for(lambda: total(scrape(daemon), "gwd_requests_total", route=proxy_route) == 1, 5, "the PROPFIND counted")
     wait_for(lambda: total(scrape(daemon), "gwd_requests_total", route="$unmatched") >= 1, 5, "the 404 counted")
-    routes = {line.split('route="')[1].split('"')[0] for line in series(scrape(daemon), "gwd_requests_total")}
-    assert routes <= {"GET /hello", "$unmatched"}
+    text = scrape(daemon)
+    assert total(text, "gwd_requests_total", route=proxy_route, method="OTHER") == 1
+    assert "PROPFIND" not in text
+    routes = {line.split('route="')[1].split('"')[0] for line in series(text, "gwd_requests_total")}
+    assert routes <= {"GET /hello", "$unmatched", proxy_route}
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus package) is not installed")
