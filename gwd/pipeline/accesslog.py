@@ -3,11 +3,11 @@
 Lines are buffered and written in batches (at most ``FLUSH_INTERVAL`` late,
 or at once when ``FLUSH_BYTES`` are waiting), so a request costs an append
 to one buffer, not a system call.  A worker killed with SIGKILL loses at
-most its last interval of lines; every graceful exit flushes.  Batches written to a
-pipe or socket (stdout under journald) are cut at line boundaries into
-writes of at most ``PIPE_BUF`` bytes, which the kernel keeps whole, so lines
-from different workers never interleave.  Files are opened ``O_APPEND``,
-which keeps each write whole as well.
+most its last interval of lines; every graceful exit flushes.  Batches
+written to a pipe or socket (stdout under journald) are cut at line
+boundaries into writes of at most ``PIPE_BUF`` bytes, which the kernel
+keeps whole, so lines from different workers never interleave.  Files are
+opened ``O_APPEND``, which keeps each write whole as well.
 """
 
 from __future__ import annotations

@@ -103,8 +103,8 @@ class RequestMetrics:
         for counts in dirty:
             stage, route = counts.stage, counts.route
             for (method, status), count in counts.requests.items():
-                method = method if method in HTTP_METHODS else "OTHER"
-                metrics.requests.labels(stage, route, method, str(status)).inc(count)
+                label = method if method in HTTP_METHODS else "OTHER"
+                metrics.requests.labels(stage, route, label, str(status)).inc(count)
             _add_histogram(metrics.request_duration.labels(stage, route), counts.durations, counts.duration_sum)
             if any(counts.integration):
                 _add_histogram(metrics.integration_duration.labels(stage, route), counts.integration, counts.integration_sum)
