@@ -82,10 +82,10 @@ class Exchange:
     def trace(self) -> tuple[str, str]:
         """The request's (trace id, flags), starting a trace if the client sent none."""
         if self._trace is None:
-            if self._own_request_id:
-                self._trace = (self.request_id.replace("-", ""), tracing.NOT_SAMPLED)
-            else:
-                self._trace = (tracing.new_trace_id(self.request_id), tracing.NOT_SAMPLED)
+            # gwd's own ids are 32 hex digits once the dashes go; a client's must be checked.
+            own = self._own_request_id
+            trace_id = self.request_id.replace("-", "") if own else tracing.new_trace_id(self.request_id)
+            self._trace = (trace_id, tracing.NOT_SAMPLED)
         return self._trace
 
     def add_header_lines(self, lines: bytes) -> None:

@@ -213,12 +213,11 @@ class Entry:
             metrics.inflight += 1
         try:
             request_id = request.headers.get(X_REQUEST_ID)
-            if request_id is not None and _CLIENT_REQUEST_ID.fullmatch(request_id):
-                exchange = Exchange(request, request_id, self._gateway.draining)
-            else:
+            own_request_id = request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id)
+            if own_request_id:
                 prefix, counter = self._ids
                 request_id = f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
-                exchange = Exchange(request, request_id, self._gateway.draining, own_request_id=True)
+            exchange = Exchange(request, request_id, self._gateway.draining, own_request_id=own_request_id)
             traceparent = request.headers.get(TRACEPARENT)
             if traceparent is not None:
                 exchange.continue_trace(traceparent)
