@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import shutil
 import signal
@@ -43,10 +44,31 @@ def require_tools(*names: str) -> None:
         sys.exit(f"missing {', '.join(missing)}: install with `apt-get install {' '.join(missing)}` (Debian packages)")
 
 
+_ports_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range, handed out once per process.
+
+    Port 0 would give one from the ephemeral range, which any outgoing connection
+    made before the server binds it may take (the server then fails with
+    EADDRINUSE); below the range only an explicit bind takes a port.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+        ephemeral_low = int(ranges.read().split()[0])
+    candidates = range(10000, ephemeral_low) if ephemeral_low > 11000 else range(1024, 10000)
+    for _ in range(1000):
+        port = random.choice(candidates)
+        if port in _ports_handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {candidates}")
 
 
 @contextmanager

@@ -19,14 +19,9 @@ from typing import Callable
 import aiohttp
 import orjson
 import pytest
+from harness import free_port  # loadtests/harness.py: one rule for picking ports
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def forked_results(processes: int, work: Callable[[], int]) -> list[int]:
