@@ -150,12 +150,24 @@ class AdminServer:
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"accept":
                     accept = value.strip().decode("latin-1")
-            body, content_type = self._metrics(accept)
+            try:
+                body, content_type = self._metrics(accept)
+            except Exception:  # the supervisor serves on: a failed scrape must not take the daemon down
+                log.exception("admin listener: /metrics failed")
+                return _response(500, "text/plain; charset=utf-8", b"metrics unavailable\n", head_only)
             return _response(200, content_type, body, head_only)
         return _response(404, "text/plain; charset=utf-8", b"not found\n", head_only)
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def _response(status: int, content_type: str, body: bytes, head_only: bool = False) -> bytes:

@@ -19,6 +19,7 @@ its last interval of counts.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 import time
@@ -29,6 +30,7 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 """Seconds; requests and integrations share them (1 ms to AWS's 29 s integration limit)."""
 
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
+log = logging.getLogger("gwd.metrics")
 
 
 def prepare_directory(base: str) -> str:
@@ -67,13 +69,65 @@ def forget_process(pid: int) -> None:
 
 def exposition(accept: str | None) -> tuple[bytes, str]:
     """The text of every process's metrics, in the format ``accept`` asks for (OpenMetrics or Prometheus text)."""
-    from prometheus_client import CollectorRegistry, multiprocess
+    from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import choose_encoder
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    registry.register(_ReadableFiles(os.environ[_ENV]))
     encode, content_type = choose_encoder(accept or "")
     return encode(registry), content_type
+
+
+_MIN_FILE_BYTES = 8
+"""A values file's header: a shorter one is being created (or its worker died creating it) and holds no values."""
+_unreadable_reported: set[str] = set()
+
+
+class _ReadableFiles:
+    """prometheus-client's multiprocess merge over the files that can be read.
+
+    A worker creates each values file empty and sizes it a moment later; its
+    first flush of a new kind of metric can do that while a scrape reads the
+    directory, and a worker killed in between leaves the empty file for good.
+    prometheus-client's own collector fails the whole scrape on such a file
+    (client_python#1199), so this one leaves out files without a header; a
+    file that cannot be merged is named once in the log and left out rather
+    than blanking every other process's counts.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def collect(self) -> Any:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = []
+        for path in glob.glob(os.path.join(self._directory, "*.db")):
+            try:
+                if os.stat(path).st_size >= _MIN_FILE_BYTES:
+                    files.append(path)
+            except FileNotFoundError:  # a dead worker's live gauges, removed since the glob
+                pass
+        try:
+            return MultiProcessCollector.merge(files, accumulate=True)
+        except Exception:
+            return MultiProcessCollector.merge([path for path in files if _merges(path)], accumulate=True)
+
+
+def _merges(path: str) -> bool:
+    """Whether one values file merges on its own; the first time one does not, say so."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    try:
+        MultiProcessCollector.merge([path], accumulate=True)
+    except FileNotFoundError:
+        return False
+    except Exception as exc:
+        if path not in _unreadable_reported:
+            _unreadable_reported.add(path)
+            log.error("metrics: leaving out %s, which cannot be read (%s: %s)", path, type(exc).__name__, exc)
+        return False
+    return True
 
 
 def _counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Any:

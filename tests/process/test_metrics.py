@@ -6,6 +6,7 @@ import http.client
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import threading
 
@@ -122,6 +123,21 @@ def test_unmatched_requests_and_odd_methods_have_bounded_labels(daemon):
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus package) is not installed")
+def test_scrape_leaves_out_values_files_it_cannot_read(daemon, tmp_path):
+    """An empty values file (a worker killed while creating it) or a damaged one costs a scrape nothing else."""
+    send(daemon, 20)
+    wait_for(lambda: requests_total(daemon) == 20, 5, "20 requests counted")
+    (directory,) = (tmp_path / "state").glob("metrics.*")
+    (directory / "histogram_999999.db").write_bytes(b"")
+    damaged = directory / "counter_999998.db"
+    # "64 bytes used", then an entry whose key claims 1000 bytes.
+    damaged.write_bytes(struct.pack("<ii", 64, 0) + struct.pack("<i", 1000) + bytes(52))
+    for _ in range(3):
+        assert requests_total(daemon) == 20
+    assert daemon.proc.poll() is None
+    assert daemon.stderr().count(f"leaving out {damaged}") == 1, daemon.stderr()
+
+
 def test_promtool_accepts_the_exposition(daemon):
     send(daemon, 20)
     request(daemon.port, "GET", "/nowhere")
