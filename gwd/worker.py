@@ -141,9 +141,11 @@ class Worker:
         tls = server_config.tls
         context = listener_context(tls.cert, tls.key, tls.client_ca, tls.client_auth) if tls is not None else None
         for address, listener in self._listeners.items():
+            entry = self._gateway.entry(address)
             server = GatewayServer(
-                self._gateway.entry(address).handle,
+                entry.handle,
                 header_timeout=server_config.header_timeout,
+                answer_at_once=entry.answer_at_once if entry.answers_at_once else None,
                 access_log=None,
                 # A client that goes away cancels its request, and so the backend call.
                 handler_cancellation=True,

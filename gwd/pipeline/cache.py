@@ -41,11 +41,11 @@ from multidict import CIMultiDictProxy
 
 from gwd.config import CachePolicy, RouteConfig, StageConfig
 from gwd.pipeline.apikeys import API_KEY_HEADER
-from gwd.pipeline.cachestore import CachedResponse, CacheUnavailable, RedisStore
+from gwd.pipeline.cachestore import CachedResponse, CacheUnavailable, MemoryStore, RedisStore
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.passthrough import PassThroughResponse, date_line
 from gwd.pipeline.resources import Resources
-from gwd.pipeline.types import Handler
+from gwd.pipeline.types import AtOnce, Handler
 
 _CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 LOCK_LEASE = 5.0
@@ -87,12 +87,6 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         key = keys.lookup(value) if value else None
         return key is not None and "cache-invalidate" in key.permissions
 
-    def hit(exchange: Exchange, entry: CachedResponse, now: float) -> web.StreamResponse:
-        counts.hit += 1
-        exchange.add_header_lines(_HIT % (now - entry.stored_at))
-        exchange.response_length = 0 if exchange.request.method == "HEAD" else len(entry.body)
-        return PassThroughResponse(entry.status, entry.header_lines, True, entry.body)
-
     async def cached(exchange: Exchange) -> web.StreamResponse:
         request = exchange.request
         if request.method not in _CACHEABLE_METHODS:
@@ -111,7 +105,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
                 if shared:
                     entry = await entry
                 if entry is not None:
-                    return hit(exchange, entry, now)
+                    return _hit(exchange, entry, now, counts)
                 waiting = in_flight.get(key)
                 if waiting is None:
                     break
@@ -142,7 +136,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
                     if entry is not None:
                         if locked:
                             await store.unlock(key)
-                        return hit(exchange, entry, time.monotonic())
+                        return _hit(exchange, entry, time.monotonic(), counts)
                 except CacheUnavailable:
                     pass
             counts.miss += 1
@@ -169,6 +163,47 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
                 fetched.set_result(None)
 
     return cached
+
+
+def answer_at_once(route: RouteConfig, stage: StageConfig, resources: Resources) -> AtOnce | None:
+    """For a route whose cache is in the worker's memory: its fresh hits, answered without awaiting anything.
+
+    The gateway tries it before the route's chain (see
+    :meth:`gwd.pipeline.gateway.Entry.answer_at_once`), so only for a route
+    with no stage before its cache.  It declines (None) whatever the chain
+    must decide: a method other than GET or HEAD, a client's refresh, a
+    request that must not share entries, a missing or stale entry.
+    """
+    store = resources.cache_store
+    policy = None if route.cache_disabled else route.cache or stage.cache
+    if policy is None or not isinstance(store, MemoryStore):
+        return None
+    counts = resources.cache_results[stage.name, str(route.key)]  # made by build()
+    prefix = f"{stage.name}\0{route.key}\0"
+
+    def fresh_hit(exchange: Exchange) -> PassThroughResponse | None:
+        request = exchange.request
+        if request.method not in _CACHEABLE_METHODS:
+            return None
+        headers = request.headers
+        cache_control = headers.get(hdrs.CACHE_CONTROL)
+        if cache_control is not None and _REFRESH.search(cache_control) is not None:
+            return None
+        key = cache_key(request, policy, prefix)
+        if key is None:
+            return None
+        now = time.monotonic()
+        entry = store.get(key, now)
+        return None if entry is None else _hit(exchange, entry, now, counts)
+
+    return fresh_hit
+
+
+def _hit(exchange: Exchange, entry: CachedResponse, now: float, counts: CacheCounts) -> PassThroughResponse:
+    counts.hit += 1
+    exchange.add_header_lines(_HIT % (now - entry.stored_at))
+    exchange.response_length = 0 if exchange.request.method == "HEAD" else len(entry.body)
+    return PassThroughResponse(entry.status, entry.header_lines, True, entry.body)
 
 
 def cache_key(

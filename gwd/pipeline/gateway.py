@@ -34,7 +34,8 @@ from gwd.pipeline.requestauth import RequestAuthorizerClient
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.routing import ExactPaths, Router, StageResolver, UnsafePath, split_path
 from gwd.pipeline.resources import Resources
-from gwd.pipeline.types import Handler
+from gwd.pipeline.passthrough import PassThroughResponse
+from gwd.pipeline.types import AtOnce, Handler
 from gwd.pipeline.upstream import UpstreamPools
 
 log = logging.getLogger("gwd.pipeline")
@@ -53,6 +54,7 @@ class RouteTarget(NamedTuple):
     route_key: str
     param_names: tuple[str, ...]
     handler: Handler
+    at_once: AtOnce | None  # answers fresh cache hits before the chain (see Entry.answer_at_once)
     counts: RouteCounts | None  # its metrics; None when metrics are off
 
 
@@ -110,6 +112,7 @@ class Gateway:
         self._metrics = RequestMetrics(resources, config.metrics.per_key) if config.metrics.enabled else None
         metrics = self._metrics
         routers: dict[str, Router[RouteTarget]] = {}
+        answering_at_once: set[str] = set()  # stages with a route that may answer at once
         for stage in config.stages:
             targets = [
                 (
@@ -117,13 +120,15 @@ class Gateway:
                     RouteTarget(
                         str(route.key),
                         route.key.param_names,
-                        build_route_handler(route, stage, resources),
+                        *build_route_handler(route, stage, resources),
                         metrics.counts_for(stage.name, str(route.key)) if metrics is not None else None,
                     ),
                 )
                 for route in config.routes
             ]
             routers[stage.name] = Router(targets)
+            if any(target.at_once is not None for _, target in targets):
+                answering_at_once.add(stage.name)
         self.draining = False  # from start_draining() on, every response says Connection: close
         client_certs = config.server.tls is not None and config.server.tls.client_auth != "none"
         # Request ids look like UUIDs: a random prefix per gateway (so per worker and
@@ -138,6 +143,7 @@ class Gateway:
                 client_certs,
                 ids,
                 config.metrics.server_timing,
+                not answering_at_once.isdisjoint(config.stages_served_on(address)),
             )
             for address in config.listen_addresses
         }
@@ -183,7 +189,17 @@ class Entry:
     addresses; ``server.listen`` serves the other stages.
     """
 
-    __slots__ = ("_gateway", "_stages", "_exact_paths", "_access_log", "_metrics", "_client_certs", "_ids", "_server_timing")
+    __slots__ = (
+        "_gateway",
+        "_stages",
+        "_exact_paths",
+        "_access_log",
+        "_metrics",
+        "_client_certs",
+        "_ids",
+        "_server_timing",
+        "answers_at_once",
+    )
 
     def __init__(
         self,
@@ -194,6 +210,7 @@ class Entry:
         client_certs: bool,
         ids: tuple[str, Iterator[int]],
         server_timing: bool,
+        answers_at_once: bool,
     ) -> None:
         self._gateway = gateway  # for its draining flag
         self._stages = StageResolver({name: (name, router) for name, router in routers.items()})
@@ -203,6 +220,8 @@ class Entry:
         self._client_certs = client_certs  # the listener verifies client certificates
         self._ids = ids  # request ids: a prefix and a counter shared by all entries
         self._server_timing = server_timing  # responses say how long gwd and the backend took
+        # Whether any route here may answer at once: else the connection need not ask (see answer_at_once).
+        self.answers_at_once = answers_at_once
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """aiohttp's low-level request handler."""
@@ -212,74 +231,115 @@ class Entry:
         if metrics is not None:
             metrics.inflight += 1
         try:
-            request_id = request.headers.get(X_REQUEST_ID)
-            own_request_id = request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id)
-            if own_request_id:
-                prefix, counter = self._ids
-                request_id = f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
-            exchange = Exchange(request, request_id, self._gateway.draining, own_request_id=own_request_id)
-            traceparent = request.headers.get(TRACEPARENT)
-            if traceparent is not None:
-                exchange.continue_trace(traceparent)
-            if self._client_certs:
-                exchange.client_cert = client_certificate(request)
+            exchange = self._exchange(request)
             try:
                 if too_many_header_bytes(request.raw_headers):
                     raise HEADERS_TOO_LARGE
-                handler = self._route(exchange)
-                response = NOT_FOUND.render() if handler is None else await handler(exchange)
+                target = self._route(exchange)
+                response = NOT_FOUND.render() if target is None else await target.handler(exchange)
             except GatewayError as error:
                 response = error.render()
             except Exception:
-                log.exception("request %s %s %s failed", request_id, request.method, request.path)
+                log.exception("request %s %s %s failed", exchange.request_id, request.method, request.path)
                 response = INTERNAL_ERROR.render()
-            if not response.prepared:
-                if self._server_timing:
-                    exchange.add_header_lines(_server_timing(exchange, time.perf_counter() - started_clock))
-                exchange.stamp(response)
-            elapsed = time.perf_counter() - started_clock
-            access_log = self._access_log
-            if access_log is not None:
-                length = exchange.response_length
-                if length is None:
-                    # Streamed responses set response_length; everything else is a web.Response.
-                    length = len(response.body or b"")
-                access_log.record(exchange, response.status, length, started, started + elapsed)
-            if metrics is not None:
-                metrics.record(exchange, response.status, elapsed)
+            self._finish(exchange, response, started, started_clock)
             return response
         finally:
             if metrics is not None:
                 metrics.inflight -= 1
 
-    def _route(self, exchange: Exchange) -> Handler | None:
-        """The matched route's handler, with the exchange's stage, route key and parameters set."""
+    def answer_at_once(self, request: web.BaseRequest) -> PassThroughResponse | None:
+        """The response to a request that needs no waiting (a fresh hit in the worker's memory cache), or None.
+
+        The connection asks before handing a request to aiohttp's per-request
+        task, and sends what this returns itself; None means: handle it as
+        usual.  Only routes whose cache is their first stage answer here
+        (see :func:`gwd.pipeline.cache.answer_at_once`); what the caller sees
+        and what the access log and metrics record is the same either way.
+        """
+        started = time.time()
+        started_clock = time.perf_counter()
+        try:
+            stage, target, values = self._match(request.method, request.rel_url.raw_path)
+        except GatewayError:
+            return None
+        if target is None or target.at_once is None:
+            return None
+        if self._gateway.draining or too_many_header_bytes(request.raw_headers):
+            return None
+        exchange = self._exchange(request)
+        _enter(exchange, stage, target, values)
+        response = target.at_once(exchange)
+        if response is not None:
+            self._finish(exchange, response, started, started_clock)
+        return response
+
+    def _exchange(self, request: web.BaseRequest) -> Exchange:
+        """A new exchange for ``request``: its request id (the client's when valid) and trace."""
+        request_id = request.headers.get(X_REQUEST_ID)
+        own_request_id = request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id)
+        if own_request_id:
+            prefix, counter = self._ids
+            request_id = f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
+        exchange = Exchange(request, request_id, self._gateway.draining, own_request_id=own_request_id)
+        traceparent = request.headers.get(TRACEPARENT)
+        if traceparent is not None:
+            exchange.continue_trace(traceparent)
+        if self._client_certs:
+            exchange.client_cert = client_certificate(request)
+        return exchange
+
+    def _finish(self, exchange: Exchange, response: web.StreamResponse, started: float, started_clock: float) -> None:
+        """Stamp gwd's headers on an unsent response, then write the access log line and count the request."""
+        if not response.prepared:
+            if self._server_timing:
+                exchange.add_header_lines(_server_timing(exchange, time.perf_counter() - started_clock))
+            exchange.stamp(response)
+        elapsed = time.perf_counter() - started_clock
+        access_log = self._access_log
+        if access_log is not None:
+            length = exchange.response_length
+            if length is None:
+                # Streamed responses set response_length; everything else is a web.Response.
+                length = len(response.body or b"")
+            access_log.record(exchange, response.status, length, started, started + elapsed)
+        if self._metrics is not None:
+            self._metrics.record(exchange, response.status, elapsed)
+
+    def _route(self, exchange: Exchange) -> RouteTarget | None:
+        """The matched route, with the exchange's stage, route key and parameters set."""
         request = exchange.request
-        raw_path = request.rel_url.raw_path
-        exact = self._exact_paths.match(request.method, raw_path)
+        stage, target, values = self._match(request.method, request.rel_url.raw_path)
+        _enter(exchange, stage, target, values)
+        return target
+
+    def _match(self, method: str, raw_path: str) -> tuple[str, RouteTarget | None, list[str] | None]:
+        """The stage ("-" when none serves the path), the route matched there, and its parameters' values."""
+        exact = self._exact_paths.match(method, raw_path)
         if exact is not None:
-            exchange.stage, target = exact
-            exchange.route_key = target.route_key
-            exchange.route_counts = target.counts
-            return target.handler
+            return exact[0], exact[1], None
         try:
             segments = split_path(raw_path)
         except UnsafePath:
             raise BAD_PATH from None
         found = self._stages.resolve(segments)
         if found is None:
-            return None
+            return "-", None, None
         (stage_name, router), segments = found
-        exchange.stage = stage_name
-        matched = router.match(request.method, segments)
+        matched = router.match(method, segments)
         if matched is None:
-            return None
-        target, values = matched
+            return stage_name, None, None
+        return stage_name, matched[0], matched[1]
+
+
+def _enter(exchange: Exchange, stage: str, target: RouteTarget | None, values: list[str] | None) -> None:
+    """Note on the exchange where routing took it."""
+    exchange.stage = stage
+    if target is not None:
         exchange.route_key = target.route_key
         exchange.route_counts = target.counts
         if values:
             exchange.path_params = dict(zip(target.param_names, values))
-        return target.handler
 
 
 def _server_timing(exchange: Exchange, seconds: float) -> bytes:

@@ -96,7 +96,19 @@ class PassThroughResponse(web.StreamResponse):
         keep_alive = self._keep_alive
         if keep_alive is None:
             keep_alive = self._keep_alive = request.keep_alive
-        version = request.version
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        transport.write(self.encode(request.version, request.method == "HEAD", keep_alive))
+        self._eof_sent = True
+        if request.protocol.writing_paused:
+            # A client that pipelines requests without reading the responses
+            # must not grow the write buffer without bound.
+            await request.writer.drain()
+        return None
+
+    def encode(self, version: HttpVersion, head_only: bool, keep_alive: bool) -> bytes:
+        """The whole response as bytes; ``head_only`` for a HEAD (a cached GET answering one sends its length, not its body)."""
         lines = [_status_line(version, self._status), self.backend_lines]
         if not self.dated:
             lines.append(_date_line.current())
@@ -111,18 +123,9 @@ class PassThroughResponse(web.StreamResponse):
         elif version == HttpVersion11:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
-        if request.method != "HEAD":  # a cached GET answering a HEAD: its length, not its body
+        if not head_only:
             lines.append(self.payload)
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("the client closed the connection")
-        transport.write(b"".join(lines))
-        self._eof_sent = True
-        if request.protocol.writing_paused:
-            # A client that pipelines requests without reading the responses
-            # must not grow the write buffer without bound.
-            await request.writer.drain()
-        return None
+        return b"".join(lines)
 
 
 def date_line() -> bytes:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from backend import Backend
-from support import ROOT, concurrent_gets, request, wait_for, x_cache
+from support import ROOT, concurrent_gets, request, scrape, wait_for, x_cache
 
 
 def cache_config(backend: Backend, state_dir: Path) -> str:
@@ -249,3 +251,99 @@ def test_flush_empties_the_named_route_on_all_workers(start_daemon, backend, tmp
     assert len(misses) == 2  # one per worker, not more
     # The other route's entries were not touched.
     assert x_cache(daemon, "/c/b?page=1") == "Hit"
+
+
+class Connection:
+    """One keep-alive client connection, read response by response (HTTP/1.1, Content-Length bodies)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self._buffer = b""
+
+    def send(self, *requests: tuple[str, str]) -> None:
+        """(method, path) requests, in one write: pipelined."""
+        self.sock.sendall(b"".join(b"%s %s HTTP/1.1\r\nHost: gwd\r\n\r\n" % (m.encode(), p.encode()) for m, p in requests))
+
+    def response(self, head_only: bool = False) -> tuple[dict[str, str], bytes]:
+        """The next response's headers (lower-case names) and body."""
+        while b"\r\n\r\n" not in self._buffer:
+            self._receive()
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        lines = [line.decode().split(": ", 1) for line in head.split(b"\r\n")[1:]]
+        headers = {name.lower(): value for name, value in lines}
+        length = 0 if head_only else int(headers["content-length"])
+        while len(self._buffer) < length:
+            self._receive()
+        body, self._buffer = self._buffer[:length], self._buffer[length:]
+        return headers, body
+
+    def closed_by_peer(self) -> bool:
+        return self.sock.recv(1) == b""
+
+    def _receive(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the gateway closed the connection")
+        self._buffer += data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def warmed_connection(daemon, path: str) -> Connection:
+    """A connection whose request loop has answered ``path`` twice (a miss, then a hit), so it waits idle."""
+    connection = Connection(daemon.port)
+    for expected in ("Miss", "Hit"):
+        connection.send(("GET", path))
+        assert connection.response()[0]["x-cache"] == expected
+    return connection
+
+
+def test_pipelined_requests_keep_their_order_around_hits(gateway, backend):
+    # Hits are answered as they arrive, unless something before them on the connection is still to be answered.
+    connection = warmed_connection(gateway, "/any/a")
+    try:
+        connection.send(("GET", "/any/a"), ("GET", "/plain/delayed/0.3"), ("GET", "/any/a"), ("HEAD", "/any/a"))
+        replies = [connection.response(), connection.response(), connection.response(), connection.response(head_only=True)]
+        assert [headers.get("x-cache") for headers, _ in replies] == ["Hit", None, "Hit", "Hit"]
+        assert replies[1][1] == b'{"delayed": true}'
+        assert replies[3][0]["content-length"] == str(len(replies[0][1])) and replies[3][1] == b""
+        ids = [headers["x-request-id"] for headers, _ in replies]
+        assert ids == sorted(ids), "request ids follow the order the requests came in"
+        # A hit that arrives while a request is under way waits for it.
+        connection.send(("GET", "/plain/delayed/0.5"))
+        wait_for(lambda: sum(r.raw_path == "/delayed/0.5" for r in backend.received) == 1, 5, "the backend to get it")
+        connection.send(("GET", "/any/a"))
+        first, second = connection.response(), connection.response()
+        assert first[1] == b'{"delayed": true}' and second[0]["x-cache"] == "Hit"
+    finally:
+        connection.close()
+    # Every request has its access-log line and its count, however it was answered.
+    answered = {headers["x-request-id"]: headers for headers, _ in replies + [first, second]}
+    wait_for(lambda: answered.keys() <= {line["requestId"] for line in gateway.access_lines()}, 5, "the access log")
+    logged = {line["requestId"]: line for line in gateway.access_lines()}
+    assert [logged[i]["routeKey"] for i in ids] == ["ANY /any/{proxy+}", "GET /plain/{proxy+}", "ANY /any/{proxy+}", "ANY /any/{proxy+}"]
+    assert [logged[i]["httpMethod"] for i in ids] == ["GET", "GET", "GET", "HEAD"]
+    hits = 'gwd_cache_requests_total{result="hit",route="ANY /any/{proxy+}",stage="$default"}'
+    wait_for(lambda: f"{hits} 5.0" in scrape(gateway), 5, "five hits counted: one warming, four here")
+
+
+def test_hits_keep_an_idle_connection_open_until_its_keepalive_timeout(start_daemon, backend, tmp_path):
+    config = cache_config(backend, tmp_path / "state").replace("[server]\n", '[server]\nkeepalive_timeout = "1s"\n')
+    daemon = start_daemon(config, workers=1)
+    connection = warmed_connection(daemon, "/any/a")
+    try:
+        # Two seconds of hits, a quarter second apart: each one starts the idle timeout again.
+        busy_until = time.monotonic() + 2
+        while True:
+            connection.send(("GET", "/any/a"))
+            assert connection.response()[0]["x-cache"] == "Hit"
+            answered = time.monotonic()
+            if answered > busy_until:
+                break
+            time.sleep(0.25)  # the client's pace, not a wait for the gateway
+        assert connection.closed_by_peer()
+        idle = time.monotonic() - answered
+        assert 0.9 <= idle <= 4, idle
+    finally:
+        connection.close()
