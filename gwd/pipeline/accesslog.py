@@ -97,7 +97,7 @@ class AccessLog:
         fields["requestTimeEpoch"] = int(started * 1000)
         fields["httpMethod"] = request.method
         fields["routeKey"] = exchange.route_key
-        raw_path = request.rel_url.raw_path
+        raw_path = exchange.raw_path
         # Decoded as aiohttp decodes it; a path without escapes is that already (and decoding is not free).
         fields["path"] = raw_path if "%" not in raw_path else request.path
         fields["status"] = status

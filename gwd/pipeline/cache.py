@@ -95,7 +95,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         cache_control = headers.get(hdrs.CACHE_CONTROL)
         refresh = cache_control is not None and _REFRESH.search(cache_control) is not None and may_refresh(headers)
         # A key that may refresh the entry only authorises that: it does not make the request its own.
-        key = cache_key(request, policy, prefix, key_authorises_refresh=refresh)
+        key = cache_key(exchange, policy, prefix, key_authorises_refresh=refresh)
         if key is None:
             return await bypass(exchange)
         try:
@@ -189,7 +189,7 @@ def answer_at_once(route: RouteConfig, stage: StageConfig, resources: Resources)
         cache_control = headers.get(hdrs.CACHE_CONTROL)
         if cache_control is not None and _REFRESH.search(cache_control) is not None:
             return None
-        key = cache_key(request, policy, prefix)
+        key = cache_key(exchange, policy, prefix)
         if key is None:
             return None
         now = time.monotonic()
@@ -207,12 +207,13 @@ def _hit(exchange: Exchange, entry: CachedResponse, now: float, counts: CacheCou
 
 
 def cache_key(
-    request: web.BaseRequest, policy: CachePolicy, prefix: str, key_authorises_refresh: bool = False
+    exchange: Exchange, policy: CachePolicy, prefix: str, key_authorises_refresh: bool = False
 ) -> str | None:
     """The request's cache key under ``policy``, or None when it must not share cached responses.
 
     Keys start with ``prefix``, ``STAGE\\0ROUTE\\0``, which is what a flush drops.
     """
+    request = exchange.request
     headers = request.headers
     identity = ""
     authorization = headers.get(hdrs.AUTHORIZATION)
@@ -221,7 +222,7 @@ def cache_key(
         if not policy.per_identity:
             return None
         identity = hashlib.sha256(repr((authorization, api_key)).encode()).hexdigest()
-    key = f"{prefix}{request.rel_url.raw_path}\0{headers.get(hdrs.ACCEPT_ENCODING, '')}\0{identity}"
+    key = f"{prefix}{exchange.raw_path}\0{headers.get(hdrs.ACCEPT_ENCODING, '')}\0{identity}"
     if policy.query:
         query = request.rel_url.query
         for name in policy.query:

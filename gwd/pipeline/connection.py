@@ -87,6 +87,8 @@ class GatewayRequestHandler(RequestHandler):
         self._header_timeout = header_timeout
         self._header_deadline: asyncio.TimerHandle | None = None
         self._answer_at_once = answer_at_once
+        # The writer of every request answered at once: they write nothing through it, so one serves them all.
+        self._at_once_writer: StreamWriter | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -119,6 +121,9 @@ class GatewayRequestHandler(RequestHandler):
         """Answer queued requests from the front while ``answer_at_once`` can; leave the rest queued."""
         messages = self._messages
         transport = self.transport
+        writer = self._at_once_writer
+        if writer is None:
+            writer = self._at_once_writer = StreamWriter(self, self._loop)
         answered = False
         while messages and not self._force_close and not self._close and not self.writing_paused:
             message, payload = messages[0]
@@ -129,7 +134,7 @@ class GatewayRequestHandler(RequestHandler):
                 or message.upgrade
             ):
                 break  # a body to read, a parse error to answer, a connection to close or upgrade: aiohttp's part
-            request = self._request_factory(message, payload, self, StreamWriter(self, self._loop), self._task_handler)
+            request = self._request_factory(message, payload, self, writer, self._task_handler)
             try:
                 response = self._answer_at_once(request)
             except Exception:

@@ -24,6 +24,7 @@ class Exchange:
 
     __slots__ = (
         "request",
+        "raw_path",
         "request_id",
         "draining",
         "stage",
@@ -43,9 +44,13 @@ class Exchange:
         "route_counts",
     )
 
-    def __init__(self, request: BaseRequest, request_id: str, draining: bool, *, own_request_id: bool = False) -> None:
-        """``own_request_id``: gwd made ``request_id`` (32 hex digits and dashes), the client sent none."""
+    def __init__(
+        self, request: BaseRequest, raw_path: str, request_id: str, draining: bool, *, own_request_id: bool = False
+    ) -> None:
+        """``raw_path``: the request's path as sent; ``own_request_id``: gwd made ``request_id`` (32 hex digits and dashes)."""
         self.request = request
+        # Read once: routing, the cache key and the access log all want it, and each read of the URL's costs.
+        self.raw_path = raw_path
         self.request_id = request_id
         self._own_request_id = own_request_id
         self.draining = draining

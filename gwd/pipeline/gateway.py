@@ -231,7 +231,7 @@ class Entry:
         if metrics is not None:
             metrics.inflight += 1
         try:
-            exchange = self._exchange(request)
+            exchange = self._exchange(request, request.rel_url.raw_path)
             try:
                 if too_many_header_bytes(request.raw_headers):
                     raise HEADERS_TOO_LARGE
@@ -259,29 +259,30 @@ class Entry:
         """
         started = time.time()
         started_clock = time.perf_counter()
+        raw_path = request.rel_url.raw_path
         try:
-            stage, target, values = self._match(request.method, request.rel_url.raw_path)
+            stage, target, values = self._match(request.method, raw_path)
         except GatewayError:
             return None
         if target is None or target.at_once is None:
             return None
         if self._gateway.draining or too_many_header_bytes(request.raw_headers):
             return None
-        exchange = self._exchange(request)
+        exchange = self._exchange(request, raw_path)
         _enter(exchange, stage, target, values)
         response = target.at_once(exchange)
         if response is not None:
             self._finish(exchange, response, started, started_clock)
         return response
 
-    def _exchange(self, request: web.BaseRequest) -> Exchange:
+    def _exchange(self, request: web.BaseRequest, raw_path: str) -> Exchange:
         """A new exchange for ``request``: its request id (the client's when valid) and trace."""
         request_id = request.headers.get(X_REQUEST_ID)
         own_request_id = request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id)
         if own_request_id:
             prefix, counter = self._ids
             request_id = f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
-        exchange = Exchange(request, request_id, self._gateway.draining, own_request_id=own_request_id)
+        exchange = Exchange(request, raw_path, request_id, self._gateway.draining, own_request_id=own_request_id)
         traceparent = request.headers.get(TRACEPARENT)
         if traceparent is not None:
             exchange.continue_trace(traceparent)
@@ -308,8 +309,7 @@ class Entry:
 
     def _route(self, exchange: Exchange) -> RouteTarget | None:
         """The matched route, with the exchange's stage, route key and parameters set."""
-        request = exchange.request
-        stage, target, values = self._match(request.method, request.rel_url.raw_path)
+        stage, target, values = self._match(exchange.request.method, exchange.raw_path)
         _enter(exchange, stage, target, values)
         return target
 

@@ -30,7 +30,7 @@ async def _run() -> tuple[list[int], Resources]:
 
     async def serve(request):
         try:
-            return await handler(Exchange(request, "id", False))
+            return await handler(Exchange(request, request.rel_url.raw_path, "id", False))
         except GatewayError as error:
             return error.render()
 
