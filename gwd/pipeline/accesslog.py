@@ -85,30 +85,29 @@ class AccessLog:
 
     def record(self, exchange: Exchange, status: int, response_length: int, started: float, finished: float) -> None:
         """Queue the line for one finished request (times from ``time.time()``)."""
-        request = exchange.request
         second = int(started)
         if second != self._clf_second:
             self._clf_second = second
             self._clf_text = format_clf_time(second)
         fields = self._fields
         fields["requestId"] = exchange.request_id
-        fields["ip"] = request.remote
+        fields["ip"] = exchange.remote
         fields["requestTime"] = self._clf_text
         fields["requestTimeEpoch"] = int(started * 1000)
-        fields["httpMethod"] = request.method
+        fields["httpMethod"] = exchange.method
         fields["routeKey"] = exchange.route_key
         raw_path = exchange.raw_path
         # Decoded as aiohttp decodes it; a path without escapes is that already (and decoding is not free).
-        fields["path"] = raw_path if "%" not in raw_path else request.path
+        fields["path"] = raw_path if "%" not in raw_path else exchange.url.path
         fields["status"] = status
-        version = request.version
+        version = exchange.version
         fields["protocol"] = "HTTP/1.1" if version is HttpVersion11 else "HTTP/%d.%d" % version
         fields["responseLength"] = response_length
         # Milliseconds with microsecond resolution; cheaper than round(x, 3).
         fields["responseLatency"] = int((finished - started) * 1_000_000) / 1000
         fields["integrationLatency"] = exchange.integration_latency
         fields["integrationError"] = exchange.integration_error
-        fields["userAgent"] = request.headers.get(hdrs.USER_AGENT)
+        fields["userAgent"] = exchange.headers.get(hdrs.USER_AGENT)
         fields["stage"] = exchange.stage
         fields["apiKeyId"] = exchange.api_key.id if exchange.api_key is not None else None
         fields["principalId"] = exchange.principal_id

@@ -88,10 +88,9 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         return key is not None and "cache-invalidate" in key.permissions
 
     async def cached(exchange: Exchange) -> web.StreamResponse:
-        request = exchange.request
-        if request.method not in _CACHEABLE_METHODS:
+        if exchange.method not in _CACHEABLE_METHODS:
             return await bypass(exchange)
-        headers = request.headers
+        headers = exchange.headers
         cache_control = headers.get(hdrs.CACHE_CONTROL)
         refresh = cache_control is not None and _REFRESH.search(cache_control) is not None and may_refresh(headers)
         # A key that may refresh the entry only authorises that: it does not make the request its own.
@@ -112,7 +111,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
                 # Another request of this worker is fetching this entry: wait for it, then
                 # look again (if it was not cacheable after all, fetch for ourselves).
                 await asyncio.shield(waiting)
-            if request.method == "HEAD":
+            if exchange.method == "HEAD":
                 counts.miss += 1
                 exchange.add_header_lines(_MISS)
                 return await next_handler(exchange)
@@ -182,10 +181,9 @@ def answer_at_once(route: RouteConfig, stage: StageConfig, resources: Resources)
     prefix = f"{stage.name}\0{route.key}\0"
 
     def fresh_hit(exchange: Exchange) -> PassThroughResponse | None:
-        request = exchange.request
-        if request.method not in _CACHEABLE_METHODS:
+        if exchange.method not in _CACHEABLE_METHODS:
             return None
-        headers = request.headers
+        headers = exchange.headers
         cache_control = headers.get(hdrs.CACHE_CONTROL)
         if cache_control is not None and _REFRESH.search(cache_control) is not None:
             return None
@@ -202,7 +200,7 @@ def answer_at_once(route: RouteConfig, stage: StageConfig, resources: Resources)
 def _hit(exchange: Exchange, entry: CachedResponse, now: float, counts: CacheCounts) -> PassThroughResponse:
     counts.hit += 1
     exchange.add_header_lines(_HIT % (now - entry.stored_at))
-    exchange.response_length = 0 if exchange.request.method == "HEAD" else len(entry.body)
+    exchange.response_length = 0 if exchange.method == "HEAD" else len(entry.body)
     return PassThroughResponse(entry.status, entry.header_lines, True, entry.body)
 
 
@@ -213,8 +211,7 @@ def cache_key(
 
     Keys start with ``prefix``, ``STAGE\\0ROUTE\\0``, which is what a flush drops.
     """
-    request = exchange.request
-    headers = request.headers
+    headers = exchange.headers
     identity = ""
     authorization = headers.get(hdrs.AUTHORIZATION)
     api_key = None if key_authorises_refresh else headers.get(API_KEY_HEADER)
@@ -224,7 +221,7 @@ def cache_key(
         identity = hashlib.sha256(repr((authorization, api_key)).encode()).hexdigest()
     key = f"{prefix}{exchange.raw_path}\0{headers.get(hdrs.ACCEPT_ENCODING, '')}\0{identity}"
     if policy.query:
-        query = request.rel_url.query
+        query = exchange.url.query
         for name in policy.query:
             key += "\0" + "&".join(sorted(query.getall(name, ())))
     for name in policy.headers:

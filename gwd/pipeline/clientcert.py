@@ -9,11 +9,11 @@ client sent no certificate, has none.  With ``client_auth = "optional"`` or
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import weakref
 from dataclasses import dataclass
 
-from aiohttp.web import BaseRequest
 from cryptography import x509
 
 _by_connection: weakref.WeakKeyDictionary[ssl.SSLObject, ClientCert | None] = weakref.WeakKeyDictionary()
@@ -37,9 +37,8 @@ class ClientCert:
         }
 
 
-def client_certificate(request: BaseRequest) -> ClientCert | None:
-    """The verified certificate the client presented on this request's connection, or None."""
-    transport = request.transport
+def client_certificate(transport: asyncio.Transport | None) -> ClientCert | None:
+    """The verified certificate the client presented on this connection, or None."""
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     if ssl_object is None:
         return None

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import aiohttp
 import orjson
 from aiohttp import http_parser, web
-from aiohttp.http import RawRequestMessage, StreamWriter
+from aiohttp.http import RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler
@@ -65,19 +65,21 @@ def too_many_header_bytes(raw_headers: tuple[tuple[bytes, bytes], ...]) -> bool:
     return total > MAX_HEADER_BYTES
 
 
-AnswerAtOnce = Callable[[web.BaseRequest], "PassThroughResponse | None"]
+AnswerAtOnce = Callable[[RawRequestMessage, "str | None", asyncio.Transport], "PassThroughResponse | None"]
+"""Answers a parsed request (with the peer's address and the connection) without awaiting anything, or None."""
 
 
 class GatewayRequestHandler(RequestHandler):
     """aiohttp's connection handler with gwd's answers to malformed requests, a first-head deadline, and at-once answers.
 
-    aiohttp hands each request to a task of its own, with its request loop,
-    writer and response coroutines around it: about 2 µs of the 18 µs of
-    user CPU a cache hit took in a worker.  When the connection is idle (its
-    request loop waits for the next request), requests that arrive are
-    first offered to ``answer_at_once``; what it answers is written here,
-    in order, and the first request it declines goes to aiohttp's loop with
-    everything after it, so pipelined requests are still answered in order.
+    aiohttp makes a request object for each request and hands it to a task
+    of its own, with its request loop, writer and response coroutines
+    around it: a large part of what a cache hit costs a worker.  When the
+    connection is idle (its request loop waits for the next request),
+    requests that arrive are first offered, as parsed, to
+    ``answer_at_once``; what it answers is written here, in order, and the
+    first request it declines goes to aiohttp's loop with everything after
+    it, so pipelined requests are still answered in order.
     """
 
     def __init__(
@@ -87,11 +89,13 @@ class GatewayRequestHandler(RequestHandler):
         self._header_timeout = header_timeout
         self._header_deadline: asyncio.TimerHandle | None = None
         self._answer_at_once = answer_at_once
-        # The writer of every request answered at once: they write nothing through it, so one serves them all.
-        self._at_once_writer: StreamWriter | None = None
+        self._remote: str | None = None  # the peer's address, as aiohttp's request gives it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        peer = self.peername
+        if peer is not None:
+            self._remote = str(peer[0]) if isinstance(peer, (list, tuple)) else str(peer)
         self._header_deadline = self._loop.call_later(self._header_timeout, self._first_head_overdue)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -121,9 +125,6 @@ class GatewayRequestHandler(RequestHandler):
         """Answer queued requests from the front while ``answer_at_once`` can; leave the rest queued."""
         messages = self._messages
         transport = self.transport
-        writer = self._at_once_writer
-        if writer is None:
-            writer = self._at_once_writer = StreamWriter(self, self._loop)
         answered = False
         while messages and not self._force_close and not self._close and not self.writing_paused:
             message, payload = messages[0]
@@ -134,9 +135,8 @@ class GatewayRequestHandler(RequestHandler):
                 or message.upgrade
             ):
                 break  # a body to read, a parse error to answer, a connection to close or upgrade: aiohttp's part
-            request = self._request_factory(message, payload, self, writer, self._task_handler)
             try:
-                response = self._answer_at_once(request)
+                response = self._answer_at_once(message, self._remote, transport)
             except Exception:
                 # The request loop handles it again, and answers 500 if it fails there too.
                 log.exception("answering a request at once failed")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aiohttp.http import HttpVersion
 from aiohttp.web import BaseRequest, StreamResponse
+from multidict import CIMultiDictProxy
+from yarl import URL
 
 from gwd.keystore import ApiKey
 from gwd.pipeline import tracing
@@ -19,12 +22,22 @@ class Exchange:
     """One request and what the pipeline stages learned about it.
 
     Each stage reads what earlier stages set and adds its own part; the
-    access log reads the finished exchange.
+    access log reads the finished exchange.  What the client sent is here
+    as the parser gave it (method, headers, version, URL, path, address);
+    aiohttp's :attr:`request` object is made only for requests that go
+    through a route's chain, which set it: a request answered at once (see
+    :meth:`gwd.pipeline.gateway.Entry.answer_at_once`) has none, and what
+    runs for it reads only the fields here.
     """
 
     __slots__ = (
         "request",
+        "method",
+        "headers",
+        "version",
+        "url",
         "raw_path",
+        "remote",
         "request_id",
         "draining",
         "stage",
@@ -44,13 +57,28 @@ class Exchange:
         "route_counts",
     )
 
+    request: BaseRequest
+
     def __init__(
-        self, request: BaseRequest, raw_path: str, request_id: str, draining: bool, *, own_request_id: bool = False
+        self,
+        method: str,
+        headers: CIMultiDictProxy[str],
+        version: HttpVersion,
+        url: URL,
+        raw_path: str,
+        remote: str | None,
+        request_id: str,
+        draining: bool,
+        own_request_id: bool,
     ) -> None:
-        """``raw_path``: the request's path as sent; ``own_request_id``: gwd made ``request_id`` (32 hex digits and dashes)."""
-        self.request = request
+        """``url`` and ``raw_path`` as sent; ``own_request_id``: gwd made ``request_id`` (32 hex digits and dashes)."""
+        self.method = method
+        self.headers = headers
+        self.version = version
+        self.url = url
         # Read once: routing, the cache key and the access log all want it, and each read of the URL's costs.
         self.raw_path = raw_path
+        self.remote = remote  # the peer's address
         self.request_id = request_id
         self._own_request_id = own_request_id
         self.draining = draining

@@ -6,6 +6,7 @@ exception into a response, and the one place that writes the access log.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
@@ -14,7 +15,9 @@ import uuid
 from typing import Iterator, NamedTuple
 
 from aiohttp import web
-from multidict import istr
+from aiohttp.http import HttpVersion, RawRequestMessage
+from multidict import CIMultiDictProxy, istr
+from yarl import URL
 
 from gwd.buckets import BucketTable
 from gwd.config import Address, Config, JwtAuthorizer
@@ -231,7 +234,11 @@ class Entry:
         if metrics is not None:
             metrics.inflight += 1
         try:
-            exchange = self._exchange(request, request.rel_url.raw_path)
+            url = request.rel_url
+            exchange = self._exchange(
+                request.method, request.headers, request.version, url, url.raw_path, request.remote, request.transport
+            )
+            exchange.request = request
             try:
                 if too_many_header_bytes(request.raw_headers):
                     raise HEADERS_TOO_LARGE
@@ -248,46 +255,66 @@ class Entry:
             if metrics is not None:
                 metrics.inflight -= 1
 
-    def answer_at_once(self, request: web.BaseRequest) -> PassThroughResponse | None:
+    def answer_at_once(
+        self, message: RawRequestMessage, remote: str | None, transport: asyncio.Transport
+    ) -> PassThroughResponse | None:
         """The response to a request that needs no waiting (a fresh hit in the worker's memory cache), or None.
 
-        The connection asks before handing a request to aiohttp's per-request
-        task, and sends what this returns itself; None means: handle it as
-        usual.  Only routes whose cache is their first stage answer here
-        (see :func:`gwd.pipeline.cache.answer_at_once`); what the caller sees
-        and what the access log and metrics record is the same either way.
+        The connection asks, with the parsed request and its peer's address,
+        before handing a request to aiohttp's per-request task, and sends
+        what this returns itself; None means: handle it as usual.  Only
+        routes whose cache is their first stage answer here (see
+        :func:`gwd.pipeline.cache.answer_at_once`); what the caller sees and
+        what the access log and metrics record is the same either way.
+        No aiohttp request object is made for it: the exchange has what the
+        parser gave.
         """
         started = time.time()
         started_clock = time.perf_counter()
-        raw_path = request.rel_url.raw_path
+        if message.path[:1] != "/":
+            return None  # absolute- or asterisk-form: aiohttp rewrites those, so the chain takes them
+        url = message.url
+        raw_path = url.raw_path
+        method = message.method
         try:
-            stage, target, values = self._match(request.method, raw_path)
+            stage, target, values = self._match(method, raw_path)
         except GatewayError:
             return None
         if target is None or target.at_once is None:
             return None
-        if self._gateway.draining or too_many_header_bytes(request.raw_headers):
+        if self._gateway.draining or too_many_header_bytes(message.raw_headers):
             return None
-        exchange = self._exchange(request, raw_path)
+        exchange = self._exchange(method, message.headers, message.version, url, raw_path, remote, transport)
         _enter(exchange, stage, target, values)
         response = target.at_once(exchange)
         if response is not None:
             self._finish(exchange, response, started, started_clock)
         return response
 
-    def _exchange(self, request: web.BaseRequest, raw_path: str) -> Exchange:
-        """A new exchange for ``request``: its request id (the client's when valid) and trace."""
-        request_id = request.headers.get(X_REQUEST_ID)
+    def _exchange(
+        self,
+        method: str,
+        headers: CIMultiDictProxy[str],
+        version: HttpVersion,
+        url: URL,
+        raw_path: str,
+        remote: str | None,
+        transport: asyncio.Transport | None,
+    ) -> Exchange:
+        """A new exchange for what the client sent: its request id (the client's when valid) and trace."""
+        request_id = headers.get(X_REQUEST_ID)
         own_request_id = request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id)
         if own_request_id:
             prefix, counter = self._ids
             request_id = f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
-        exchange = Exchange(request, raw_path, request_id, self._gateway.draining, own_request_id=own_request_id)
-        traceparent = request.headers.get(TRACEPARENT)
+        exchange = Exchange(
+            method, headers, version, url, raw_path, remote, request_id, self._gateway.draining, own_request_id
+        )
+        traceparent = headers.get(TRACEPARENT)
         if traceparent is not None:
             exchange.continue_trace(traceparent)
         if self._client_certs:
-            exchange.client_cert = client_certificate(request)
+            exchange.client_cert = client_certificate(transport)
         return exchange
 
     def _finish(self, exchange: Exchange, response: web.StreamResponse, started: float, started_clock: float) -> None:
@@ -309,7 +336,7 @@ class Entry:
 
     def _route(self, exchange: Exchange) -> RouteTarget | None:
         """The matched route, with the exchange's stage, route key and parameters set."""
-        stage, target, values = self._match(exchange.request.method, exchange.raw_path)
+        stage, target, values = self._match(exchange.method, exchange.raw_path)
         _enter(exchange, stage, target, values)
         return target
 

@@ -70,7 +70,7 @@ class RequestMetrics:
             counts.dirty = True
             self._dirty.append(counts)
         # The method as parsed (llhttp knows a fixed set); the flush names the unusual ones OTHER.
-        counts.requests[exchange.request.method, status] += 1
+        counts.requests[exchange.method, status] += 1
         counts.durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
         counts.duration_sum += seconds
         latency = exchange.integration_latency

@@ -30,7 +30,12 @@ async def _run() -> tuple[list[int], Resources]:
 
     async def serve(request):
         try:
-            return await handler(Exchange(request, request.rel_url.raw_path, "id", False))
+            url = request.rel_url
+            exchange = Exchange(
+                request.method, request.headers, request.version, url, url.raw_path, request.remote, "id", False, False
+            )
+            exchange.request = request
+            return await handler(exchange)
         except GatewayError as error:
             return error.render()
 

@@ -264,6 +264,9 @@ class Connection:
         """(method, path) requests, in one write: pipelined."""
         self.sock.sendall(b"".join(b"%s %s HTTP/1.1\r\nHost: gwd\r\n\r\n" % (m.encode(), p.encode()) for m, p in requests))
 
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
     def response(self, head_only: bool = False) -> tuple[dict[str, str], bytes]:
         """The next response's headers (lower-case names) and body."""
         while b"\r\n\r\n" not in self._buffer:
@@ -326,6 +329,31 @@ def test_pipelined_requests_keep_their_order_around_hits(gateway, backend):
     assert [logged[i]["httpMethod"] for i in ids] == ["GET", "GET", "GET", "HEAD"]
     hits = 'gwd_cache_requests_total{result="hit",route="ANY /any/{proxy+}",stage="$default"}'
     wait_for(lambda: f"{hits} 5.0" in scrape(gateway), 5, "five hits counted: one warming, four here")
+
+
+def test_hits_answered_as_parsed_are_keyed_and_logged_as_the_chain_does(gateway, backend):
+    # The first request goes through the route's chain (a miss); the same request on the now idle
+    # connection is answered as it is parsed, from what the parser gave (no aiohttp request object).
+    head = b" HTTP/1.1\r\nHost: gwd\r\nUser-Agent: probe/1\r\nAccept-Language: de\r\n\r\n"
+    targets = [b"/c/caf%C3%A9?page=2&x=1", b"/c/caf%C3%A9?x=9&page=2", b"/c/caf%C3%A9?page=3", b"http://gwd/c/caf%C3%A9?page=2"]
+    connection = Connection(gateway.port)
+    try:
+        replies = []
+        for target in targets:
+            connection.send_raw(b"GET " + target + head)
+            replies.append(connection.response()[0])
+    finally:
+        connection.close()
+    # The named query parameter is in the key, others are not; an absolute-form target is the same resource.
+    assert [headers["x-cache"] for headers in replies] == ["Miss", "Hit", "Miss", "Hit"]
+    ids = [headers["x-request-id"] for headers in replies]
+    wait_for(lambda: set(ids) <= {line["requestId"] for line in gateway.access_lines()}, 5, "the access log")
+    logged = {line["requestId"]: line for line in gateway.access_lines()}
+    chain = logged[ids[0]]
+    assert (chain["ip"], chain["path"], chain["userAgent"], chain["protocol"]) == ("127.0.0.1", "/c/café", "probe/1", "HTTP/1.1")
+    fields = ("ip", "path", "userAgent", "protocol", "httpMethod", "routeKey", "stage", "status", "responseLength")
+    for hit in (ids[1], ids[3]):
+        assert {name: logged[hit][name] for name in fields} == {name: chain[name] for name in fields}
 
 
 def test_hits_keep_an_idle_connection_open_until_its_keepalive_timeout(start_daemon, backend, tmp_path):
