@@ -1,15 +1,15 @@
-"""A worker's metrics: counted per request in plain dicts, added to the shared files once a second.
+"""A worker's metrics: counted in plain dicts, added to the shared files once a second.
 
 prometheus-client's multiprocess values are memory-mapped writes under a
 lock; several per request would cost more than the counting itself.  Here a
 request costs one tuple appended to a queue; every ``BATCH`` requests, and
 at each flush, the queue is counted into plain dicts and lists in one tight
-loop (on the proxy benchmark that halved what metrics cost: 3.6% -> 2.0%
+loop (on the proxy benchmark that halved what metrics cost, 3.6% -> 2.0%
 of req/s, against counting each request as it finished), and
 :meth:`RequestMetrics.flush` adds the counts since the last flush (see
-:mod:`gwd.metrics` for what that means when a worker dies).  Labels stay few and bounded: the route key template,
-never the raw path; unknown methods as ``OTHER``; unmatched requests as
-route ``$unmatched``.
+:mod:`gwd.metrics` for what that means when a worker dies).  Labels stay
+few and bounded: the route key template, never the raw path; unknown
+methods as ``OTHER``; unmatched requests as route ``$unmatched``.
 """
 
 from __future__ import annotations
