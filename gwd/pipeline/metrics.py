@@ -25,7 +25,7 @@ from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.resources import Resources
 
 UNMATCHED = "$unmatched"
-BATCH = 256  # requests queued before they are counted: about 80 µs of counting at a time
+BATCH = 256  # requests queued before they are counted: about 0.1 ms of counting at a time (94 µs in a loop)
 _SLOTS = len(DURATION_BUCKETS) + 1  # bucket counts, the last one +Inf
 
 # What counting one request needs: its route's counts (None when unmatched), stage, method, status,
