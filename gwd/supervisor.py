@@ -52,9 +52,27 @@ BOOT_TIMEOUT = 60.0
 """How long a new worker has to start accepting: longer, a reload is abandoned and a first worker killed."""
 WORKER_BOOT_ERROR = 3
 """Exit code a worker uses when it cannot start (see :mod:`gwd.worker`)."""
+HANDLED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGCHLD,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+)
+"""The signals the supervisor queues; a new worker starts with them blocked and at their default actions."""
 
 
 class WorkerMain(Protocol):
+    """Runs a worker in the forked child and returns its exit code.
+
+    It is called with :data:`HANDLED_SIGNALS` blocked and at their default
+    actions, so a signal sent to the new process waits until the worker
+    unblocks them, once it handles them itself.
+    """
+
     def __call__(
         self, config: Config, listeners: dict[Address, socket.socket], slot: int, ready_fd: int, supervisor_pid: int
     ) -> int: ...
@@ -140,6 +158,8 @@ class Supervisor:
         inherited = {config.server.listen: activated[0]} if activated else {}
         listeners = bind_listeners(config.listen_addresses, config.server.backlog, inherited)
         self._current = Generation(1, config, listeners, time.monotonic(), config.server.workers)
+        self._generations = 1
+        """Generations started so far: a reload superseded before it completed still used its number."""
         self._pending: Generation | None = None
         self._workers: dict[int, WorkerProcess] = {}
         self._signals: list[int] = []
@@ -203,16 +223,7 @@ class Supervisor:
 
     def _install_signal_handlers(self) -> None:
         signal.set_wakeup_fd(self._wakeup_write)
-        for signum in (
-            signal.SIGTERM,
-            signal.SIGINT,
-            signal.SIGQUIT,
-            signal.SIGHUP,
-            signal.SIGUSR1,
-            signal.SIGCHLD,
-            signal.SIGTTIN,
-            signal.SIGTTOU,
-        ):
+        for signum in HANDLED_SIGNALS:
             signal.signal(signum, self._queue_signal)
 
     def _queue_signal(self, signum: int, frame: object) -> None:
@@ -241,9 +252,13 @@ class Supervisor:
         ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(ready_read, False)
         supervisor_pid = os.getpid()
+        # Blocked across the fork: until the child has handlers of its own, a
+        # signal sent to it would run the supervisor's handler there and be lost.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(ready_read)
             os.close(ready_write)
             log.error("cannot fork worker %d: %s", slot, exc)
@@ -252,6 +267,7 @@ class Supervisor:
         if pid == 0:
             os.close(ready_read)
             self._become_worker(generation, slot, ready_write, supervisor_pid)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(ready_write)
         now = time.monotonic()
         self._workers[pid] = WorkerProcess(pid, slot, generation, now, ready_read, heard_at=now)
@@ -262,6 +278,9 @@ class Supervisor:
         """In the forked child: drop the supervisor's state, run the worker, never return."""
         code = WORKER_BOOT_ERROR
         try:
+            signal.set_wakeup_fd(-1)
+            for signum in HANDLED_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
             os.close(self._wakeup_read)
             os.close(self._wakeup_write)
             for worker in self._workers.values():
@@ -456,7 +475,8 @@ class Supervisor:
             log.error("reload failed: %s; still serving the previous config", exc)
             self._report_reload(False)
             return
-        self._pending = Generation(self._current.number + 1, config, listeners, now, config.server.workers)
+        self._generations += 1
+        self._pending = Generation(self._generations, config, listeners, now, config.server.workers)
         for slot in range(1, config.server.workers + 1):
             self._spawn_worker(self._pending, slot)
 

@@ -22,7 +22,7 @@ from gwd.config import Address, Config
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.connection import GatewayServer
 from gwd.pipeline.gateway import Gateway
-from gwd.supervisor import WORKER_BOOT_ERROR
+from gwd.supervisor import HANDLED_SIGNALS, WORKER_BOOT_ERROR
 from gwd.tls import listener_context
 
 log = logging.getLogger("gwd.worker")
@@ -53,34 +53,19 @@ def run_worker(
     table the CLI created before the supervisor forked.
     """
     setproctitle(f"gwd: worker {slot}")
-    signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD):
-        signal.signal(signum, signal.SIG_DFL)
     # Reloading and resizing are the supervisor's job; a worker must not die
-    # (or stop, SIGTTIN's default) of a signal sent to the whole group.
-    for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+    # (or stop, SIGTTIN's default) of a signal sent to the whole group, nor of
+    # a SIGUSR1 when it has no access log to reopen.
+    for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_IGN)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     worker = Worker(config, listeners, supervisor_pid, buckets)
     try:
-        try:
-            loop.run_until_complete(worker.start())
-        except Exception:
-            log.exception("worker %d failed to start", slot)
-            return WORKER_BOOT_ERROR
-        # Everything built so far lives as long as the worker: keep the cyclic
-        # collector from rescanning it on every full collection (+5% req/s proxying).
-        gc.collect()
-        gc.freeze()
-        os.write(ready_fd, b"R")
-        if config.server.worker_timeout:
-            os.set_blocking(ready_fd, False)
-            _beat(loop, ready_fd, min(HEARTBEAT_INTERVAL, config.server.worker_timeout / 5))
-        else:
-            os.close(ready_fd)
-        loop.run_until_complete(worker.serve_until_drained())
-        return 0
+        # One run of the loop from start to exit: uvloop listens for signals
+        # only while it runs, and one that came between two runs would wait
+        # there until the next signal.
+        return loop.run_until_complete(worker.run(slot, ready_fd))
     finally:
         loop.close()
 
@@ -126,6 +111,27 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._drain_timeout = config.server.drain_timeout
 
+    async def run(self, slot: int, ready_fd: int) -> int:
+        """Start, say so down ``ready_fd``, beat, serve until drained; the exit code."""
+        try:
+            await self.start()
+        except Exception:
+            log.exception("worker %d failed to start", slot)
+            return WORKER_BOOT_ERROR
+        # Everything built so far lives as long as the worker: keep the cyclic
+        # collector from rescanning it on every full collection (+5% req/s proxying).
+        gc.collect()
+        gc.freeze()
+        os.write(ready_fd, b"R")
+        timeout = self._config.server.worker_timeout
+        if timeout:
+            os.set_blocking(ready_fd, False)
+            _beat(asyncio.get_running_loop(), ready_fd, min(HEARTBEAT_INTERVAL, timeout / 5))
+        else:
+            os.close(ready_fd)
+        await self.serve_until_drained()
+        return 0
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -136,6 +142,9 @@ class Worker:
         if self._config.log.access != "off":
             self._access_log = AccessLog(self._config.log.access)
             loop.add_signal_handler(signal.SIGUSR1, self._access_log.reopen)
+        # The supervisor forked this process with its signals blocked: a stop
+        # sent meanwhile is delivered now, to the handlers above.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         self._gateway = Gateway(self._config, self._access_log, self._buckets)
         server_config = self._config.server
         tls = server_config.tls

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
+import re
 import signal
+import time
 
+import orjson
 import pytest
 from support import LoadClient, free_port, request, wait_for
 
@@ -89,3 +93,43 @@ def test_reload_moves_to_a_new_listen_address(start_daemon):
         return False
 
     wait_for(old_port_closed, 20, "the old address to close")
+
+
+def versioned(version: int) -> str:
+    return f"""
+[server]
+drain_timeout = "5s"
+
+[[routes]]
+route = "GET /hello"
+integration = {{ type = "mock", body = '{{"version": {version}}}' }}
+"""
+
+
+def test_a_burst_of_reloads_under_load_ends_on_the_last_config(start_daemon):
+    """Ten SIGHUPs 50 ms apart: each supersedes the last, and superseded workers drain and leave in time."""
+    daemon = start_daemon(versioned(0), workers=2)
+    with LoadClient(daemon.port, "/hello", threads=6, keepalive=True) as load:
+        load.wait_for_requests(200)
+        for version in range(1, 11):
+            daemon.config_path.write_text(versioned(version))
+            daemon.signal(signal.SIGHUP)
+            time.sleep(0.05)  # the burst's spacing, not a wait for anything
+
+        def last_generation_alone() -> bool:
+            started = re.findall(r"started worker \d+ \(pid (\d+), generation (\d+)\)", daemon.stderr())
+            last = max(int(generation) for _, generation in started)
+            newest = {int(pid) for pid, generation in started if int(generation) == last}
+            return last > 1 and set(daemon.worker_pids()) == newest
+
+        wait_for(last_generation_alone, 40, "only the last generation's workers to be left")
+        load.wait_for_requests(200)
+    assert load.failures == [], load.failures[:5]
+    assert "did not finish draining" not in daemon.stderr()
+    answers = [daemon.get("/hello").json() for _ in range(20)]
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+    for _ in range(20):
+        conn.request("GET", "/hello")
+        answers.append(orjson.loads(conn.getresponse().read()))
+    conn.close()
+    assert answers == [{"version": 10}] * 40
