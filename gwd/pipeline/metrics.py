@@ -15,14 +15,18 @@ methods as ``OTHER``; unmatched requests as route ``$unmatched``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from bisect import bisect_left
 from collections import Counter, defaultdict
+from typing import Any
 
 from gwd.config import HTTP_METHODS
 from gwd.keystore import ApiKey
 from gwd.metrics import DURATION_BUCKETS, FLUSH_INTERVAL, WorkerMetrics
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.resources import Resources
+
+log = logging.getLogger("gwd.metrics")
 
 UNMATCHED = "$unmatched"
 BATCH = 256  # requests queued before they are counted: about 0.1 ms of counting at a time (94 µs in a loop)
@@ -49,6 +53,7 @@ class RequestMetrics:
         "_flush_handle",
         "inflight",
         "_pending",
+        "_failing",
     )
 
     def __init__(self, resources: Resources, per_key: bool) -> None:
@@ -64,6 +69,7 @@ class RequestMetrics:
         self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._flush_periodically)
         self.inflight = 0
         self._pending: list[_Finished] = []  # answered requests not yet counted
+        self._failing = False  # the last flush could not write (it was logged)
 
     def counts_for(self, stage: str, route: str) -> RouteCounts:
         """The counts of one route under one stage, made at config load (the gateway keeps them with the route)."""
@@ -123,47 +129,88 @@ class RequestMetrics:
         self.flush()
 
     def _flush_periodically(self) -> None:
-        self.flush()
+        # Scheduled first: nothing a flush raises may end the chain.
         self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._flush_periodically)
+        self.flush()
 
     def flush(self) -> None:
-        """Add what was counted since the last flush to the shared files."""
+        """Add what was counted since the last flush to the shared files.
+
+        Every series a flush writes is looked up first, which is where
+        prometheus-client creates and grows its files; only when all of them
+        exist are the counts added, so a flush that fails (out of descriptors
+        or disk) adds nothing, keeps every count, and the next one adds them
+        all.  The failure is logged once, and so is the recovery.
+        """
         self._count()
+        try:
+            additions, histograms, settings = self._series_to_write()
+        except Exception as exc:
+            if not self._failing:
+                self._failing = True
+                log.error(
+                    "metrics: cannot write this worker's counts (%s: %s); they are kept for the next flush",
+                    type(exc).__name__,
+                    exc,
+                )
+            return
+        if self._failing:
+            self._failing = False
+            log.warning("metrics: this worker's counts are written again; none were lost")
+        for child, amount in additions:
+            child.inc(amount)
+        for child, buckets, total in histograms:
+            _add_histogram(child, buckets, total)
+        for child, value in settings:
+            child.set(value)
+        for counts in self._dirty:
+            counts.reset()
+        self._dirty = []
+        self._keys = {}
+        resources = self._resources
+        self._throttled_seen.update(
+            {labels: total for labels, total in resources.throttled.items() if total != self._throttled_seen[labels]}
+        )
+        for where, counts in resources.cache_results.items():
+            self._cache_seen[where] = (counts.hit, counts.miss, counts.bypass)
+        self._evictions_seen = getattr(resources.cache_store, "evictions", 0)
+
+    def _series_to_write(self) -> tuple[list[tuple[Any, float]], list[tuple[Any, list[int], float]], list[tuple[Any, float]]]:
+        """What a flush adds: (series, amount) to increase, histogram series with their buckets and sum, gauges to set."""
         metrics = self._metrics
-        dirty, self._dirty = self._dirty, []
-        for counts in dirty:
+        additions: list[tuple[Any, float]] = []
+        histograms: list[tuple[Any, list[int], float]] = []
+        for counts in self._dirty:
             stage, route = counts.stage, counts.route
             for (method, status), count in counts.requests.items():
                 label = method if method in HTTP_METHODS else "OTHER"
-                metrics.requests.labels(stage, route, label, str(status)).inc(count)
-            _add_histogram(metrics.request_duration.labels(stage, route), counts.durations, counts.duration_sum)
+                additions.append((metrics.requests.labels(stage, route, label, str(status)), count))
+            histograms.append((metrics.request_duration.labels(stage, route), counts.durations, counts.duration_sum))
             if any(counts.integration):
-                _add_histogram(metrics.integration_duration.labels(stage, route), counts.integration, counts.integration_sum)
+                histograms.append(
+                    (metrics.integration_duration.labels(stage, route), counts.integration, counts.integration_sum)
+                )
             for kind, count in counts.errors.items():
-                metrics.integration_errors.labels(stage, route, kind).inc(count)
-            counts.reset()
-        keys, self._keys = self._keys, {}
-        for key_id, count in keys.items():
-            metrics.api_key_requests.labels(key_id).inc(count)
+                additions.append((metrics.integration_errors.labels(stage, route, kind), count))
+        for key_id, count in self._keys.items():
+            additions.append((metrics.api_key_requests.labels(key_id), count))
         resources = self._resources
         for labels, total in resources.throttled.items():
             if total != self._throttled_seen[labels]:
-                metrics.throttled.labels(*labels).inc(total - self._throttled_seen[labels])
-                self._throttled_seen[labels] = total
+                additions.append((metrics.throttled.labels(*labels), total - self._throttled_seen[labels]))
         for where, counts in resources.cache_results.items():
             now = (counts.hit, counts.miss, counts.bypass)
             before = self._cache_seen.get(where, (0, 0, 0))
             for result, new, old in zip(("hit", "miss", "bypass"), now, before):
                 if new != old:
-                    metrics.cache_requests.labels(*where, result).inc(new - old)
-            self._cache_seen[where] = now
+                    additions.append((metrics.cache_requests.labels(*where, result), new - old))
         evictions = getattr(resources.cache_store, "evictions", 0)
         if evictions != self._evictions_seen:
-            metrics.cache_evictions.inc(evictions - self._evictions_seen)
-            self._evictions_seen = evictions
-        metrics.inflight.set(self.inflight)
+            additions.append((metrics.cache_evictions, evictions - self._evictions_seen))
+        settings: list[tuple[Any, float]] = [(metrics.inflight, self.inflight)]
         for backend, count in resources.pools.connection_counts().items():
-            metrics.upstream_connections.labels(backend).set(count)
+            settings.append((metrics.upstream_connections.labels(backend), count))
+        return additions, histograms, settings
 
 
 class RouteCounts:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import http.client
 import os
+import resource
 import shutil
 import signal
 import struct
 import subprocess
 import threading
+import time
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -165,3 +167,40 @@ def test_probes_healthz_and_readyz_during_drain(tmp_path, start_daemon):
     wait_for(lambda: probe(daemon, "/readyz") == 503, 5, "/readyz to say 503 while draining")
     assert probe(daemon, "/healthz") == 200
     slow.join(10)
+
+
+def open_descriptors(pid: int) -> set[int]:
+    return {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+
+
+def test_a_flush_that_cannot_write_keeps_its_counts_for_the_next_one(tmp_path, start_daemon):
+    """A worker out of descriptors cannot create its values file: the flush fails, is logged once, loses nothing."""
+    daemon = start_daemon(CONFIG.replace("{state}", str(tmp_path / "state")), workers=1)
+    [worker] = daemon.worker_pids()
+    before = open_descriptors(worker)
+    connections = [http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10) for _ in range(4)]
+    for connection in connections:
+        connection.connect()
+    wait_for(lambda: len(open_descriptors(worker) - before) >= 4, 10, "the worker to accept the connections")
+    lowest_free = min(set(range(len(open_descriptors(worker)) + 1)) - open_descriptors(worker))
+    _, hard = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (lowest_free, hard))
+    sent = 0
+    fault_until = time.monotonic() + 2.5  # long enough for two flushes to fail
+    failed = "cannot write this worker's counts"
+    while time.monotonic() < fault_until or (failed not in daemon.stderr() and time.monotonic() < fault_until + 10):
+        connection = connections[sent % len(connections)]
+        connection.request("GET", "/hello")
+        response = connection.getresponse()
+        assert response.status == 200 and response.read() == b"hello"
+        sent += 1
+    assert failed in daemon.stderr()
+    assert requests_total(daemon) == 0
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (hard, hard))
+    wait_for(lambda: requests_total(daemon) == sent, 10, f"the {sent} requests to be counted")
+    for connection in connections:
+        connection.close()
+    text = scrape(daemon)
+    assert total(text, "gwd_request_duration_seconds_count", route="GET /hello") == sent
+    assert daemon.stderr().count(failed) == 1
+    assert "counts are written again; none were lost" in daemon.stderr()
