@@ -43,6 +43,7 @@ class Backend:
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    slow_started: list[str] = field(default_factory=list)  # /slow/ requests that reached the handler
     keep_body: bool = True
     ssl_context: ssl.SSLContext | None = None  # serve HTTPS with it
 
@@ -101,6 +102,7 @@ class Backend:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         if path.startswith("/slow/"):
+            self.slow_started.append(path)
             try:
                 await asyncio.sleep(float(path.rsplit("/", 1)[1]))
             except asyncio.CancelledError:
@@ -137,6 +139,17 @@ class Backend:
             response.enable_chunked_encoding()
             await response.prepare(request)
             await _write_pattern(response, size)
+            await response.write_eof()
+            return response
+        if path.startswith("/trickle/"):
+            # 64 KiB pieces, one every 20 ms: a stream still under way when a client gives up on it.
+            pieces = int(path.rsplit("/", 1)[1])
+            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for _ in range(pieces):
+                await response.write(pattern(65536))
+                await asyncio.sleep(0.02)
             await response.write_eof()
             return response
         if path == "/gzip":

@@ -116,6 +116,10 @@ class AccessLog:
             fields["clientCert"] = exchange.client_cert.as_log()
         elif "clientCert" in fields:
             del fields["clientCert"]
+        if exchange.client_closed:
+            fields["clientClosed"] = True
+        elif "clientClosed" in fields:
+            del fields["clientClosed"]
         pending = self._pending
         pending += orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
         if len(pending) >= FLUSH_BYTES:

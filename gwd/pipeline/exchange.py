@@ -55,6 +55,8 @@ class Exchange:
         "_trace",
         "_own_request_id",
         "route_counts",
+        "status_sent",
+        "client_closed",
     )
 
     request: BaseRequest
@@ -105,6 +107,10 @@ class Exchange:
         self.backend_header_lines = b""
         # The matched route's metrics counts; None when unmatched or metrics are off.
         self.route_counts: RouteCounts | None = None
+        # The status of a streamed response whose head went out before the body was all sent.
+        self.status_sent: int | None = None
+        # The client went away before its response was all sent.
+        self.client_closed = False
         # (trace id, flags): the client's traceparent, or one started on first use (see trace()).
         self._trace: tuple[str, str] | None = None
 

@@ -49,6 +49,8 @@ TRACEPARENT = istr("traceparent")
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 BAD_PATH = GatewayError(400, "Bad Request")
 HEADERS_TOO_LARGE = GatewayError(431, "Request Header Fields Too Large")
+CLIENT_CLOSED_REQUEST = 499
+"""The status logged and counted for a request whose client went away before any response (nginx's)."""
 
 
 class RouteTarget(NamedTuple):
@@ -246,6 +248,14 @@ class Entry:
                 response = NOT_FOUND.render() if target is None else await target.handler(exchange)
             except GatewayError as error:
                 response = error.render()
+            except asyncio.CancelledError:
+                if request.transport is not None:
+                    raise  # the worker gave up on it (a drain's end): aiohttp closes the connection
+                # The client went away and aiohttp cancelled the request: one line and one count still.
+                exchange.client_closed = True
+                status = exchange.status_sent or CLIENT_CLOSED_REQUEST
+                self._record(exchange, status, exchange.response_length or 0, started, started_clock)
+                raise
             except Exception:
                 log.exception("request %s %s %s failed", exchange.request_id, request.method, request.path)
                 response = INTERNAL_ERROR.render()
@@ -323,16 +333,20 @@ class Entry:
             if self._server_timing:
                 exchange.add_header_lines(_server_timing(exchange, time.perf_counter() - started_clock))
             exchange.stamp(response)
+        length = exchange.response_length
+        if length is None:
+            # Streamed responses set response_length; everything else is a web.Response.
+            length = len(response.body or b"")
+        self._record(exchange, response.status, length, started, started_clock)
+
+    def _record(self, exchange: Exchange, status: int, length: int, started: float, started_clock: float) -> None:
+        """Write the access log line and count the request."""
         elapsed = time.perf_counter() - started_clock
         access_log = self._access_log
         if access_log is not None:
-            length = exchange.response_length
-            if length is None:
-                # Streamed responses set response_length; everything else is a web.Response.
-                length = len(response.body or b"")
-            access_log.record(exchange, response.status, length, started, started + elapsed)
+            access_log.record(exchange, status, length, started, started + elapsed)
         if self._metrics is not None:
-            self._metrics.record(exchange, response.status, elapsed)
+            self._metrics.record(exchange, status, elapsed)
 
     def _route(self, exchange: Exchange) -> RouteTarget | None:
         """The matched route, with the exchange's stage, route key and parameters set."""

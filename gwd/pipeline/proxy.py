@@ -366,23 +366,30 @@ async def _stream(
         reply.content_length = length
     exchange.stamp(reply)
     await reply.prepare(exchange.request)
-    sent = 0
+    exchange.status_sent = status
+    # Counted as it goes: a client that goes away may cancel this anywhere.
+    exchange.response_length = 0
     try:
         while (chunk := await connection.read_body()) is not None:
             await reply.write(chunk)
-            sent += len(chunk)
+            exchange.response_length += len(chunk)
+        await reply.write_eof()
     except UpstreamError as error:
         # The head is already on its way: all that is left is to cut the client off.
         kind = error.kind
         exchange.integration_error = kind
-        exchange.response_length = sent
-        log.warning("request %s: backend failed mid-body (%s) after %d bytes", exchange.request_id, kind, sent)
+        log.warning(
+            "request %s: backend failed mid-body (%s) after %d bytes", exchange.request_id, kind, exchange.response_length
+        )
         connection.close()
         transport = exchange.request.transport
         if transport is not None:
             transport.abort()
         return reply
-    exchange.response_length = sent
+    except ConnectionError:
+        # The client went away mid-body: the backend's rest is not wanted either.
+        exchange.client_closed = True
+        connection.close()
+        return reply
     connection.release()
-    await reply.write_eof()
     return reply
