@@ -473,3 +473,37 @@ class NotifySocket:
             return None
 
         return wait_for(found, timeout, f"{field} on NOTIFY_SOCKET") - 1
+
+
+class RssWatch:
+    """Samples a process's resident memory in a thread; reports the growth over the start."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = self.rss()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def rss(self) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.rss())
+
+    def __enter__(self) -> RssWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth_mib(self) -> float:
+        return (self.peak - self.start) / 1024 / 1024

@@ -10,6 +10,11 @@ Flow control both ways keeps memory flat whatever the body size: reading
 from the backend pauses while the client has not taken what was read, and
 writing to the backend waits while the socket's buffer is full.
 
+A response head is held to the limits a request head is (at most 100
+header lines, 10 KiB of them, 8 KiB of status line): a backend sending an
+endless head gets ``502`` (``protocol``) and its connection closed, not a
+worker's memory.
+
 Timeouts cost no timer per request: a connection carries a deadline (a
 float), and one sweep per worker every ``SWEEP_INTERVAL`` fails the
 connections past theirs and closes idle ones past ``IDLE_TIMEOUT``.
@@ -28,6 +33,7 @@ from typing import Any
 import httptools
 
 from gwd.config import BackendTls
+from gwd.pipeline.connection import MAX_HEADER_BYTES, MAX_HEADERS, MAX_REQUEST_LINE
 from gwd.tls import backend_context
 
 READ_HIGH_WATER = 256 * 1024
@@ -36,6 +42,8 @@ IDLE_TIMEOUT = 60.0
 """Idle pooled connections are closed after this (backends often close sooner; a retry covers that race)."""
 SWEEP_INTERVAL = 0.1
 """Timeouts fire up to this much late."""
+MAX_HEAD_BYTES = MAX_REQUEST_LINE + MAX_HEADER_BYTES + 4 * MAX_HEADERS
+"""The most bytes of a response head: a status line and header lines at their limits, with their separators."""
 
 
 _CONNECTION_DIRECTIVES = frozenset({b"keep-alive", b"close"})
@@ -52,6 +60,10 @@ class UpstreamError(Exception):
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: the response head broke one of its limits."""
 
 
 class UpstreamResponse:
@@ -100,6 +112,8 @@ class UpstreamConnection(asyncio.Protocol):
         "_idle_since",
         "_received_any",
         "_closed",
+        "_head_bytes",
+        "_header_bytes",
     )
 
     def __init__(self, pool: UpstreamPool) -> None:
@@ -125,6 +139,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._idle_since = 0.0
         self._received_any = False
         self._closed = False
+        # Bytes of the response head so far, all of them and those of header names and values.
+        self._head_bytes = 0
+        self._header_bytes = 0
 
     # asyncio.Protocol
 
@@ -144,7 +161,14 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamError("protocol", "unexpected protocol upgrade"))
         except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _HeadTooLarge):  # raised by a callback below
+                self._refuse_head(str(exc.__context__))
+                return
             self._fail(UpstreamError("protocol", f"invalid response: {exc}"))
+        if self._response is None and not self._closed:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse_head(f"a response head of more than {MAX_HEAD_BYTES} bytes")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -172,8 +196,17 @@ class UpstreamConnection(asyncio.Protocol):
 
     # httptools callbacks
 
+    def on_status(self, status: bytes) -> None:
+        if len(status) > MAX_REQUEST_LINE:
+            raise _HeadTooLarge(f"a status line of more than {MAX_REQUEST_LINE} bytes")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        self._header_bytes += len(name) + len(value)
+        if len(self._headers) > MAX_HEADERS:
+            raise _HeadTooLarge(f"more than {MAX_HEADERS} header lines")
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise _HeadTooLarge(f"more than {MAX_HEADER_BYTES} bytes of header lines")
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -181,6 +214,7 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200:
             # Interim responses (100 Continue, 103 Early Hints) are not forwarded.
             self._headers = []
+            self._header_bytes = 0
             return
         content_length = None
         chunked = False
@@ -238,6 +272,8 @@ class UpstreamConnection(asyncio.Protocol):
             raise UpstreamError("reset", "connection closed before the request was sent")
         self._busy = True
         self._headers = []
+        self._head_bytes = 0
+        self._header_bytes = 0
         self._response = None
         self._complete = False
         self._head_only = head_only
@@ -315,6 +351,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
         elif not self._busy and now - self._idle_since >= IDLE_TIMEOUT:
             self.close()
+
+    def _refuse_head(self, what: str) -> None:
+        """The backend's head broke a limit: fail the request and close the connection, buffering no more of it."""
+        self._fail(UpstreamError("protocol", f"the backend sent {what}"))
+        self.close()
 
     def _fail(self, error: UpstreamError) -> None:
         if self._error is None:
