@@ -594,6 +594,9 @@ class _ConfigReader:
         stages = self._stages(root.tables("stages"), server.listen)
         authorizers = self._authorizers(root.tables("authorizers"))
         routes = self._routes(root.tables("routes"), stages, {authorizer.name: authorizer for authorizer in authorizers})
+        if not data.get("routes"):
+            # An empty or truncated file would otherwise serve nothing (and a reload to it replace a working config).
+            self.problem("routes", "missing: a config serves at least one [[routes]] entry (an empty or truncated file?)")
         usage_plans = self._usage_plans(root.tables("usage_plans"))
         metrics_table = root.table("metrics")
         metrics = MetricsConfig(

@@ -10,8 +10,13 @@ from support import ROOT, Daemon, free_port, process_children, request, wait_for
 
 import gwd
 
+ROUTE = '[[routes]]\nroute = "GET /a"\nintegration = { type = "mock" }\n'
+
 BROKEN_CONFIGS = [
     # (config text, key path that must be named, words of the problem)
+    ("", "routes", "at least one [[routes]] entry"),
+    ('[server]\nlisten = "127.0.0.1:8080"\n', "routes", "at least one [[routes]] entry"),
+    ("routes = []\n", "routes", "at least one [[routes]] entry"),
     ("[server]\nlisten = 8080\n", "server.listen", "expected a string"),
     ('[server]\nlisten = "localhost"\n', "server.listen", "HOST:PORT"),
     ('[server]\nlisten = "127.0.0.1:70000"\n', "server.listen", "port must be"),
@@ -109,7 +114,7 @@ def test_check_names_file_key_and_problem(tmp_path, text, key_path, problem):
 
 def test_check_reports_every_problem_at_once(tmp_path):
     path = tmp_path / "broken.toml"
-    path.write_text('[server]\nworkers = -1\ndrain_timeout = "x"\n[log]\nlevel = "loud"\n')
+    path.write_text('[server]\nworkers = -1\ndrain_timeout = "x"\n[log]\nlevel = "loud"\n' + ROUTE)
     result = gwd_command("check", "-c", str(path))
     assert result.returncode == 78
     for key in ("server.workers", "server.drain_timeout", "log.level"):

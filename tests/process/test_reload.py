@@ -58,6 +58,17 @@ def test_reload_with_invalid_config_keeps_serving_the_old_one(start_daemon):
     assert set(daemon.worker_pids()) == workers
 
 
+@pytest.mark.parametrize("text", ["", "[server]\nworkers = 2\n", "[[routes]]\nroute = \"GET /hel"], ids=["empty", "only-server", "truncated"])
+def test_reload_to_an_empty_or_truncated_config_is_refused(start_daemon, text):
+    daemon = start_daemon(BEFORE, workers=2)
+    workers = set(daemon.worker_pids())
+    daemon.config_path.write_text(text)
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in daemon.stderr(), 10, "the reload to be refused")
+    assert daemon.get("/hello").json() == {"version": 1}
+    assert set(daemon.worker_pids()) == workers
+
+
 def test_reload_applies_the_new_worker_count(start_daemon):
     daemon = start_daemon(BEFORE + "\n[server]\nworkers = 1\n", workers=None)
     assert len(daemon.worker_pids()) == 1
