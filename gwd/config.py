@@ -97,6 +97,7 @@ class ServerConfig:
     max_body: int = 10 * 1024**2  # request body bytes; more is 413
     user: str | None = None  # started as root: the user to become once the sockets are bound
     worker_timeout: float = 30.0  # a worker silent this long (stuck event loop) is killed; 0: never
+    max_connections: int = 0  # client connections a worker holds at once; 0: as many as its descriptors allow
 
 
 @dataclass(frozen=True, slots=True)
@@ -738,6 +739,7 @@ class _ConfigReader:
             max_body=table.parsed("max_body", 10 * 1024**2, parse_size),
             user=self._user(table),
             worker_timeout=self._worker_timeout(table),
+            max_connections=table.integer("max_connections", 0, 0, 1_000_000),
         )
         table.finish()
         return config

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import select
 import signal
 import socket
@@ -153,6 +154,7 @@ class Supervisor:
         self._reloads = 0
         self._watchdog_interval = watchdog_interval()
         self._watchdog_due = 0.0
+        _raise_descriptor_limit()
         # With socket activation, systemd's socket serves server.listen (it stays open across restarts).
         activated = activated_sockets()
         inherited = {config.server.listen: activated[0]} if activated else {}
@@ -581,6 +583,16 @@ class Supervisor:
         now = time.monotonic()
         for service in self._services:
             service.expire(now)
+
+
+def _raise_descriptor_limit() -> None:
+    """Lift the soft limit on open files to the hard one (workers inherit it): each client may need two descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
 
 
 def _drain_pipe(fd: int) -> None:

@@ -20,7 +20,7 @@ from setproctitle import setproctitle
 from gwd.buckets import BucketTable
 from gwd.config import Address, Config
 from gwd.pipeline.accesslog import AccessLog
-from gwd.pipeline.connection import GatewayServer
+from gwd.pipeline.connection import ConnectionCount, GatewayServer, connection_limit
 from gwd.pipeline.gateway import Gateway
 from gwd.supervisor import HANDLED_SIGNALS, WORKER_BOOT_ERROR
 from gwd.tls import listener_context
@@ -149,11 +149,13 @@ class Worker:
         server_config = self._config.server
         tls = server_config.tls
         context = listener_context(tls.cert, tls.key, tls.client_ca, tls.client_auth) if tls is not None else None
+        count = ConnectionCount(connection_limit(server_config.max_connections))
         for address, listener in self._listeners.items():
             entry = self._gateway.entry(address)
             server = GatewayServer(
                 entry.handle,
                 header_timeout=server_config.header_timeout,
+                count=count,
                 answer_at_once=entry.answer_at_once if entry.answers_at_once else None,
                 access_log=None,
                 # A client that goes away cancels its request, and so the backend call.

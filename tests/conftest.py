@@ -18,10 +18,11 @@ def start_daemon(tmp_path: Path) -> Callable[..., Daemon]:
         wait: bool = True,
         extra_args: tuple[str, ...] = (),
         listen: bool = True,
+        nofile: int | None = None,
     ) -> Daemon:
         directory = tmp_path / f"daemon{len(started)}"
         directory.mkdir()
-        daemon = Daemon(directory, config, workers=workers, extra_args=extra_args, listen=listen)
+        daemon = Daemon(directory, config, workers=workers, extra_args=extra_args, listen=listen, nofile=nofile)
         started.append(daemon)
         return daemon.start(wait=wait)
 

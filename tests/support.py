@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -130,8 +131,10 @@ class Daemon:
         workers: int | None = 2,
         extra_args: tuple[str, ...] = (),
         listen: bool = True,
+        nofile: int | None = None,
     ) -> None:
         self.tmp_path = tmp_path
+        self.nofile = nofile  # the daemon's limit on open files (soft and hard), when set
         self.port = free_port()
         self.admin_port = free_port()
         self.config_path = tmp_path / "gwd.toml"
@@ -167,10 +170,14 @@ class Daemon:
             stdout=open(self.stdout_path, "wb"),
             stderr=open(self.stderr_path, "wb"),
             cwd=ROOT,
+            preexec_fn=None if self.nofile is None else self._limit_descriptors,
         )
         if wait:
             self.wait_ready()
         return self
+
+    def _limit_descriptors(self) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     @property
     def pid(self) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from typing import TYPE_CHECKING, Any, Callable
 
 import aiohttp
@@ -185,19 +186,118 @@ class GatewayRequestHandler(RequestHandler):
         return response
 
 
+DESCRIPTOR_RESERVE = 64
+"""Descriptors a worker keeps for everything but client connections (files, pipes, Redis, listeners)."""
+REFUSED_LINGER = 2.0
+"""Seconds a refused connection waits for its request (see :class:`RefusedConnection`)."""
+_UNAVAILABLE_BODY = orjson.dumps({"message": "Service Unavailable"})
+_SERVICE_UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: gwd\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%b" % (len(_UNAVAILABLE_BODY), _UNAVAILABLE_BODY)
+)
+
+
+def connection_limit(configured: int) -> int:
+    """The most client connections a worker holds: ``server.max_connections``, and no more than its descriptors allow.
+
+    Each connection may hold a backend connection too, so two descriptors
+    each, beside :data:`DESCRIPTOR_RESERVE`.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured or 1_000_000
+    by_descriptors = max(1, (soft - DESCRIPTOR_RESERVE) // 2)
+    return min(configured, by_descriptors) if configured else by_descriptors
+
+
+class ConnectionCount:
+    """A worker's open client connections over all its listeners, against their limit."""
+
+    __slots__ = ("open", "most", "refusing", "lingering")
+
+    def __init__(self, most: int) -> None:
+        self.open = 0
+        self.most = most
+        self.refusing = False  # a refusal was logged and no connection has closed since
+        self.lingering = 0  # refused connections waiting for their request before they close
+
+
+class RefusedConnection(asyncio.Protocol):
+    """A connection past the worker's limit: it gets a 503 at once instead of waiting, or a close without an answer.
+
+    It is closed once the client's request has come (closing on unread
+    bytes would send a reset, which can destroy the 503), or after
+    :data:`REFUSED_LINGER`; at once when many refused connections already
+    wait so, to keep their descriptors few.
+    """
+
+    __slots__ = ("_count", "_transport", "_close_handle")
+
+    def __init__(self, count: ConnectionCount) -> None:
+        self._count = count
+        self._close_handle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._transport = transport
+        transport.write(_SERVICE_UNAVAILABLE)
+        if self._count.lingering >= DESCRIPTOR_RESERVE // 2:
+            transport.close()
+            return
+        self._count.lingering += 1
+        self._close_handle = asyncio.get_running_loop().call_later(REFUSED_LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        self._transport.close()
+
+    def eof_received(self) -> bool:
+        return False  # the client is done: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._close_handle is not None:
+            self._close_handle.cancel()
+            self._count.lingering -= 1
+
+
 class GatewayServer(web.Server):
-    """aiohttp's low-level server making :class:`GatewayRequestHandler` connections with gwd's parser limits."""
+    """aiohttp's low-level server making :class:`GatewayRequestHandler` connections with gwd's parser limits.
+
+    Past the worker's connection limit (``count``), a new connection is
+    answered ``503`` and closed: with descriptors to spare for that, a
+    client is never closed without an answer for lack of them.
+    """
 
     def __init__(
-        self, handler: Any, *, header_timeout: float, answer_at_once: AnswerAtOnce | None = None, **kwargs: Any
+        self,
+        handler: Any,
+        *,
+        header_timeout: float,
+        count: ConnectionCount,
+        answer_at_once: AnswerAtOnce | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             handler, max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_HEADER_BYTES, max_headers=MAX_HEADERS, **kwargs
         )
         self._header_timeout = header_timeout
         self._answer_at_once = answer_at_once
+        self._count = count
 
-    def __call__(self) -> RequestHandler:
+    def __call__(self) -> asyncio.Protocol:
+        count = self._count
+        if count.open >= count.most:
+            if not count.refusing:
+                count.refusing = True
+                log.warning("%d client connections open, the most this worker takes: answering new ones 503", count.most)
+            return RefusedConnection(count)
         return GatewayRequestHandler(
             self, loop=self._loop, header_timeout=self._header_timeout, answer_at_once=self._answer_at_once, **self._kwargs
         )
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        self._count.open += 1
+        super().connection_made(handler, transport)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        self._count.open -= 1
+        self._count.refusing = False
+        super().connection_lost(handler, exc)

@@ -196,13 +196,15 @@ def build(
 
 
 def _failure(exchange: Exchange, connection: UpstreamConnection | None, error: UpstreamError) -> GatewayError:
-    """Abandon the backend exchange; the client gets 504 for a timeout, else 502."""
+    """Abandon the backend exchange; the client gets 504 for a timeout, 503 when gwd is out of descriptors, else 502."""
     if connection is not None:
         connection.close()
     exchange.integration_error = error.kind
     log.warning("request %s: backend failed: %s", exchange.request_id, error)
     if error.kind == "timeout":
         return GatewayError(504, "Endpoint request timed out")
+    if error.kind == "descriptors":
+        return GatewayError(503, "Service Unavailable")
     return GatewayError(502, "Bad Gateway")
 
 

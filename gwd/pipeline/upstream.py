@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import socket
 import ssl
 from typing import Any
@@ -55,7 +56,7 @@ def connection_options(value: bytes) -> set[bytes]:
 
 
 class UpstreamError(Exception):
-    """A backend failure; ``kind`` says which: refused, reset, timeout, tls, dns or protocol."""
+    """A backend failure; ``kind`` says which: refused, reset, timeout, tls, dns, protocol, or descriptors (gwd's own)."""
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(f"{kind}: {detail}")
@@ -428,6 +429,9 @@ class UpstreamPool:
         except ssl.SSLError as exc:
             raise UpstreamError("tls", f"TLS handshake with {self.host}:{self.port} failed: {exc.reason or exc}") from None
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                # The gateway's own shortage, not the backend's fault: 503, not 502.
+                raise UpstreamError("descriptors", f"no file descriptor left to connect to {self.host}:{self.port}") from None
             kind = "dns" if isinstance(exc, socket.gaierror) else "refused"
             raise UpstreamError(kind, f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
         self._all.add(connection)
