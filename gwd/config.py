@@ -800,6 +800,8 @@ class _ConfigReader:
             table.problem("access", f'expected "stdout", "off" or an absolute file path, got {access!r}')
         elif access.startswith("/") and not os.path.isdir(os.path.dirname(access)):
             table.problem("access", f"directory {os.path.dirname(access)!r} does not exist")
+        elif os.path.isdir(access):
+            table.problem("access", f"{access!r} is a directory; expected the path of the log file")
         level = table.string("level", "info")
         if level not in _LOG_LEVELS:
             table.problem("level", f"expected one of {', '.join(_LOG_LEVELS)}, got {level!r}")

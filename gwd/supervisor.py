@@ -15,13 +15,15 @@ Signal handlers only queue the signal; the main loop does the work.
 
 A worker that dies is replaced at once; one that keeps dying young is
 restarted with exponentially growing delays, so a broken deployment does
-not become a fork storm.  A worker whose event loop is stuck is not dead,
+not become a fork storm.  A serving worker killed by a signal is replaced
+at once unless that keeps happening.  A worker whose event loop is stuck is not dead,
 so each worker also writes a heartbeat byte down its pipe; one silent for
 ``worker_timeout`` is killed and replaced.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import resource
@@ -44,6 +46,9 @@ log = logging.getLogger("gwd.supervisor")
 
 STABLE_AFTER = 10.0
 """A worker that lived this long before dying restarts without delay."""
+REPEATED_KILLS = 3
+KILLS_WINDOW = 60.0
+"""A serving worker killed by a signal restarts without delay, unless that happened REPEATED_KILLS times in KILLS_WINDOW s."""
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 KILL_MARGIN = 2.0
@@ -53,6 +58,8 @@ BOOT_TIMEOUT = 60.0
 """How long a new worker has to start accepting: longer, a reload is abandoned and a first worker killed."""
 WORKER_BOOT_ERROR = 3
 """Exit code a worker uses when it cannot start (see :mod:`gwd.worker`)."""
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal a process gets when its parent dies."""
 HANDLED_SIGNALS = (
     signal.SIGTERM,
     signal.SIGINT,
@@ -118,6 +125,8 @@ class Generation:
     workers: int
     """How many workers to keep: the config's count, changed by SIGTTIN and SIGTTOU."""
     failures: dict[int, int] = field(default_factory=dict)
+    kills: dict[int, list[float]] = field(default_factory=dict)
+    """When each slot's serving workers were killed by a signal, within the last KILLS_WINDOW."""
     respawn_at: dict[int, float] = field(default_factory=dict)
     announced_ready: bool = False
 
@@ -283,6 +292,9 @@ class Supervisor:
             signal.set_wakeup_fd(-1)
             for signum in HANDLED_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
+            _stop_quickly_when_orphaned(supervisor_pid)
+            for service in self._services:
+                service.close()  # the admin listener is the supervisor's alone
             os.close(self._wakeup_read)
             os.close(self._wakeup_write)
             for worker in self._workers.values():
@@ -369,15 +381,25 @@ class Supervisor:
             self._report_reload(False)
         elif generation is self._current:
             lived = now - worker.started_at
+            if worker.ready and os.WIFSIGNALED(status) and self._killed_rarely(generation, worker.slot, now):
+                # Killed from outside (an operator, the OOM killer): not a crash loop, however young.
+                lived = max(lived, STABLE_AFTER)
             delay = self._schedule_respawn(generation, worker.slot, now, lived)
             log.warning(
                 "worker %d (pid %d) %s after %.1fs; restarting it %s",
                 worker.slot,
                 worker.pid,
                 reason,
-                lived,
+                now - worker.started_at,
                 f"in {delay:g}s" if delay else "now",
             )
+
+    def _killed_rarely(self, generation: Generation, slot: int, now: float) -> bool:
+        """Note a kill of ``slot``'s worker; whether it is fewer than REPEATED_KILLS in KILLS_WINDOW."""
+        kills = [at for at in generation.kills.get(slot, []) if now - at < KILLS_WINDOW]
+        kills.append(now)
+        generation.kills[slot] = kills
+        return len(kills) < REPEATED_KILLS
 
     def _schedule_respawn(self, generation: Generation, slot: int, now: float, lived: float) -> float:
         failures = 1 if lived >= STABLE_AFTER else generation.failures.get(slot, 0) + 1
@@ -583,6 +605,19 @@ class Supervisor:
         now = time.monotonic()
         for service in self._services:
             service.expire(now)
+
+
+def _stop_quickly_when_orphaned(supervisor_pid: int) -> None:
+    """Have the kernel send this new worker SIGQUIT (a quick drain) the moment the supervisor dies, SIGKILL included."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGQUIT, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError) as exc:
+        log.warning("cannot ask to be told of the supervisor's death (%s); the worker polls for it instead", exc)
+        return
+    if os.getppid() != supervisor_pid:  # it died before the request took hold
+        os.kill(os.getpid(), signal.SIGQUIT)
 
 
 def _raise_descriptor_limit() -> None:

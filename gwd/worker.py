@@ -138,7 +138,8 @@ class Worker:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, self._config.server.drain_timeout)
         quick = min(QUICK_DRAIN_TIMEOUT, self._config.server.drain_timeout)
         loop.add_signal_handler(signal.SIGINT, self.request_stop, quick)
-        loop.add_signal_handler(signal.SIGQUIT, self.request_stop, quick)
+        # SIGQUIT also comes from the kernel when the supervisor dies (see gwd.supervisor).
+        loop.add_signal_handler(signal.SIGQUIT, self._check_parent, quick)
         if self._config.log.access != "off":
             self._access_log = AccessLog(self._config.log.access)
             loop.add_signal_handler(signal.SIGUSR1, self._access_log.reopen)
@@ -174,13 +175,22 @@ class Worker:
             self._drain_timeout = drain_timeout
             self._stop.set()
 
-    def _check_parent(self) -> None:
-        """Leave with the supervisor: an orphan would hold the port with nobody managing it."""
+    def _check_parent(self, quit_drain_timeout: float | None = None) -> None:
+        """Leave with the supervisor: an orphan would hold the port with nobody managing it.
+
+        Called every ``PARENT_CHECK_INTERVAL`` and on SIGQUIT, which is
+        either a quick stop or the kernel saying the supervisor died.
+        """
+        assert self._stop is not None
+        if self._stop.is_set():
+            return  # already draining
         if os.getppid() != self._supervisor_pid:
             log.warning("supervisor %d is gone; draining and exiting", self._supervisor_pid)
             self.request_stop(min(ORPHAN_DRAIN_TIMEOUT, self._drain_timeout))
-            return
-        asyncio.get_running_loop().call_later(PARENT_CHECK_INTERVAL, self._check_parent)
+        elif quit_drain_timeout is not None:
+            self.request_stop(quit_drain_timeout)
+        else:
+            asyncio.get_running_loop().call_later(PARENT_CHECK_INTERVAL, self._check_parent)
 
     async def serve_until_drained(self) -> None:
         """Serve until a stop is requested, then drain.

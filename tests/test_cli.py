@@ -28,6 +28,7 @@ BROKEN_CONFIGS = [
     ("[server]\nlisten_port = 80\n", "server.listen_port", "unknown key"),
     ('[log]\naccess = "stderr"\n', "log.access", '"stdout", "off" or an absolute file path'),
     ('[log]\naccess = "/no/such/dir/access.log"\n', "log.access", "does not exist"),
+    ('[log]\naccess = "/tmp"\n', "log.access", "is a directory"),
     ('[[routes]]\nroute = "FETCH /x"\nintegration = { type = "mock" }\n', "routes[0].route", "must start with ANY"),
     ('[[routes]]\nroute = "GET x"\nintegration = { type = "mock" }\n', "routes[0].route", "must start with '/'"),
     ('[[routes]]\nroute = "GET /a/{proxy+}/b"\nintegration = { type = "mock" }\n', "routes[0].route", "last segment"),

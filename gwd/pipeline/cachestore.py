@@ -21,6 +21,8 @@ import aiocache
 import redis.exceptions
 from aiocache.serializers import MsgPackSerializer
 
+from gwd.pipeline.limiters import describe_redis_failure
+
 log = logging.getLogger("gwd.cache")
 
 ENTRY_OVERHEAD = 512
@@ -191,7 +193,11 @@ class RedisStore:
             result = await method(*args, **kwargs)
         except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:
             if not self._down_until:
-                log.error("the response cache at %s failed (%s); requests bypass it until it answers", self._url, exc)
+                log.error(
+                    "the response cache at %s failed (%s); requests bypass it until it answers",
+                    self._url,
+                    describe_redis_failure(exc, self.TIMEOUT),
+                )
             self._down_until = time.monotonic() + self.RETRY_INTERVAL
             raise CacheUnavailable(self._url) from None
         if self._down_until:

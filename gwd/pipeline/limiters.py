@@ -103,6 +103,13 @@ class _Lease:
         self.shared_left = shared_left
 
 
+def describe_redis_failure(exc: BaseException, timeout: float) -> str:
+    """What went wrong with Redis, in words: a timeout's exception often has no text of its own."""
+    if isinstance(exc, (TimeoutError, redis.exceptions.TimeoutError)):
+        return f"timed out after {timeout * 1000:g} ms"
+    return str(exc) or type(exc).__name__
+
+
 class MemoryLimiter:
     """Buckets in the daemon's shared memory, taken from a lease at a time for large bursts.
 
@@ -226,7 +233,7 @@ class RedisLimiter:
     def _failed(self, exc: BaseException) -> None:
         if not self._down_until:
             policy = "serving without limits" if self._fail_open else "answering 503"
-            log.error("Redis at %s failed (%s); %s until it answers", self._url, exc, policy)
+            log.error("Redis at %s failed (%s); %s until it answers", self._url, describe_redis_failure(exc, REDIS_TIMEOUT), policy)
         self._down_until = self._loop.time() + RETRY_INTERVAL
 
     def _refuse_unless_fail_open(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -110,3 +111,17 @@ api_key_required = true
     )
     assert report.returncode == 0, report.stderr
     assert report.stdout.split()[-1] == "30"
+
+
+def test_a_redis_that_stops_answering_is_logged_as_a_timeout(start_daemon, redis_server):
+    """A frozen redis-server (SIGSTOP) accepts connections and answers nothing: the log says it timed out."""
+    daemon = start_daemon(config(redis_server.url, 100, 100), workers=1)
+    assert statuses(daemon, 1) == [200]
+    redis_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert statuses(daemon, 1) == [200]  # fail_open
+        wait_for(lambda: "Redis at" in daemon.stderr(), 10, "the failure to be logged")
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    line = next(line for line in daemon.stderr().splitlines() if "Redis at" in line)
+    assert "failed (timed out after 250 ms)" in line, line
