@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -37,6 +38,7 @@ class Issued:
 
 def init_authority(directory: str, *, common_name: str = "gwd private CA", days: int = 3650, force: bool = False) -> tuple[Issued, Issued]:
     """Create ``directory`` with a CA and the gateway's client certificate; returns (CA, gateway) files."""
+    _check_days(days)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     ca_paths = Issued(os.path.join(directory, CA_FILE), os.path.join(directory, CA_KEY_FILE))
     if not force and (os.path.exists(ca_paths.certificate) or os.path.exists(ca_paths.key)):
@@ -85,6 +87,7 @@ def issue(
     ``sans`` are IP addresses or DNS names; a server certificate needs at
     least one.  ``client`` makes a client certificate (for mTLS) instead.
     """
+    _check_days(days)
     if not name or "/" in name or name.startswith("."):
         raise CertError(f"{name!r} is not a usable name: it becomes the file name NAME.pem")
     if not client and not sans:
@@ -164,9 +167,29 @@ def _load_authority(directory: str) -> tuple[x509.Certificate, ec.EllipticCurveP
     return certificate, key
 
 
+def _check_days(days: int) -> None:
+    if days < 1:
+        raise CertError(f"a certificate must be valid for at least 1 day, not {days}")
+
+
+_DNS_NAME = re.compile(r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def check_san(text: str) -> str:
+    """``text`` if it is an IP address or a DNS name (``*.`` allowed first), else a CertError saying so."""
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    if len(text) > 253 or not _DNS_NAME.fullmatch(text):
+        raise CertError(f"{text!r} is neither an IP address nor a DNS name")
+    return text
+
+
 def _general_name(text: str) -> x509.GeneralName:
     try:
-        return x509.IPAddress(ipaddress.ip_address(text))
+        return x509.IPAddress(ipaddress.ip_address(check_san(text)))
     except ValueError:
         return x509.DNSName(text)
 

@@ -89,15 +89,15 @@ def _parser() -> argparse.ArgumentParser:
     certs_commands = certs.add_subparsers(title="certs commands", required=True, metavar="COMMAND")
     init = certs_commands.add_parser("init", help="create a CA and the gateway's client certificate in DIR")
     init.add_argument("directory", metavar="DIR")
-    init.add_argument("--days", type=int, default=3650, help="how long the CA is valid (default 3650)")
+    init.add_argument("--days", type=_days, default=3650, help="how long the CA is valid (default 3650)")
     init.add_argument("--force", action="store_true", help="replace an existing CA")
     init.set_defaults(command=_certs_init)
     issue = certs_commands.add_parser("issue", help="issue a certificate signed by the CA in DIR")
     issue.add_argument("directory", metavar="DIR")
     issue.add_argument("--name", required=True, help="common name, and the file stem: DIR/NAME.pem and DIR/NAME.key")
-    issue.add_argument("--san", action="append", default=[], help="an IP address or DNS name the certificate is for; repeatable")
+    issue.add_argument("--san", action="append", default=[], type=_san, help="an IP address or DNS name the certificate is for; repeatable")
     issue.add_argument("--client", action="store_true", help="a client certificate (for mTLS) instead of a server one")
-    issue.add_argument("--days", type=int, default=825, help="how long it is valid (default 825)")
+    issue.add_argument("--days", type=_days, default=825, help="how long it is valid (default 825)")
     issue.add_argument("--force", action="store_true", help="replace an existing certificate (a renewal)")
     issue.set_defaults(command=_certs_issue)
     show = certs_commands.add_parser("show", help="print a certificate's subject, SANs and validity")
@@ -270,6 +270,22 @@ def _day(text: str) -> str:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
+def _days(text: str) -> int:
+    """A validity in days: at least 1 (0 or less would write a certificate already expired)."""
+    if not text.isdigit() or not 1 <= int(text) <= 36500:
+        raise argparse.ArgumentTypeError(f"expected a number of days from 1 to 36500, got {text!r}")
+    return int(text)
+
+
+def _san(text: str) -> str:
+    from gwd.certs import CertError, check_san
+
+    try:
+        return check_san(text)
+    except CertError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _address(text: str) -> Any:
     try:
         return parse_address(text)
@@ -326,14 +342,20 @@ def _worker_count(text: str) -> int:
     return int(text)
 
 
-def _load_or_report(path: str | None, overrides: dict[str, Any]) -> Config | None:
+def _load_or_report(path: str | None, overrides: dict[str, Any], outcome: str = "nothing was started") -> Config | None:
+    """The config, or None after printing its problems and what that meant (``outcome``, after a semicolon)."""
     try:
         return load_config(path, overrides)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(f"{path or BUILTIN_SOURCE}: {len(exc.problems)} problem(s); nothing was started", file=sys.stderr)
+        count = _plural(len(exc.problems), "problem")
+        print(f"{path or BUILTIN_SOURCE}: {count}" + (f"; {outcome}" if outcome else ""), file=sys.stderr)
         return None
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _log_warnings(config: Config) -> Config:
@@ -344,12 +366,12 @@ def _log_warnings(config: Config) -> Config:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = _load_or_report(args.config, {})
+    config = _load_or_report(args.config, {}, outcome="")
     if config is None:
         return EXIT_CONFIG
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{config.source}: OK ({len(config.routes)} routes, {len(config.stages)} stages)")
+    print(f"{config.source}: OK ({_plural(len(config.routes), 'route')}, {_plural(len(config.stages), 'stage')})")
     return 0
 
 

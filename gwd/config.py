@@ -572,7 +572,10 @@ class _ConfigReader:
     def read(self, data: Mapping[str, Any]) -> Config:
         root = _Table(self, data, "")
         server = self._server(root.table("server"))
-        self._client_certs = server.tls is not None and server.tls.client_auth != "none"
+        server_table = data.get("server")
+        # A [server] tls that failed its checks is reported there; routes that want client certificates are not at fault.
+        tls_failed = server.tls is None and isinstance(server_table, dict) and "tls" in server_table
+        self._client_certs = tls_failed or server.tls is not None and server.tls.client_auth != "none"
         log = self._log(root.table("log"))
         throttle_table = root.table("throttle")
         backend = throttle_table.string("backend", "memory")
@@ -778,7 +781,7 @@ class _ConfigReader:
             return None
         if cert is None or key is None:
             return None
-        if not self._usable_tls(table, "key", key, lambda: listener_context(cert, key, client_ca, client_auth)):
+        if not self._usable_tls(table, "key", cert, key, lambda: listener_context(cert, key, client_ca, client_auth)):
             return None
         expiring = expiry_warning(cert)
         if expiring:
@@ -1094,7 +1097,9 @@ class _ConfigReader:
                 " drop insecure_skip_verify or the client certificate",
             )
             return None
-        if not self._usable_tls(table, "client_key", client_key, lambda: backend_context(client_cert, client_key, ca, insecure)):
+        if not self._usable_tls(
+            table, "client_key", client_cert, client_key, lambda: backend_context(client_cert, client_key, ca, insecure)
+        ):
             return None
         if insecure:
             self.warnings.append(
@@ -1107,7 +1112,9 @@ class _ConfigReader:
                 self.warnings.append(f"{self.source}: {table.key_path('client_cert')}: {expiring}")
         return BackendTls(client_cert, client_key, ca, server_name, insecure)
 
-    def _usable_tls(self, table: _Table, key_name: str, key_path: str | None, build: Callable[[], object]) -> bool:
+    def _usable_tls(
+        self, table: _Table, key_name: str, cert_path: str | None, key_path: str | None, build: Callable[[], object]
+    ) -> bool:
         """Whether the private key (if any) is its owner's alone and ``build`` makes a context of the files; else report why."""
         if key_path is not None:
             problem = private_key_problem(key_path)
@@ -1117,7 +1124,11 @@ class _ConfigReader:
         try:
             build()
         except (OSError, ssl.SSLError, ValueError) as exc:
-            self.problem(table.path, f"cannot use these files: {getattr(exc, 'reason', None) or exc}")
+            reason = getattr(exc, "reason", None) or str(exc)
+            if reason == "KEY_VALUES_MISMATCH":
+                table.problem(key_name, f"the private key {key_path} is not the key of the certificate {cert_path}")
+            else:
+                self.problem(table.path, f"cannot use these files: {reason}")
             return False
         return True
 

@@ -120,7 +120,7 @@ def test_check_reports_every_problem_at_once(tmp_path):
     assert result.returncode == 78
     for key in ("server.workers", "server.drain_timeout", "log.level"):
         assert f"{path}: {key}:" in result.stderr
-    assert "3 problem(s)" in result.stderr
+    assert result.stderr.splitlines()[-1] == f"{path}: 3 problems"
 
 
 def test_check_accepts_the_shipped_configs():
@@ -200,3 +200,13 @@ def test_example_config_is_served(start_daemon):
     assert request(daemon.port, "POST", "/prod/orders").status == 201
     assert daemon.get("/hello").status == 404
     wait_for(lambda: len(daemon.access_lines()) >= 7, 5, "access log lines")
+
+
+def test_check_speaks_of_one_route_and_one_stage_in_the_singular(tmp_path):
+    path = tmp_path / "one.toml"
+    path.write_text(ROUTE)
+    result = gwd_command("check", "-c", str(path))
+    assert result.stdout.strip() == f"{path}: OK (1 route, 1 stage)"
+    path.write_text("")
+    result = gwd_command("check", "-c", str(path))
+    assert result.returncode == 78 and "nothing was started" not in result.stderr

@@ -72,6 +72,30 @@ def test_certs_cli_makes_a_verifiable_chain_with_private_keys_0600(pki):
     assert again.returncode != 0 and "already holds a CA" in again.stderr  # a CA is never replaced by accident
 
 
+@pytest.mark.parametrize(
+    "args,problem",
+    [
+        (("--days", "-5", "--san", "127.0.0.1"), "number of days from 1"),
+        (("--days", "0", "--san", "127.0.0.1"), "number of days from 1"),
+        (("--san", "not a host!"), "neither an IP address nor a DNS name"),
+        (("--san", "a..b"), "neither an IP address nor a DNS name"),
+    ],
+    ids=["negative-days", "zero-days", "not-a-host", "empty-label"],
+)
+def test_certs_issue_refuses_bad_arguments_without_writing(pki, args, problem):
+    result = gwd_cli("certs", "issue", str(pki), "--name", "refused", *args)
+    assert result.returncode == 2, result
+    assert problem in result.stderr and "Traceback" not in result.stderr
+    assert not (pki / "refused.pem").exists()
+
+
+def test_certs_issue_takes_ip_addresses_and_dns_names(pki):
+    result = gwd_cli("certs", "issue", str(pki), "--name", "names", "--san", "::1", "--san", "api.example.com", "--san", "*.example.com")
+    assert result.returncode == 0, result.stderr
+    shown = gwd_cli("certs", "show", str(pki / "names.pem")).stdout
+    assert "::1" in shown and "api.example.com" in shown and "*.example.com" in shown
+
+
 def test_mtls_backend_refuses_a_direct_call_and_answers_through_gwd(pki, start_daemon):
     with Backend(ssl_context=server_context(pki, client_ca=pki / "ca.pem")) as backend:
         client = ssl.create_default_context(cafile=str(pki / "ca.pem"))  # trusts the backend, has no certificate

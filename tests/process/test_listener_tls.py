@@ -135,3 +135,15 @@ def test_a_subject_rule_without_client_certificates_is_a_config_error(pki, tmp_p
     checked = subprocess.run([sys.executable, "-m", "gwd", "check", "-c", str(path)], capture_output=True, text=True, cwd=ROOT)
     assert checked.returncode == 78
     assert "routes[1].client_cert_subject" in checked.stderr and "client_auth" in checked.stderr
+
+
+def test_a_key_that_is_not_the_certificates_is_named_with_both_files(pki, tmp_path):
+    """The only problem reported is the root cause: no misleading line about routes' client_cert_subject."""
+    path = tmp_path / "gwd.toml"
+    path.write_text(config(pki, "require").replace(f"{pki}/server.key", f"{pki}/alice.key"))
+    checked = subprocess.run([sys.executable, "-m", "gwd", "check", "-c", str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert checked.returncode == 78
+    assert checked.stderr.splitlines() == [
+        f"{path}: server.tls.key: the private key {pki}/alice.key is not the key of the certificate {pki}/server.pem",
+        f"{path}: 1 problem",
+    ], checked.stderr
