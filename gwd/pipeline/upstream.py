@@ -181,6 +181,9 @@ class UpstreamConnection(asyncio.Protocol):
                 self._keep_alive = False
                 self._complete = True
                 self._wake()
+            elif isinstance(exc, ssl.SSLError):
+                # An alert from the backend, such as "certificate required" from one that wants mTLS.
+                self._fail(UpstreamError("tls", f"the backend ended the TLS session: {exc.reason or exc}"))
             else:
                 detail = "connection closed" if exc is None else str(exc) or type(exc).__name__
                 self._fail(UpstreamError("reset", detail))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from backend import Backend
 from cryptography import x509
-from support import ROOT, wait_for
+from support import ROOT, free_port, wait_for
 
 from gwd.certs import issue
 
@@ -111,6 +112,39 @@ def test_mtls_backend_refuses_a_direct_call_and_answers_through_gwd(pki, start_d
         assert reply.status == 200, reply.body
         gateway = x509.load_pem_x509_certificate((pki / "gateway.pem").read_bytes())
         assert int(backend.received[-1].client_cert_serial, 16) == gateway.serial_number
+
+
+def test_an_mtls_backend_refusing_gwd_without_a_certificate_is_a_tls_failure(pki, start_daemon):
+    """OpenSSL's own server, as nginx does, answers a missing client certificate with a TLS alert."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(pki / "backend.pem"), "-key", str(pki / "backend.key"),
+         "-CAfile", str(pki / "ca.pem"), "-Verify", "1", "-verify_return_error", "-www", "-quiet"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: port_open(port), 10, "openssl s_server to listen")
+        daemon = start_daemon(f"""
+[[routes]]
+route = "GET /echo"
+integration = {{ type = "http", uri = "https://127.0.0.1:{port}/", tls = {{ ca = "{pki}/ca.pem" }} }}
+""")
+        reply = daemon.get("/echo")
+        assert reply.status == 502
+        lines = wait_for(lambda: daemon.access_lines(), 10, "the access-log line")
+        assert lines[0]["integrationError"] == "tls", lines[0]
+        assert "TLSV13_ALERT_CERTIFICATE_REQUIRED" in daemon.stderr()
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize(
