@@ -48,7 +48,13 @@ class AdminServer:
     def __init__(
         self, address: Address, ready: Callable[[], bool], metrics: Callable[[str | None], tuple[bytes, str]] | None
     ) -> None:
-        self._listener = bind_listener(address, 64)
+        try:
+            self._listener = bind_listener(address, 64)
+        except OSError as exc:
+            raise OSError(
+                f"admin listener (/metrics, /healthz, /readyz): {exc}; set [admin] listen to a free address,"
+                " or pass --admin-listen HOST:PORT or --admin-listen off"
+            ) from None
         self._ready = ready
         self._metrics = metrics
         self._clients: dict[int, _Client] = {}

@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gwd", description="gwd, a self-hosted API gateway daemon.")
+    parser.add_argument("--version", action="version", version=f"gwd {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="serve a config (the built-in default without -c)")

@@ -10,6 +10,7 @@ no runtime code.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import ipaddress
 import os
@@ -519,7 +520,11 @@ class _Table:
         return value
 
     def duration(self, key: str, default: float, low: float, high: float) -> float:
-        value = self.parsed(key, default, parse_duration)
+        if self._data.get(key) == 0 and type(self._data.get(key)) is int:
+            self._seen.add(key)
+            value = 0.0  # a bare 0 needs no unit
+        else:
+            value = self.parsed(key, default, parse_duration)
         if not low <= value <= high:
             self.problem(key, f"must be between {_seconds(low)} and {_seconds(high)}, got {_seconds(value)}")
             return default
@@ -550,10 +555,11 @@ class _Table:
         return tables
 
     def finish(self) -> None:
-        """Report keys nobody asked for: a typo must not be silently ignored."""
+        """Report keys nobody asked for: a typo must not be silently ignored (the nearest known key is suggested)."""
         for key in self._data:
             if key not in self._seen:
-                self.problem(key, "unknown key")
+                near = difflib.get_close_matches(key, self._seen, n=1)
+                self.problem(key, f"unknown key (did you mean {near[0]!r}?)" if near else "unknown key")
 
 
 class _ConfigReader:

@@ -26,6 +26,8 @@ BROKEN_CONFIGS = [
     ('[server]\ndrain_timeout = "30 seconds"\n', "server.drain_timeout", "duration"),
     ('[server]\nworker_timeout = "500ms"\n', "server.worker_timeout", "0 (never) or at least 1s"),
     ("[server]\nlisten_port = 80\n", "server.listen_port", "unknown key"),
+    ("[server]\nworkrs = 2\n", "server.workrs", "unknown key (did you mean 'workers'?)"),
+    ('[[routes]]\nroute = "GET /a"\nintegration = { type = "mock", bdy = "x" }\n', "routes[0].integration.bdy", "did you mean 'body'?"),
     ('[log]\naccess = "stderr"\n', "log.access", '"stdout", "off" or an absolute file path'),
     ('[log]\naccess = "/no/such/dir/access.log"\n', "log.access", "does not exist"),
     ('[log]\naccess = "/tmp"\n', "log.access", "is a directory"),
@@ -171,8 +173,26 @@ def test_run_with_a_port_in_use_fails_clearly(tmp_path, start_daemon):
     assert f"cannot listen on 127.0.0.1:{daemon.port}: Address already in use" in result.stderr
 
 
-def test_version():
-    result = gwd_command("version")
+def test_a_busy_admin_port_is_named_as_the_admin_listener(tmp_path, start_daemon):
+    daemon = start_daemon(ROUTE, workers=1)
+    config = tmp_path / "second.toml"
+    config.write_text(ROUTE)
+    result = subprocess.run(
+        [sys.executable, "-m", "gwd", "run", "-c", str(config), "--listen", f"127.0.0.1:{free_port()}",
+         "--admin-listen", f"127.0.0.1:{daemon.admin_port}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert f"admin listener (/metrics, /healthz, /readyz): cannot listen on 127.0.0.1:{daemon.admin_port}" in result.stderr
+    assert "--admin-listen off" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("version",), ("--version",)])
+def test_version(args):
+    result = gwd_command(*args)
     assert result.returncode == 0 and result.stdout.strip() == f"gwd {gwd.__version__}"
 
 
@@ -210,3 +230,15 @@ def test_check_speaks_of_one_route_and_one_stage_in_the_singular(tmp_path):
     path.write_text("")
     result = gwd_command("check", "-c", str(path))
     assert result.returncode == 78 and "nothing was started" not in result.stderr
+
+
+def test_a_bare_zero_is_a_duration_and_other_numbers_are_not(tmp_path):
+    from gwd.config import load_config
+
+    path = tmp_path / "zero.toml"
+    path.write_text("[server]\nworker_timeout = 0\n" + ROUTE)
+    assert gwd_command("check", "-c", str(path)).returncode == 0
+    assert load_config(str(path)).server.worker_timeout == 0.0
+    path.write_text("[server]\ndrain_timeout = 5\n" + ROUTE)
+    result = gwd_command("check", "-c", str(path))
+    assert result.returncode == 78 and f"{path}: server.drain_timeout: expected a string" in result.stderr
