@@ -22,6 +22,7 @@ from gwd.config import Address, Config
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.connection import ConnectionCount, GatewayServer, connection_limit
 from gwd.pipeline.gateway import Gateway
+from gwd.pipeline.tlsaccept import TlsListener
 from gwd.supervisor import HANDLED_SIGNALS, WORKER_BOOT_ERROR
 from gwd.tls import listener_context
 
@@ -107,7 +108,7 @@ class Worker:
         self._access_log: AccessLog | None = None
         self._gateway: Gateway | None = None
         self._servers: list[GatewayServer] = []
-        self._listening: list[asyncio.AbstractServer] = []
+        self._listening: list[asyncio.AbstractServer | TlsListener] = []
         self._stop: asyncio.Event | None = None
         self._drain_timeout = config.server.drain_timeout
 
@@ -164,9 +165,10 @@ class Worker:
                 keepalive_timeout=server_config.keepalive_timeout,
             )
             self._servers.append(server)
-            self._listening.append(
-                await loop.create_server(server, sock=listener, backlog=server_config.backlog, ssl=context)
-            )
+            if context is None:
+                self._listening.append(await loop.create_server(server, sock=listener, backlog=server_config.backlog))
+            else:
+                self._listening.append(TlsListener(listener, server, context, server_config.header_timeout))
         loop.call_later(PARENT_CHECK_INTERVAL, self._check_parent)
 
     def request_stop(self, drain_timeout: float) -> None:

@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -147,3 +148,24 @@ def test_a_key_that_is_not_the_certificates_is_named_with_both_files(pki, tmp_pa
         f"{path}: server.tls.key: the private key {pki}/alice.key is not the key of the certificate {pki}/server.pem",
         f"{path}: 1 problem",
     ], checked.stderr
+
+
+def test_plain_http_to_the_https_port_gets_a_400_and_tls_still_works(pki, start_daemon):
+    daemon = start_daemon(config(pki, "optional"))
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: gwd\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    head, body = reply.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert body == b'{"message":"The plain HTTP request was sent to HTTPS port"}'
+    assert get(daemon.port, client_context(pki, None), "/hello")[0] == 200
+
+
+def test_a_connection_that_sends_nothing_to_the_https_port_is_closed(pki, start_daemon):
+    daemon = start_daemon(config(pki, "optional").replace("[server]\n", '[server]\nheader_timeout = "1s"\n'))
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+        started = time.monotonic()
+        assert sock.recv(4096) == b""
+        assert time.monotonic() - started < 5
