@@ -23,6 +23,8 @@ EXIT_CONFIG = 78
 """sysexits' EX_CONFIG: a unit can refuse to restart on it (RestartPreventExitStatus=78)."""
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
+FLUSH_WAIT = 3.0
+"""How long `gwd cache flush` waits for running workers to say they applied it."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -184,10 +186,11 @@ def _cache_flush(args: argparse.Namespace) -> int:
     if args.route is not None and args.route not in {str(route.key) for route in config.routes}:
         print(f"gwd: no route {args.route!r} in {config.source}", file=sys.stderr)
         return EXIT_USAGE
+    if not any(stage.cache for stage in config.stages) and not any(route.cache for route in config.routes):
+        print(f"gwd: nothing in {config.source} is cached (no stage or route has a cache): nothing to flush", file=sys.stderr)
+        return EXIT_USAGE
     if config.cache.backend == "memory":
-        store.request_cache_flush(args.stage, args.route)
-        print(f"cache flush requested (stage {args.stage or 'all'}, route {args.route or 'all'}); workers apply it within a second")
-        return 0
+        return _flush_workers_caches(store, args.stage, args.route, config.server.state_dir)
     import redis
 
     try:
@@ -196,6 +199,30 @@ def _cache_flush(args: argparse.Namespace) -> int:
         print(f"gwd: cannot reach the cache at {config.cache.backend}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"cache flushed (stage {args.stage or 'all'}, route {args.route or 'all'}): {dropped} responses dropped")
+    return 0
+
+
+def _flush_workers_caches(store: KeyStore, stage: str | None, route: str | None, state_dir: str) -> int:
+    """Ask running workers to drop their memory caches' entries, and say how many did within FLUSH_WAIT seconds."""
+    flush_id = store.request_cache_flush(stage, route)
+    what = f"stage {stage or 'all'}, route {route or 'all'}"
+    deadline = time.monotonic() + FLUSH_WAIT
+    applied, changed_at = 0, time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now_applied = store.cache_flush_workers(flush_id)
+        if now_applied != applied:
+            applied, changed_at = now_applied, time.monotonic()
+        elif applied and time.monotonic() - changed_at > 0.5:
+            break  # every running worker polls the database 4 times a second: no more are coming
+    if not applied:
+        print(
+            f"gwd: no running daemon applied the flush within {FLUSH_WAIT:g}s: none uses the state directory {state_dir}"
+            " (a memory cache lives and dies with its daemon)",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME
+    print(f"cache flushed ({what}) by {_plural(applied, 'worker')}")
     return 0
 
 
@@ -225,6 +252,9 @@ def _usage(args: argparse.Namespace) -> int:
     today = datetime.now(timezone.utc).date()
     first_day = args.first_day or (today - timedelta(days=30)).isoformat()
     last_day = args.last_day or today.isoformat()
+    if first_day > last_day:
+        print(f"gwd: --from {first_day} is after --to {last_day}", file=sys.stderr)
+        return EXIT_USAGE
     config, store = opened
     try:
         if config.throttle.backend == "memory":

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS cache_flushes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     stage TEXT,
     route TEXT,
-    requested_at REAL NOT NULL
+    requested_at REAL NOT NULL,
+    applied INTEGER NOT NULL DEFAULT 0
 );
 """
 PERMISSIONS = frozenset({"cache-invalidate"})
@@ -113,6 +114,9 @@ class KeyStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(api_keys)")}
         if "permissions" not in columns:  # a database from before permissions existed
             self._db.execute("ALTER TABLE api_keys ADD COLUMN permissions TEXT NOT NULL DEFAULT ''")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(cache_flushes)")}
+        if "applied" not in columns:  # a database from before flushes were acknowledged
+            self._db.execute("ALTER TABLE cache_flushes ADD COLUMN applied INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -164,13 +168,24 @@ class KeyStore:
         rows = self._db.execute(f"SELECT value_sha256, {_KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL")
         return {row[0]: _key(row[1:]) for row in rows}
 
-    def request_cache_flush(self, stage: str | None, route: str | None) -> None:
-        """Ask every running worker to drop cached responses of ``stage`` and ``route`` (None: all)."""
-        self._db.execute(
+    def request_cache_flush(self, stage: str | None, route: str | None) -> int:
+        """Ask every running worker to drop cached responses of ``stage`` and ``route`` (None: all); the request's id."""
+        cursor = self._db.execute(
             "INSERT INTO cache_flushes (stage, route, requested_at) VALUES (?, ?, ?)", (stage, route, time.time())
         )
         # Old requests have been seen by every worker long ago.
         self._db.execute("DELETE FROM cache_flushes WHERE requested_at < ?", (time.time() - 3600,))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def cache_flush_applied(self, flush_id: int) -> None:
+        """A worker dropped what flush ``flush_id`` asked for."""
+        self._db.execute("UPDATE cache_flushes SET applied = applied + 1 WHERE id = ?", (flush_id,))
+
+    def cache_flush_workers(self, flush_id: int) -> int:
+        """How many workers have applied flush ``flush_id``."""
+        row = self._db.execute("SELECT applied FROM cache_flushes WHERE id = ?", (flush_id,)).fetchone()
+        return row[0] if row else 0
 
     def cache_flushes_after(self, last_id: int) -> list[CacheFlush]:
         """Flush requests newer than ``last_id``, oldest first."""

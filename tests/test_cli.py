@@ -242,3 +242,11 @@ def test_a_bare_zero_is_a_duration_and_other_numbers_are_not(tmp_path):
     path.write_text("[server]\ndrain_timeout = 5\n" + ROUTE)
     result = gwd_command("check", "-c", str(path))
     assert result.returncode == 78 and f"{path}: server.drain_timeout: expected a string" in result.stderr
+
+
+def test_usage_refuses_a_from_after_its_to(tmp_path):
+    path = tmp_path / "gwd.toml"
+    path.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\n' + ROUTE)
+    result = gwd_command("usage", "--from", "2026-12-02", "--to", "2026-12-01", "-c", str(path))
+    assert result.returncode == 2 and "--from 2026-12-02 is after --to 2026-12-01" in result.stderr
+    assert gwd_command("usage", "--from", "2026-12-01", "--to", "2026-12-01", "-c", str(path)).returncode == 0

@@ -68,6 +68,7 @@ class KeyCache:
                     self._last_flush = flush.id
                     if self.on_cache_flush is not None:
                         self.on_cache_flush(flush)
+                        self._store.cache_flush_applied(flush.id)  # `gwd cache flush` waits to hear it
         except sqlite3.Error as exc:
             # Keep serving with the keys already known; try again next time.
             log.error("cannot read the API key database: %s", exc)

@@ -241,6 +241,7 @@ def test_flush_empties_the_named_route_on_all_workers(start_daemon, backend, tmp
     assert refused.returncode == 2 and "no route" in refused.stderr
     flushed = gwd(daemon, "cache", "flush", "--route", "ANY /any/{proxy+}")
     assert flushed.returncode == 0, flushed.stderr
+    assert flushed.stdout.strip() == "cache flushed (stage all, route ANY /any/{proxy+}) by 2 workers"
     misses = []
 
     def both_workers_refetched() -> bool:
@@ -251,6 +252,17 @@ def test_flush_empties_the_named_route_on_all_workers(start_daemon, backend, tmp
     assert len(misses) == 2  # one per worker, not more
     # The other route's entries were not touched.
     assert x_cache(daemon, "/c/b?page=1") == "Hit"
+
+
+def test_flush_with_no_daemon_running_or_nothing_cached_says_so(backend, tmp_path):
+    config = tmp_path / "gwd.toml"
+    config.write_text(cache_config(backend, tmp_path / "state"))
+    stopped = subprocess.run([sys.executable, "-m", "gwd", "cache", "flush", "-c", str(config)], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert stopped.returncode == 1, stopped
+    assert "no running daemon applied the flush" in stopped.stderr and str(tmp_path / "state") in stopped.stderr
+    config.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\n[[routes]]\nroute = "GET /a"\nintegration = {{ type = "mock" }}\n')
+    uncached = subprocess.run([sys.executable, "-m", "gwd", "cache", "flush", "-c", str(config)], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert uncached.returncode == 2 and "nothing to flush" in uncached.stderr, uncached
 
 
 class Connection:
