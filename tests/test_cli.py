@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from support import ROOT, Daemon, free_port, process_children, request, wait_for
+from support import ROOT, Daemon, free_port, process_children, request, scrape_port, wait_for
 
 import gwd
 
@@ -206,6 +206,9 @@ def test_installed_command_serves_the_builtin_default_on_8080(tmp_path):
         assert reply.status == 200
         assert reply.json() == {"message": "Hello from gwd"}
         assert reply.headers["content-type"] == "application/json"
+        # The Quick start's metrics line, once the workers' next flush has come.
+        line = 'gwd_requests_total{code="200",method="GET",route="GET /hello",stage="$default"} 1.0'
+        wait_for(lambda: line in scrape_port(9180).splitlines(), 5, "the request to reach /metrics")
     finally:
         daemon.stop()
 
