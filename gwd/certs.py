@@ -188,8 +188,9 @@ def check_san(text: str) -> str:
 
 
 def _general_name(text: str) -> x509.GeneralName:
+    check_san(text)
     try:
-        return x509.IPAddress(ipaddress.ip_address(check_san(text)))
+        return x509.IPAddress(ipaddress.ip_address(text))
     except ValueError:
         return x509.DNSName(text)
 

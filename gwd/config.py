@@ -520,9 +520,10 @@ class _Table:
         return value
 
     def duration(self, key: str, default: float, low: float, high: float) -> float:
-        if self._data.get(key) == 0 and type(self._data.get(key)) is int:
+        raw = self._data.get(key)
+        if type(raw) is int and raw == 0:  # a bare 0 needs no unit (not True, which == 0 too)
             self._seen.add(key)
-            value = 0.0  # a bare 0 needs no unit
+            value = 0.0
         else:
             value = self.parsed(key, default, parse_duration)
         if not low <= value <= high:

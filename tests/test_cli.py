@@ -162,13 +162,7 @@ def test_run_with_a_broken_config_starts_no_worker(tmp_path):
 
 def test_run_with_a_port_in_use_fails_clearly(tmp_path, start_daemon):
     daemon = start_daemon('[[routes]]\nroute = "GET /a"\nintegration = { type = "mock" }\n', workers=1)
-    result = subprocess.run(
-        [sys.executable, "-m", "gwd", "run", "--listen", f"127.0.0.1:{daemon.port}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=30,
-    )
+    result = gwd_command("run", "--listen", f"127.0.0.1:{daemon.port}")
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{daemon.port}: Address already in use" in result.stderr
 
@@ -177,13 +171,8 @@ def test_a_busy_admin_port_is_named_as_the_admin_listener(tmp_path, start_daemon
     daemon = start_daemon(ROUTE, workers=1)
     config = tmp_path / "second.toml"
     config.write_text(ROUTE)
-    result = subprocess.run(
-        [sys.executable, "-m", "gwd", "run", "-c", str(config), "--listen", f"127.0.0.1:{free_port()}",
-         "--admin-listen", f"127.0.0.1:{daemon.admin_port}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=30,
+    result = gwd_command(
+        "run", "-c", str(config), "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", f"127.0.0.1:{daemon.admin_port}"
     )
     assert result.returncode == 1
     assert f"admin listener (/metrics, /healthz, /readyz): cannot listen on 127.0.0.1:{daemon.admin_port}" in result.stderr

@@ -168,9 +168,8 @@ class RequestMetrics:
         self._dirty = []
         self._keys = {}
         resources = self._resources
-        self._throttled_seen.update(
-            {labels: total for labels, total in resources.throttled.items() if total != self._throttled_seen[labels]}
-        )
+        for labels, total in resources.throttled.items():
+            self._throttled_seen[labels] = total
         for where, counts in resources.cache_results.items():
             self._cache_seen[where] = (counts.hit, counts.miss, counts.bypass)
         self._evictions_seen = getattr(resources.cache_store, "evictions", 0)

@@ -204,3 +204,38 @@ def test_a_flush_that_cannot_write_keeps_its_counts_for_the_next_one(tmp_path, s
     assert total(text, "gwd_request_duration_seconds_count", route="GET /hello") == sent
     assert daemon.stderr().count(failed) == 1
     assert "counts are written again; none were lost" in daemon.stderr()
+
+
+def test_throttled_and_cache_counts_stay_exact_over_many_flushes(tmp_path, start_daemon):
+    """Refusals and cache results are counted as differences from the last flush: each flush adds only what is new."""
+    daemon = start_daemon(
+        CONFIG.replace("{state}", str(tmp_path / "state"))
+        + """
+[[routes]]
+route = "GET /limited"
+integration = { type = "mock", body = "ok" }
+throttle = { rate = 0.01, burst = 1 }
+
+[[routes]]
+route = "GET /cached"
+integration = { type = "mock", body = "cached" }
+cache = { ttl = "5m" }
+""",
+        workers=1,
+    )
+    refused = hits = 0
+    for round_ in range(1, 4):
+        statuses = [request(daemon.port, "GET", "/limited").status for _ in range(3)]
+        refused += statuses.count(429)
+        hits += [request(daemon.port, "GET", "/cached").headers.get("x-cache") for _ in range(3)].count("Hit")
+        send(daemon, 1)
+
+        def flushed() -> bool:
+            text = scrape(daemon)
+            return total(text, "gwd_requests_total", route="GET /hello") == round_
+        wait_for(flushed, 10, f"flush of round {round_}")
+        text = scrape(daemon)
+        assert total(text, "gwd_throttled_requests_total", route="GET /limited") == refused
+        assert total(text, "gwd_cache_requests_total", route="GET /cached", result="hit") == hits
+    assert refused == 8 and hits == 8
+    assert "cannot write this worker's counts" not in daemon.stderr()
