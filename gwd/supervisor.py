@@ -16,9 +16,10 @@ Signal handlers only queue the signal; the main loop does the work.
 A worker that dies is replaced at once; one that keeps dying young is
 restarted with exponentially growing delays, so a broken deployment does
 not become a fork storm.  A serving worker killed by a signal is replaced
-at once unless that keeps happening.  A worker whose event loop is stuck is not dead,
-so each worker also writes a heartbeat byte down its pipe; one silent for
-``worker_timeout`` is killed and replaced.
+at once unless that keeps happening.  A worker whose event loop is stuck is
+not dead, so each worker also writes a heartbeat byte down its pipe; one
+silent for ``worker_timeout`` is killed and replaced.  The kernel sends a
+worker SIGQUIT when the supervisor dies.
 """
 
 from __future__ import annotations

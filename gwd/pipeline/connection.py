@@ -218,7 +218,7 @@ class ConnectionCount:
     def __init__(self, most: int) -> None:
         self.open = 0
         self.most = most
-        self.refusing = False  # a refusal was logged and no connection has closed since
+        self.refusing = False  # a refusal was logged, and the count has not fallen well below the limit since
         self.lingering = 0  # refused connections waiting for their request before they close
 
 
@@ -298,6 +298,8 @@ class GatewayServer(web.Server):
         super().connection_made(handler, transport)
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
-        self._count.open -= 1
-        self._count.refusing = False
+        count = self._count
+        count.open -= 1
+        if count.open < count.most - max(1, count.most // 10):
+            count.refusing = False  # well below the limit again: the next time it fills up is logged
         super().connection_lost(handler, exc)
