@@ -32,6 +32,8 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler
 
+from gwd.pipeline.errors import closing_response
+
 if TYPE_CHECKING:
     from gwd.pipeline.passthrough import PassThroughResponse
 
@@ -190,11 +192,7 @@ DESCRIPTOR_RESERVE = 64
 """Descriptors a worker keeps for everything but client connections (files, pipes, Redis, listeners)."""
 REFUSED_LINGER = 2.0
 """Seconds a refused connection waits for its request (see :class:`RefusedConnection`)."""
-_UNAVAILABLE_BODY = orjson.dumps({"message": "Service Unavailable"})
-_SERVICE_UNAVAILABLE = (
-    b"HTTP/1.1 503 Service Unavailable\r\nServer: gwd\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-    b"Connection: close\r\nContent-Length: %d\r\n\r\n%b" % (len(_UNAVAILABLE_BODY), _UNAVAILABLE_BODY)
-)
+_SERVICE_UNAVAILABLE = closing_response(503, "Service Unavailable", "Service Unavailable", b"Retry-After: 1\r\n")
 
 
 def connection_limit(configured: int) -> int:

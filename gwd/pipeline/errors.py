@@ -32,5 +32,14 @@ class GatewayError(Exception):
         return response
 
 
+def closing_response(status: int, reason: str, message: str, extra_header_lines: bytes = b"") -> bytes:
+    """A whole ``Connection: close`` error response as bytes, for a connection answered before any request object exists."""
+    body = orjson.dumps({"message": message})
+    return (
+        b"HTTP/1.1 %d %s\r\nServer: gwd\r\nContent-Type: application/json\r\n%bConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (status, reason.encode(), extra_header_lines, len(body), body)
+    )
+
+
 NOT_FOUND = GatewayError(404, "Not Found")
 INTERNAL_ERROR = GatewayError(500, "Internal Server Error")

@@ -18,23 +18,19 @@ import socket
 import ssl
 from typing import Callable
 
-import orjson
+from gwd.pipeline.errors import closing_response
 
 log = logging.getLogger("gwd.tls")
 
 TLS_HANDSHAKE = b"\x16"
 """The first byte of a TLS record carrying a handshake: every TLS client's first byte."""
-_PLAIN_BODY = orjson.dumps({"message": "The plain HTTP request was sent to HTTPS port"})
-PLAIN_HTTP_ANSWER = (
-    b"HTTP/1.1 400 Bad Request\r\nServer: gwd\r\nContent-Type: application/json\r\nConnection: close\r\n"
-    b"Content-Length: %d\r\n\r\n%b" % (len(_PLAIN_BODY), _PLAIN_BODY)
-)
+PLAIN_HTTP_ANSWER = closing_response(400, "Bad Request", "The plain HTTP request was sent to HTTPS port")
 
 
 class TlsListener:
     """Serves ``protocol_factory`` over TLS on a listening socket shared with the other workers."""
 
-    __slots__ = ("_loop", "_listener", "_factory", "_context", "_first_byte_timeout", "_waiting", "_closed")
+    __slots__ = ("_loop", "_listener", "_factory", "_context", "_first_byte_timeout", "_waiting", "_handshakes", "_closed")
 
     def __init__(
         self,
@@ -49,6 +45,7 @@ class TlsListener:
         self._context = context
         self._first_byte_timeout = first_byte_timeout
         self._waiting: dict[socket.socket, asyncio.TimerHandle] = {}  # accepted, first byte not yet seen
+        self._handshakes: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references to tasks
         self._closed = False
         self._loop.add_reader(listener.fileno(), self._accept)
 
@@ -92,7 +89,9 @@ class TlsListener:
         if first == TLS_HANDSHAKE:
             self._waiting.pop(conn).cancel()
             self._loop.remove_reader(conn.fileno())
-            self._loop.create_task(self._handshake(conn))
+            task = self._loop.create_task(self._handshake(conn))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
             return
         if first:
             self._answer_plain_http(conn)
