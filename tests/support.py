@@ -54,6 +54,23 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, interva
         time.sleep(interval)
 
 
+def statuses_past_403(send: Callable[[], int], count: int, timeout: float = 10) -> list[int]:
+    """The statuses of ``send()`` until ``count`` were not 403.
+
+    Each worker reads the key database four times a second: right after a
+    key is created, a worker that has not read it yet answers 403, and
+    counts nothing against the key's quota.
+    """
+    statuses: list[int] = []
+    deadline = time.monotonic() + timeout
+    while len(statuses) < count:
+        assert time.monotonic() < deadline, f"only {statuses} in {timeout}s"
+        code = send()
+        if code != 403:
+            statuses.append(code)
+    return statuses
+
+
 @dataclass
 class Reply:
     status: int
