@@ -419,12 +419,6 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     setup_logging(config.log.level)
     _log_warnings(config)
-    from gwd.pipeline.connection import c_parser_problem
-
-    problem = c_parser_problem()
-    if problem is not None:
-        print(f"gwd: {problem}", file=sys.stderr)
-        return EXIT_RUNTIME
     # Imported here so that `gwd check` stays light.
     from gwd.buckets import BucketTable
     from gwd.privileges import PrivilegeError

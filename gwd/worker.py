@@ -19,10 +19,11 @@ from setproctitle import setproctitle
 
 from gwd.buckets import BucketTable
 from gwd.config import Address, Config
+from gwd.http.refused import ConnectionCount, connection_limit
+from gwd.http.server import HttpServer, Limits
+from gwd.http.tlsaccept import TlsListener
 from gwd.pipeline.accesslog import AccessLog
-from gwd.pipeline.connection import ConnectionCount, GatewayServer, connection_limit
 from gwd.pipeline.gateway import Gateway
-from gwd.pipeline.tlsaccept import TlsListener
 from gwd.supervisor import HANDLED_SIGNALS, WORKER_BOOT_ERROR
 from gwd.tls import listener_context
 
@@ -91,7 +92,7 @@ class Worker:
         "_supervisor_pid",
         "_access_log",
         "_gateway",
-        "_servers",
+        "_server",
         "_listening",
         "_stop",
         "_drain_timeout",
@@ -107,7 +108,7 @@ class Worker:
         self._supervisor_pid = supervisor_pid
         self._access_log: AccessLog | None = None
         self._gateway: Gateway | None = None
-        self._servers: list[GatewayServer] = []
+        self._server: HttpServer | None = None
         self._listening: list[asyncio.AbstractServer | TlsListener] = []
         self._stop: asyncio.Event | None = None
         self._drain_timeout = config.server.drain_timeout
@@ -151,24 +152,16 @@ class Worker:
         server_config = self._config.server
         tls = server_config.tls
         context = listener_context(tls.cert, tls.key, tls.client_ca, tls.client_auth) if tls is not None else None
-        count = ConnectionCount(connection_limit(server_config.max_connections))
+        limits = Limits(
+            server_config.header_timeout, server_config.keepalive_timeout, server_config.body_timeout, server_config.max_body
+        )
+        self._server = server = HttpServer(limits, ConnectionCount(connection_limit(server_config.max_connections)))
         for address, listener in self._listeners.items():
-            entry = self._gateway.entry(address)
-            server = GatewayServer(
-                entry.handle,
-                header_timeout=server_config.header_timeout,
-                count=count,
-                answer_at_once=entry.answer_at_once if entry.answers_at_once else None,
-                access_log=None,
-                # A client that goes away cancels its request, and so the backend call.
-                handler_cancellation=True,
-                keepalive_timeout=server_config.keepalive_timeout,
-            )
-            self._servers.append(server)
+            factory = server.factory(self._gateway.entry(address))
             if context is None:
-                self._listening.append(await loop.create_server(server, sock=listener, backlog=server_config.backlog))
+                self._listening.append(await loop.create_server(factory, sock=listener, backlog=server_config.backlog))
             else:
-                self._listening.append(TlsListener(listener, server, context, server_config.header_timeout))
+                self._listening.append(TlsListener(listener, factory, context, server_config.header_timeout))
         loop.call_later(PARENT_CHECK_INTERVAL, self._check_parent)
 
     def request_stop(self, drain_timeout: float) -> None:
@@ -202,19 +195,22 @@ class Worker:
         in-flight requests the rest of the drain timeout, and cancel what is
         left.
         """
-        assert self._stop is not None and self._gateway is not None
+        assert self._stop is not None and self._gateway is not None and self._server is not None
         await self._stop.wait()
+        server = self._server
         for listening in self._listening:
             listening.close()
-        self._gateway.start_draining()
+        server.start_draining()
         loop = asyncio.get_running_loop()
         drain_deadline = loop.time() + self._drain_timeout
         grace_deadline = loop.time() + min(DRAIN_GRACE, self._drain_timeout)
-        while any(server.connections for server in self._servers) and loop.time() < grace_deadline:
+        while server.connections and loop.time() < grace_deadline:
             await asyncio.sleep(0.05)
-        for server in self._servers:
-            server.pre_shutdown()
-        await asyncio.gather(*(server.shutdown(max(0.0, drain_deadline - loop.time())) for server in self._servers))
+        server.close_idle()
+        while server.busy() and loop.time() < drain_deadline:
+            await asyncio.sleep(0.05)
+        server.abort_all()
+        server.close()
         await self._gateway.close()
         if self._access_log is not None:
             self._access_log.close()

@@ -92,6 +92,43 @@ def request(port: int, method: str, path: str, headers: dict[str, str] | None = 
         conn.close()
 
 
+def raw_exchange(port: int, data: bytes, wait: float = 5.0, responses: int = 1) -> bytes:
+    """Send ``data``; what came back once ``responses`` whole responses arrived, the server closed, or ``wait`` passed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as conn:
+        try:
+            conn.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before taking it all
+        received = b""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _whole_responses(received) < responses:
+            try:
+                piece = conn.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not piece:
+                break
+            received += piece
+        return received
+
+
+def _whole_responses(data: bytes) -> int:
+    count = 0
+    while b"\r\n\r\n" in data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+        if len(rest) < length:
+            break
+        count, data = count + 1, rest[length:]
+    return count
+
+
+def status_of(response: bytes) -> int | None:
+    if not response.startswith(b"HTTP/1."):
+        return None
+    return int(response.split(b" ", 2)[1])
+
+
 def privileged_port() -> int:
     """A free port below 1024, which only root may bind (the machine's ip_unprivileged_port_start is 1024)."""
     with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:

@@ -20,8 +20,6 @@ import stat
 import time
 
 import orjson
-from aiohttp import hdrs
-from aiohttp.http import HttpVersion11
 
 from gwd.pipeline.exchange import Exchange
 
@@ -91,23 +89,23 @@ class AccessLog:
             self._clf_text = format_clf_time(second)
         fields = self._fields
         fields["requestId"] = exchange.request_id
-        fields["ip"] = exchange.remote
+        request = exchange.request
+        fields["ip"] = request.remote
         fields["requestTime"] = self._clf_text
         fields["requestTimeEpoch"] = int(started * 1000)
         fields["httpMethod"] = exchange.method
         fields["routeKey"] = exchange.route_key
         raw_path = exchange.raw_path
-        # Decoded as aiohttp decodes it; a path without escapes is that already (and decoding is not free).
-        fields["path"] = raw_path if "%" not in raw_path else exchange.url.path
+        # A path without escapes is decoded already (and decoding is not free).
+        fields["path"] = raw_path if "%" not in raw_path else request.decoded_path()
         fields["status"] = status
-        version = exchange.version
-        fields["protocol"] = "HTTP/1.1" if version is HttpVersion11 else "HTTP/%d.%d" % version
+        fields["protocol"] = "HTTP/1.1" if request.version == "1.1" else "HTTP/" + request.version
         fields["responseLength"] = response_length
         # Milliseconds with microsecond resolution; cheaper than round(x, 3).
         fields["responseLatency"] = int((finished - started) * 1_000_000) / 1000
         fields["integrationLatency"] = exchange.integration_latency
         fields["integrationError"] = exchange.integration_error
-        fields["userAgent"] = exchange.headers.get(hdrs.USER_AGENT)
+        fields["userAgent"] = request.headers.text(b"user-agent")
         fields["stage"] = exchange.stage
         fields["apiKeyId"] = exchange.api_key.id if exchange.api_key is not None else None
         fields["principalId"] = exchange.principal_id

@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from typing import Callable
-
-from aiohttp import web
-from multidict import istr
+from typing import Awaitable, Callable
 
 from gwd.config import Quota, RouteConfig, StageConfig
 from gwd.keystore import ApiKey, CacheFlush, KeyStore, hash_value
+from gwd.http.message import Response
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.resources import Resources
@@ -26,7 +24,8 @@ from gwd.pipeline.types import Handler
 log = logging.getLogger("gwd.apikeys")
 
 POLL_INTERVAL = 0.25
-API_KEY_HEADER = istr("x-api-key")
+FORBIDDEN = GatewayError(403, "Forbidden")
+API_KEY_HEADER = b"x-api-key"
 
 
 class KeyCache:
@@ -86,12 +85,12 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     keys = resources.keys
     assert keys is not None, "the gateway opens the key cache when a route needs keys"
 
-    async def require_key(exchange: Exchange) -> web.StreamResponse:
-        value = exchange.request.headers.get(API_KEY_HEADER)
+    def require_key(exchange: Exchange) -> Response | Awaitable[Response]:
+        value = exchange.request.headers.text(API_KEY_HEADER)
         key = keys.lookup(value) if value else None
         if key is None:
-            raise GatewayError(403, "Forbidden")
+            raise FORBIDDEN
         exchange.api_key = key
-        return await next_handler(exchange)
+        return next_handler(exchange)
 
     return require_key

@@ -17,9 +17,9 @@ import logging
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from gwd.config import JwtAuthorizer, RouteConfig, StageConfig
+from gwd.http.message import Response
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.jwtauth import JwtVerifier, KeysUnavailable, TokenRejected, bearer_token, scopes_of
@@ -47,10 +47,11 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
 
 def _jwt(verifier: JwtVerifier, required: frozenset[str], next_handler: Handler) -> Handler:
     header = verifier.config.header
+    header_name = header.lower().encode("latin-1")
     claim_headers = verifier.config.claim_headers
 
-    async def authorize(exchange: Exchange) -> web.StreamResponse:
-        token = bearer_token(exchange.request.headers.get(header), header)
+    async def authorize(exchange: Exchange) -> Response:
+        token = bearer_token(exchange.request.headers.text(header_name), header)
         if token is None:
             raise UNAUTHORIZED
         try:
@@ -68,7 +69,8 @@ def _jwt(verifier: JwtVerifier, required: frozenset[str], next_handler: Handler)
         exchange.principal_id = subject if isinstance(subject, str) else None
         if claim_headers:
             exchange.backend_header_lines += _header_lines(claims, claim_headers)
-        return await next_handler(exchange)
+        response = next_handler(exchange)
+        return response if isinstance(response, Response) else await response
 
     return authorize
 
@@ -76,7 +78,7 @@ def _jwt(verifier: JwtVerifier, required: frozenset[str], next_handler: Handler)
 def _request(client: RequestAuthorizerClient, stage: str, route_key: str, next_handler: Handler) -> Handler:
     context_headers = client.config.context_headers
 
-    async def authorize(exchange: Exchange) -> web.StreamResponse:
+    async def authorize(exchange: Exchange) -> Response:
         request = exchange.request
         identity = client.identity(request)
         if identity is None:
@@ -97,7 +99,8 @@ def _request(client: RequestAuthorizerClient, stage: str, route_key: str, next_h
             except ValueError as exc:
                 log.error("request %s: authorizer %s: %s", exchange.request_id, client.config.name, exc)
                 raise FAILED from None
-        return await next_handler(exchange)
+        response = next_handler(exchange)
+        return response if isinstance(response, Response) else await response
 
     return authorize
 

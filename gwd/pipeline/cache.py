@@ -35,17 +35,15 @@ import asyncio
 import hashlib
 import re
 import time
-
-from aiohttp import hdrs, web
-from multidict import CIMultiDictProxy
+from typing import Awaitable
 
 from gwd.config import CachePolicy, RouteConfig, StageConfig
+from gwd.http.message import Headers, Response, date_line
 from gwd.pipeline.apikeys import API_KEY_HEADER
-from gwd.pipeline.cachestore import CachedResponse, CacheUnavailable, MemoryStore, RedisStore
+from gwd.pipeline.cachestore import CachedResponse, CacheUnavailable, RedisStore
 from gwd.pipeline.exchange import Exchange
-from gwd.pipeline.passthrough import PassThroughResponse, date_line
 from gwd.pipeline.resources import Resources
-from gwd.pipeline.types import AtOnce, Handler
+from gwd.pipeline.types import Handler
 
 _CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 LOCK_LEASE = 5.0
@@ -55,12 +53,15 @@ _BYPASS = b"X-Cache: Bypass\r\n"
 _HIT = b"X-Cache: Hit\r\nAge: %d\r\n"
 _MAX_AGE = re.compile(rb"(?:^|,)\s*max-age\s*=\s*\"?(\d+)")
 _S_MAXAGE = re.compile(rb"(?:^|,)\s*s-maxage\s*=\s*\"?(\d+)")
-_REFRESH = re.compile(r"(?:^|,)\s*(?:max-age\s*=\s*0|no-cache)\b", re.IGNORECASE)
+_REFRESH = re.compile(rb"(?:^|,)\s*(?:max-age\s*=\s*0|no-cache)\b", re.IGNORECASE)
 _UNCACHEABLE = re.compile(rb"(?:^|,)\s*(no-store|no-cache|private)\b")
 
 
 def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_handler: Handler) -> Handler:
-    """Wrap ``next_handler`` with the route's cache policy, or return it as it is when it has none."""
+    """Wrap ``next_handler`` with the route's cache policy, or return it as it is when it has none.
+
+    With the worker's memory store, a fresh hit is answered without waiting.
+    """
     policy = None if route.cache_disabled else route.cache or stage.cache
     if policy is None:
         return next_handler
@@ -70,33 +71,43 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     keys = resources.keys
     counts = resources.cache_results[stage.name, str(route.key)] = CacheCounts()
     prefix = f"{stage.name}\0{route.key}\0"
+    key_headers = tuple(name.lower().encode("latin-1") for name in policy.headers)
     in_flight: dict[str, asyncio.Future[None]] = {}
 
-    async def bypass(exchange: Exchange) -> web.StreamResponse:
+    def bypass(exchange: Exchange) -> Response | Awaitable[Response]:
         counts.bypass += 1
         exchange.add_header_lines(_BYPASS)
-        return await next_handler(exchange)
+        return next_handler(exchange)
 
-    def may_refresh(headers: CIMultiDictProxy[str]) -> bool:
+    def may_refresh(headers: Headers) -> bool:
         """Whether this request's ``Cache-Control: max-age=0`` refreshes the entry (the policy's invalidation)."""
         if policy.invalidation == "allow":
             return True
         if policy.invalidation == "ignore" or keys is None:
             return False
-        value = headers.get(API_KEY_HEADER)
+        value = headers.text(API_KEY_HEADER)
         key = keys.lookup(value) if value else None
         return key is not None and "cache-invalidate" in key.permissions
 
-    async def cached(exchange: Exchange) -> web.StreamResponse:
+    def cached(exchange: Exchange) -> Response | Awaitable[Response]:
         if exchange.method not in _CACHEABLE_METHODS:
-            return await bypass(exchange)
-        headers = exchange.headers
-        cache_control = headers.get(hdrs.CACHE_CONTROL)
+            return bypass(exchange)
+        headers = exchange.request.headers
+        cache_control = headers.get(b"cache-control")
         refresh = cache_control is not None and _REFRESH.search(cache_control) is not None and may_refresh(headers)
         # A key that may refresh the entry only authorises that: it does not make the request its own.
-        key = cache_key(exchange, policy, prefix, key_authorises_refresh=refresh)
+        key = cache_key(exchange, policy, prefix, key_headers, key_authorises_refresh=refresh)
         if key is None:
-            return await bypass(exchange)
+            return bypass(exchange)
+        if not shared and not refresh:
+            now = time.monotonic()
+            entry = store.get(key, now)
+            if entry is not None:
+                return _hit(exchange, entry, now, counts)
+        return fetch(exchange, key, refresh)
+
+    async def fetch(exchange: Exchange, key: str, refresh: bool) -> Response:
+        """The entry once another request's fetch of it is done, or the backend's response (stored when it may be)."""
         try:
             while not refresh:
                 now = time.monotonic()
@@ -114,9 +125,11 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             if exchange.method == "HEAD":
                 counts.miss += 1
                 exchange.add_header_lines(_MISS)
-                return await next_handler(exchange)
+                response = next_handler(exchange)
+                return response if isinstance(response, Response) else await response
         except CacheUnavailable:
-            return await bypass(exchange)
+            response = bypass(exchange)
+            return response if isinstance(response, Response) else await response
         leader = key not in in_flight  # a refresh may overlap a fetch already under way
         if leader:
             fetched: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -140,7 +153,9 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
                     pass
             counts.miss += 1
             exchange.add_header_lines(_MISS)
-            response = await next_handler(exchange)
+            response = next_handler(exchange)
+            if not isinstance(response, Response):
+                response = await response
             entry = _storable(response, policy)
             try:
                 if entry is not None:
@@ -164,68 +179,39 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     return cached
 
 
-def answer_at_once(route: RouteConfig, stage: StageConfig, resources: Resources) -> AtOnce | None:
-    """For a route whose cache is in the worker's memory: its fresh hits, answered without awaiting anything.
-
-    The gateway tries it before the route's chain (see
-    :meth:`gwd.pipeline.gateway.Entry.answer_at_once`), so only for a route
-    with no stage before its cache.  It declines (None) whatever the chain
-    must decide: a method other than GET or HEAD, a client's refresh, a
-    request that must not share entries, a missing or stale entry.
-    """
-    store = resources.cache_store
-    policy = None if route.cache_disabled else route.cache or stage.cache
-    if policy is None or not isinstance(store, MemoryStore):
-        return None
-    counts = resources.cache_results[stage.name, str(route.key)]  # made by build()
-    prefix = f"{stage.name}\0{route.key}\0"
-
-    def fresh_hit(exchange: Exchange) -> PassThroughResponse | None:
-        if exchange.method not in _CACHEABLE_METHODS:
-            return None
-        headers = exchange.headers
-        cache_control = headers.get(hdrs.CACHE_CONTROL)
-        if cache_control is not None and _REFRESH.search(cache_control) is not None:
-            return None
-        key = cache_key(exchange, policy, prefix)
-        if key is None:
-            return None
-        now = time.monotonic()
-        entry = store.get(key, now)
-        return None if entry is None else _hit(exchange, entry, now, counts)
-
-    return fresh_hit
-
-
-def _hit(exchange: Exchange, entry: CachedResponse, now: float, counts: CacheCounts) -> PassThroughResponse:
+def _hit(exchange: Exchange, entry: CachedResponse, now: float, counts: CacheCounts) -> Response:
     counts.hit += 1
     exchange.add_header_lines(_HIT % (now - entry.stored_at))
-    exchange.response_length = 0 if exchange.method == "HEAD" else len(entry.body)
-    return PassThroughResponse(entry.status, entry.header_lines, True, entry.body)
+    return Response(entry.status, entry.header_lines, entry.body, dated=True)
 
 
 def cache_key(
-    exchange: Exchange, policy: CachePolicy, prefix: str, key_authorises_refresh: bool = False
+    exchange: Exchange,
+    policy: CachePolicy,
+    prefix: str,
+    key_headers: tuple[bytes, ...],
+    key_authorises_refresh: bool = False,
 ) -> str | None:
     """The request's cache key under ``policy``, or None when it must not share cached responses.
 
-    Keys start with ``prefix``, ``STAGE\\0ROUTE\\0``, which is what a flush drops.
+    ``key_headers`` are the policy's header names, lower-cased bytes.  Keys
+    start with ``prefix``, ``STAGE\\0ROUTE\\0``, which is what a flush drops.
     """
-    headers = exchange.headers
+    request = exchange.request
+    headers = request.headers
     identity = ""
-    authorization = headers.get(hdrs.AUTHORIZATION)
+    authorization = headers.get(b"authorization")
     api_key = None if key_authorises_refresh else headers.get(API_KEY_HEADER)
     if authorization is not None or api_key is not None:
         if not policy.per_identity:
             return None
         identity = hashlib.sha256(repr((authorization, api_key)).encode()).hexdigest()
-    key = f"{prefix}{exchange.raw_path}\0{headers.get(hdrs.ACCEPT_ENCODING, '')}\0{identity}"
+    key = f"{prefix}{exchange.raw_path}\0{headers.text(b'accept-encoding') or ''}\0{identity}"
     if policy.query:
-        query = exchange.url.query
         for name in policy.query:
-            key += "\0" + "&".join(sorted(query.getall(name, ())))
-    for name in policy.headers:
-        key += "\0" + ",".join(headers.getall(name, ()))
+            key += "\0" + "&".join(sorted(request.query_values(name)))
+    for name in key_headers:
+        key += "\0" + b",".join(headers.getall(name)).decode("utf-8", "surrogateescape")
     return key
 
 
@@ -247,21 +233,13 @@ class CacheCounts:
         self.bypass = 0
 
 
-def _storable(response: web.StreamResponse, policy: CachePolicy) -> CachedResponse | None:
+def _storable(response: Response, policy: CachePolicy) -> CachedResponse | None:
     """What the cache keeps of ``response``, or None when it must not be kept."""
     if response.status not in policy.statuses:
         return None
-    if isinstance(response, PassThroughResponse):
-        lines, dated, body = response.backend_lines, response.dated, response.payload
-    elif type(response) is web.Response and isinstance(response.body, bytes):
-        # A mock integration's response.
-        headers = response.headers
-        lines = b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items())
-        if "Content-Type" not in headers:
-            lines += b"Content-Type: application/octet-stream\r\n"  # what aiohttp sends for it
-        dated, body = False, response.body
-    else:
-        return None  # streamed: too large, or of unknown length
+    if response.stream is not None or response.content_length != len(response.body):
+        return None  # streamed (too large, or of unknown length), or a head alone
+    lines, dated, body = response.header_lines, response.dated, response.body
     ttl = policy.ttl
     for line in lines.split(b"\r\n"):
         name, _, value = line.partition(b":")

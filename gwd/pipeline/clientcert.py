@@ -1,7 +1,7 @@
 """The client certificate a TLS listener verified, as routes and the access log see it.
 
 A connection's certificate is parsed once, on its first request, and kept
-with the connection's TLS object; a connection without TLS, or whose
+in the connection's facts; a connection without TLS, or whose
 client sent no certificate, has none.  With ``client_auth = "optional"`` or
 ``"require"`` every certificate that arrives has been verified against
 ``client_ca`` during the handshake, which fails otherwise.
@@ -9,14 +9,15 @@ client sent no certificate, has none.  With ``client_auth = "optional"`` or
 
 from __future__ import annotations
 
-import asyncio
-import ssl
-import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
-_by_connection: weakref.WeakKeyDictionary[ssl.SSLObject, ClientCert | None] = weakref.WeakKeyDictionary()
+if TYPE_CHECKING:
+    from gwd.http.server import HttpConnection
+
+_FACT = "clientcert"  # the key of the parsed certificate in a connection's facts
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +38,15 @@ class ClientCert:
         }
 
 
-def client_certificate(transport: asyncio.Transport | None) -> ClientCert | None:
+def client_certificate(connection: HttpConnection) -> ClientCert | None:
     """The verified certificate the client presented on this connection, or None."""
-    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    if ssl_object is None:
-        return None
+    facts = connection.facts
     try:
-        return _by_connection[ssl_object]
+        return facts[_FACT]  # type: ignore[return-value]
     except KeyError:
         pass
-    der = ssl_object.getpeercert(binary_form=True)
+    ssl_object = connection.extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     found = None
     if der is not None:
         certificate = x509.load_der_x509_certificate(der)
@@ -57,5 +57,5 @@ def client_certificate(transport: asyncio.Transport | None) -> ClientCert | None
             certificate.not_valid_before_utc.isoformat(),
             certificate.not_valid_after_utc.isoformat(),
         )
-    _by_connection[ssl_object] = found
+    facts[_FACT] = found
     return found

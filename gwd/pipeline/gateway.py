@@ -12,15 +12,12 @@ import logging
 import re
 import time
 import uuid
-from typing import Iterator, NamedTuple
-
-from aiohttp import web
-from aiohttp.http import HttpVersion, RawRequestMessage
-from multidict import CIMultiDictProxy, istr
-from yarl import URL
+from typing import Awaitable, Iterator, NamedTuple
 
 from gwd.buckets import BucketTable
-from gwd.config import Address, Config, JwtAuthorizer
+from gwd.config import HTTP_METHODS, Address, Config, JwtAuthorizer
+from gwd.http.message import ClientGone, Request, Response
+from gwd.http.upstream import UpstreamPools
 from gwd.keystore import CacheFlush
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.apikeys import KeyCache
@@ -28,29 +25,23 @@ from gwd.pipeline.cache import flush_prefixes
 from gwd.pipeline.cachestore import MemoryStore, RedisStore
 from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.clientcert import client_certificate
-from gwd.pipeline.connection import too_many_header_bytes
-from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, GatewayError
+from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, NOT_IMPLEMENTED, GatewayError
+from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.jwtauth import JwtVerifier
 from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
 from gwd.pipeline.metrics import RequestMetrics, RouteCounts
 from gwd.pipeline.requestauth import RequestAuthorizerClient
-from gwd.pipeline.exchange import Exchange
-from gwd.pipeline.routing import ExactPaths, Router, StageResolver, UnsafePath, split_path
 from gwd.pipeline.resources import Resources
-from gwd.pipeline.passthrough import PassThroughResponse
-from gwd.pipeline.types import AtOnce, Handler
-from gwd.pipeline.upstream import UpstreamPools
+from gwd.pipeline.routing import ExactPaths, Router, StageResolver, UnsafePath, split_path
+from gwd.pipeline.types import Handler
 
 log = logging.getLogger("gwd.pipeline")
 
-# Header names as istr: a look-up then skips case-folding the name.
-X_REQUEST_ID = istr("X-Request-Id")
-TRACEPARENT = istr("traceparent")
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 BAD_PATH = GatewayError(400, "Bad Request")
-HEADERS_TOO_LARGE = GatewayError(431, "Request Header Fields Too Large")
 CLIENT_CLOSED_REQUEST = 499
 """The status logged and counted for a request whose client went away before any response (nginx's)."""
+_SERVER = b"\r\nServer: gwd\r\n"
 
 
 class RouteTarget(NamedTuple):
@@ -59,7 +50,6 @@ class RouteTarget(NamedTuple):
     route_key: str
     param_names: tuple[str, ...]
     handler: Handler
-    at_once: AtOnce | None  # answers fresh cache hits before the chain (see Entry.answer_at_once)
     counts: RouteCounts | None  # its metrics; None when metrics are off
 
 
@@ -68,7 +58,6 @@ class Gateway:
 
     __slots__ = (
         "_entries",
-        "draining",
         "_pools",
         "_keys",
         "_limiter",
@@ -117,7 +106,6 @@ class Gateway:
         self._metrics = RequestMetrics(resources, config.metrics.per_key) if config.metrics.enabled else None
         metrics = self._metrics
         routers: dict[str, Router[RouteTarget]] = {}
-        answering_at_once: set[str] = set()  # stages with a route that may answer at once
         for stage in config.stages:
             targets = [
                 (
@@ -125,30 +113,25 @@ class Gateway:
                     RouteTarget(
                         str(route.key),
                         route.key.param_names,
-                        *build_route_handler(route, stage, resources),
+                        build_route_handler(route, stage, resources),
                         metrics.counts_for(stage.name, str(route.key)) if metrics is not None else None,
                     ),
                 )
                 for route in config.routes
             ]
             routers[stage.name] = Router(targets)
-            if any(target.at_once is not None for _, target in targets):
-                answering_at_once.add(stage.name)
-        self.draining = False  # from start_draining() on, every response says Connection: close
         client_certs = config.server.tls is not None and config.server.tls.client_auth != "none"
         # Request ids look like UUIDs: a random prefix per gateway (so per worker and
         # per reload) and a counter, which costs far less than uuid4()'s syscall.
         ids = (str(uuid.uuid4())[:24], itertools.count())
         self._entries = {
             address: Entry(
-                self,
                 {name: routers[name] for name in config.stages_served_on(address)},
                 access_log,
                 self._metrics,
                 client_certs,
                 ids,
                 config.metrics.server_timing,
-                not answering_at_once.isdisjoint(config.stages_served_on(address)),
             )
             for address in config.listen_addresses
         }
@@ -173,51 +156,31 @@ class Gateway:
         dropped = sum(self._cache_store.delete_prefix(prefix) for prefix in prefixes)
         log.info("cache flush (stage %s, route %s): %d responses dropped", flush.stage or "*", flush.route or "*", dropped)
 
-    def start_draining(self) -> None:
-        """From now on every response says ``Connection: close``."""
-        self.draining = True
-
     def entry(self, address: Address) -> Entry:
         """What serves the listener on ``address`` (its stages: the private ones there, or the public ones)."""
         return self._entries[address]
 
-    @property
-    def handle(self) -> Handler:
-        """aiohttp's request handler for the main listener (``server.listen``)."""
-        return next(iter(self._entries.values())).handle
-
 
 class Entry:
-    """One listener's way into the gateway: the stages served there, and aiohttp's request handler.
+    """One listener's way into the gateway: the stages served there, as the HTTP server's :class:`~gwd.http.server.Service`.
 
     A private stage (one with ``listen``) is served only on its own
-    addresses; ``server.listen`` serves the other stages.
+    addresses; ``server.listen`` serves the other stages.  A request whose
+    chain answers without waiting (a cache hit, a mock, a refusal) is
+    answered at once, inside the connection's read; any other gets a task.
     """
 
-    __slots__ = (
-        "_gateway",
-        "_stages",
-        "_exact_paths",
-        "_access_log",
-        "_metrics",
-        "_client_certs",
-        "_ids",
-        "_server_timing",
-        "answers_at_once",
-    )
+    __slots__ = ("_stages", "_exact_paths", "_access_log", "_metrics", "_client_certs", "_ids", "_server_timing")
 
     def __init__(
         self,
-        gateway: Gateway,
         routers: dict[str, Router[RouteTarget]],
         access_log: AccessLog | None,
         metrics: RequestMetrics | None,
         client_certs: bool,
         ids: tuple[str, Iterator[int]],
         server_timing: bool,
-        answers_at_once: bool,
     ) -> None:
-        self._gateway = gateway  # for its draining flag
         self._stages = StageResolver({name: (name, router) for name, router in routers.items()})
         self._exact_paths = ExactPaths(routers)
         self._access_log = access_log
@@ -225,128 +188,92 @@ class Entry:
         self._client_certs = client_certs  # the listener verifies client certificates
         self._ids = ids  # request ids: a prefix and a counter shared by all entries
         self._server_timing = server_timing  # responses say how long gwd and the backend took
-        # Whether any route here may answer at once: else the connection need not ask (see answer_at_once).
-        self.answers_at_once = answers_at_once
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """aiohttp's low-level request handler."""
-        started = time.time()
-        started_clock = time.perf_counter()
+    def respond(self, request: Request) -> Response | Awaitable[Response]:
+        """The request's response, or an awaitable of it; errors become their responses here."""
+        exchange = self._exchange(request)
+        request.context = exchange
+        if self._metrics is not None:
+            self._metrics.inflight += 1
+        try:
+            target = self._route(exchange)
+            if target is not None:
+                answer = target.handler(exchange)
+            elif exchange.method in HTTP_METHODS:
+                answer = NOT_FOUND.render()
+            else:
+                answer = NOT_IMPLEMENTED.render()  # a method no route takes (RFC 9110 §9.1)
+        except GatewayError as error:
+            answer = error.render()
+        except Exception:
+            log.exception("request %s %s %s failed", exchange.request_id, request.method, request.path)
+            answer = INTERNAL_ERROR.render()
+        if isinstance(answer, Response):
+            return self._stamp(exchange, answer)
+        return self._later(exchange, answer)
+
+    async def _later(self, exchange: Exchange, answer: Awaitable[Response]) -> Response:
+        try:
+            response = await answer
+        except GatewayError as error:
+            response = error.render()
+        except (asyncio.CancelledError, ClientGone):
+            raise  # the client went away, or the worker gave up on the request: see finished()
+        except Exception:
+            log.exception("request %s %s %s failed", exchange.request_id, exchange.method, exchange.raw_path)
+            response = INTERNAL_ERROR.render()
+        return self._stamp(exchange, response)
+
+    def finished(self, request: Request, response: Response | None, body_bytes: int, client_closed: bool) -> None:
+        """Write the access log line and count the request, once it is over.
+
+        No response and no client gone means the worker gave up on the
+        request at the end of a drain: nothing is recorded for it.
+        """
+        exchange = request.context
+        if not isinstance(exchange, Exchange):
+            return  # the server answered it without the pipeline
         metrics = self._metrics
         if metrics is not None:
-            metrics.inflight += 1
-        try:
-            url = request.rel_url
-            exchange = self._exchange(
-                request.method, request.headers, request.version, url, url.raw_path, request.remote, request.transport
-            )
-            exchange.request = request
-            try:
-                if too_many_header_bytes(request.raw_headers):
-                    raise HEADERS_TOO_LARGE
-                target = self._route(exchange)
-                response = NOT_FOUND.render() if target is None else await target.handler(exchange)
-            except GatewayError as error:
-                response = error.render()
-            except asyncio.CancelledError:
-                if request.transport is not None:
-                    raise  # the worker gave up on it (a drain's end): aiohttp closes the connection
-                # The client went away and aiohttp cancelled the request: one line and one count still.
-                exchange.client_closed = True
-                status = exchange.status_sent or CLIENT_CLOSED_REQUEST
-                self._record(exchange, status, exchange.response_length or 0, started, started_clock)
-                raise
-            except Exception:
-                log.exception("request %s %s %s failed", exchange.request_id, request.method, request.path)
-                response = INTERNAL_ERROR.render()
-            self._finish(exchange, response, started, started_clock)
-            return response
-        finally:
-            if metrics is not None:
-                metrics.inflight -= 1
+            metrics.inflight -= 1
+        if response is None:
+            if not client_closed:
+                return
+            status = CLIENT_CLOSED_REQUEST
+        else:
+            status = response.status
+        exchange.client_closed = client_closed
+        elapsed = time.perf_counter() - exchange.started_clock
+        access_log = self._access_log
+        if access_log is not None:
+            access_log.record(exchange, status, body_bytes, exchange.started, exchange.started + elapsed)
+        if metrics is not None:
+            metrics.record(exchange, status, elapsed)
 
-    def answer_at_once(
-        self, message: RawRequestMessage, remote: str | None, transport: asyncio.Transport
-    ) -> PassThroughResponse | None:
-        """The response to a request that needs no waiting (a fresh hit in the worker's memory cache), or None.
-
-        The connection asks, with the parsed request and its peer's address,
-        before handing a request to aiohttp's per-request task, and sends
-        what this returns itself; None means: handle it as usual.  Only
-        routes whose cache is their first stage answer here (see
-        :func:`gwd.pipeline.cache.answer_at_once`); what the caller sees and
-        what the access log and metrics record is the same either way.
-        No aiohttp request object is made for it: the exchange has what the
-        parser gave.
-        """
-        started = time.time()
-        started_clock = time.perf_counter()
-        if message.path[:1] != "/":
-            return None  # absolute- or asterisk-form: aiohttp rewrites those, so the chain takes them
-        url = message.url
-        raw_path = url.raw_path
-        method = message.method
-        try:
-            stage, target, values = self._match(method, raw_path)
-        except GatewayError:
-            return None
-        if target is None or target.at_once is None:
-            return None
-        if self._gateway.draining or too_many_header_bytes(message.raw_headers):
-            return None
-        exchange = self._exchange(method, message.headers, message.version, url, raw_path, remote, transport)
-        _enter(exchange, stage, target, values)
-        response = target.at_once(exchange)
-        if response is not None:
-            self._finish(exchange, response, started, started_clock)
-        return response
-
-    def _exchange(
-        self,
-        method: str,
-        headers: CIMultiDictProxy[str],
-        version: HttpVersion,
-        url: URL,
-        raw_path: str,
-        remote: str | None,
-        transport: asyncio.Transport | None,
-    ) -> Exchange:
+    def _exchange(self, request: Request) -> Exchange:
         """A new exchange for what the client sent: its request id (the client's when valid) and trace."""
-        request_id = headers.get(X_REQUEST_ID)
+        headers = request.headers
+        request_id = headers.text(b"x-request-id")
         own_request_id = request_id is None or not _CLIENT_REQUEST_ID.fullmatch(request_id)
         if own_request_id:
             prefix, counter = self._ids
             request_id = f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
-        exchange = Exchange(
-            method, headers, version, url, raw_path, remote, request_id, self._gateway.draining, own_request_id
-        )
-        traceparent = headers.get(TRACEPARENT)
+        assert request_id is not None
+        exchange = Exchange(request, request_id, own_request_id, time.time(), time.perf_counter())
+        traceparent = headers.text(b"traceparent")
         if traceparent is not None:
             exchange.continue_trace(traceparent)
-        if self._client_certs:
-            exchange.client_cert = client_certificate(transport)
+        if self._client_certs and request.connection is not None:
+            exchange.client_cert = client_certificate(request.connection)
         return exchange
 
-    def _finish(self, exchange: Exchange, response: web.StreamResponse, started: float, started_clock: float) -> None:
-        """Stamp gwd's headers on an unsent response, then write the access log line and count the request."""
-        if not response.prepared:
-            if self._server_timing:
-                exchange.add_header_lines(_server_timing(exchange, time.perf_counter() - started_clock))
-            exchange.stamp(response)
-        length = exchange.response_length
-        if length is None:
-            # Streamed responses set response_length; everything else is a web.Response.
-            length = len(response.body or b"")
-        self._record(exchange, response.status, length, started, started_clock)
-
-    def _record(self, exchange: Exchange, status: int, length: int, started: float, started_clock: float) -> None:
-        """Write the access log line and count the request."""
-        elapsed = time.perf_counter() - started_clock
-        access_log = self._access_log
-        if access_log is not None:
-            access_log.record(exchange, status, length, started, started + elapsed)
-        if self._metrics is not None:
-            self._metrics.record(exchange, status, elapsed)
+    def _stamp(self, exchange: Exchange, response: Response) -> Response:
+        """Put the headers every gwd response carries, and the stages' own, on the response."""
+        lines = b"X-Request-Id: " + exchange.request_id.encode() + _SERVER + exchange.extra_header_lines
+        if self._server_timing:
+            lines += _server_timing(exchange, time.perf_counter() - exchange.started_clock)
+        response.extra_lines = lines
+        return response
 
     def _route(self, exchange: Exchange) -> RouteTarget | None:
         """The matched route, with the exchange's stage, route key and parameters set."""

@@ -1,20 +1,23 @@
 """Mock integration: a fixed response from config, with ``{param}`` substitution.
 
 The body template is rendered against the stage's variables and split into
-literal parts and parameter slots at config load; a request only joins
-parts.  An optional ``delay`` simulates a slow backend.
+literal parts and parameter slots at config load, and the header lines are
+encoded then; a request only joins parts.  A mock without ``delay`` answers
+without waiting.  An optional ``delay`` simulates a slow backend.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
-
 from gwd.config import MockIntegration, RouteKey, StageConfig, substitute_stage_variables
+from gwd.http.message import Response
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.templates import split_params
 from gwd.pipeline.types import Handler
+
+DEFAULT_CONTENT_TYPE = b"Content-Type: application/octet-stream\r\n"
+"""What a mock's body is said to be when its headers name no type."""
 
 
 def build(integration: MockIntegration, key: RouteKey, stage: StageConfig) -> Handler:
@@ -22,24 +25,30 @@ def build(integration: MockIntegration, key: RouteKey, stage: StageConfig) -> Ha
     body = substitute_stage_variables(integration.body, stage)
     parts = split_params(body, key.param_names)
     status = integration.status
-    headers = integration.headers
+    lines = b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in integration.headers)
+    if not any(name.lower() == "content-type" for name, _ in integration.headers):
+        lines += DEFAULT_CONTENT_TYPE
     delay = integration.delay
 
     if len(parts) == 1 and not delay:
         constant = parts[0].encode()
 
-        async def respond_constant(exchange: Exchange) -> web.StreamResponse:
-            return web.Response(status=status, body=constant, headers=headers)
+        def respond_constant(exchange: Exchange) -> Response:
+            return Response(status, lines, constant)
 
         return respond_constant
 
-    async def respond_templated(exchange: Exchange) -> web.StreamResponse:
-        if delay:
-            await asyncio.sleep(delay)
+    def render(exchange: Exchange) -> Response:
         params = exchange.path_params
         # Odd indexes hold parameter names, even ones literal text.
         text = "".join(params[part] if i % 2 else part for i, part in enumerate(parts))
-        return web.Response(status=status, body=text.encode(), headers=headers)
+        return Response(status, lines, text.encode())
 
-    return respond_templated
+    if not delay:
+        return render
 
+    async def respond_later(exchange: Exchange) -> Response:
+        await asyncio.sleep(delay)
+        return render(exchange)
+
+    return respond_later

@@ -12,11 +12,11 @@ certificate from the TLS listener.  Refusals are ``403 Forbidden``.
 from __future__ import annotations
 
 import re
-
-from aiohttp import web
+from typing import Awaitable
 
 from gwd.config import RouteConfig, StageConfig
-from gwd.pipeline.clientip import Networks, client_address, in_networks
+from gwd.http.message import Response
+from gwd.pipeline.clientip import Networks, client_ip
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.resources import Resources
@@ -35,16 +35,22 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         return next_handler
     trusted = resources.trusted_proxies
 
-    async def enforce(exchange: Exchange) -> web.StreamResponse:
+    def enforce(exchange: Exchange) -> Response | Awaitable[Response]:
         if address_rules:
-            address = client_address(exchange.request, trusted)
+            address = client_ip(exchange.request, trusted)
             for allow, deny in address_rules:
-                if (deny and in_networks(address, deny)) or (allow and not in_networks(address, allow)):
+                if address is None:
+                    if allow:
+                        raise FORBIDDEN  # not an address (a Unix socket peer): in no allowed network
+                    continue
+                if (deny and any(address in network for network in deny)) or (
+                    allow and not any(address in network for network in allow)
+                ):
                     raise FORBIDDEN
         if subject is not None:
             certificate = exchange.client_cert
             if certificate is None or subject.fullmatch(certificate.subject_dn) is None:
                 raise FORBIDDEN
-        return await next_handler(exchange)
+        return next_handler(exchange)
 
     return enforce

@@ -6,8 +6,7 @@ Header rules follow RFC 9110 §7.6: hop-by-hop headers, and those the
 is the backend's unless the route preserves the client's.  Bodies stream
 both ways untouched (no decompression, no redirects followed).  A small
 response with a known length is read whole and sent with its head in one
-write of the backend's own header bytes (:mod:`gwd.pipeline.passthrough`);
-anything else streams.
+write of the backend's own header bytes; anything else streams.
 
 Failures: a refused, reset or broken backend is ``502 Bad Gateway``; one
 that does not answer within ``timeout`` is ``504``.  An idempotent request
@@ -18,30 +17,20 @@ the idle connection just as it was reused); nothing else is retried.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from urllib.parse import quote
 
-from aiohttp import web
-from aiohttp.http import HttpVersion10, HttpVersion11
-from multidict import CIMultiDict
-
 from gwd.config import HttpIntegration, RouteKey, StageConfig, parse_backend_uri, substitute_stage_variables
-from gwd.pipeline.clientip import Networks, in_networks
+from gwd.http.message import BodyAborted, RequestBody, RequestBodyError, Response
+from gwd.http.upstream import UpstreamConnection, UpstreamError, UpstreamResponse, connection_options
+from gwd.pipeline.clientip import Networks, peer_in
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
-from gwd.pipeline.passthrough import PassThroughResponse
 from gwd.pipeline.resources import Resources
 from gwd.pipeline.templates import split_params
 from gwd.pipeline.tracing import traceparent_line
 from gwd.pipeline.types import Handler
-from gwd.pipeline.upstream import (
-    UpstreamConnection,
-    UpstreamError,
-    UpstreamResponse,
-    connection_options,
-)
 
 log = logging.getLogger("gwd.proxy")
 
@@ -79,12 +68,13 @@ _REQUEST_REPLACED = _HOP_BY_HOP | {
 }
 _RESPONSE_REPLACED = _HOP_BY_HOP | {b"content-length", b"server"}
 
-_VIA = {HttpVersion11: b"1.1 gwd", HttpVersion10: b"1.0 gwd"}
+_VIA = {"1.1": b"1.1 gwd", "1.0": b"1.0 gwd"}
 
 
 BODY_TOO_LARGE = GatewayError(413, "Request Entity Too Large", close=True)
 BODY_TIMEOUT = GatewayError(408, "Request Timeout", close=True)
-FAULTY_FRAMING = GatewayError(400, "Bad Request", close=True)
+BODY_MALFORMED = GatewayError(400, "Bad Request", close=True)
+_BODY_ERRORS = {413: BODY_TOO_LARGE, 408: BODY_TIMEOUT, 400: BODY_MALFORMED}
 
 # RFC 3986 pchar minus "/": what a path parameter may keep unencoded.
 _SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
@@ -118,7 +108,7 @@ class ProxyTarget:
                 else part
                 for i, part in enumerate(parts)
             )
-        client_query = exchange.request.rel_url.raw_query_string
+        client_query = exchange.request.query
         if self.query and client_query:
             return f"{path}?{self.query}&{client_query}"
         if self.query or client_query:
@@ -136,20 +126,20 @@ def build(
     longer than ``server.max_body`` is refused with 413 (before the backend
     is contacted when its length is declared, else when the limit is
     passed, which cuts the backend's request short); one that pauses longer
-    than ``server.body_timeout`` gets 408.  Both close the client connection.
+    than ``server.body_timeout`` gets 408 (the request body enforces both).
+    Both close the client connection.
     """
     target = ProxyTarget(integration, key, stage)
     pool = resources.pools.get(*target.pool_key)
     trusted_proxies = resources.trusted_proxies
     max_body = resources.max_body
-    body_timeout = resources.body_timeout
     method_override = integration.method
     timeout = integration.timeout
     connect_timeout = integration.connect_timeout
     preserve_host = integration.preserve_host
     host_header = target.host_header.encode()
 
-    async def forward(exchange: Exchange) -> web.StreamResponse:
+    async def forward(exchange: Exchange) -> Response:
         request = exchange.request
         method = method_override or request.method
         head_only = method == "HEAD"
@@ -168,10 +158,7 @@ def build(
                 try:
                     connection.send_head(head, head_only, timeout)
                     if body_mode:
-                        if request.headers.get("Expect", "").lower() == "100-continue":
-                            # The client waits for this before sending its body (RFC 9110 §10.1.1).
-                            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                        await _send_body(connection, request, body_mode == "chunked", max_body, body_timeout)
+                        await _send_body(connection, request.body, body_mode == "chunked")
                     response = await connection.read_head()
                     break
                 except UpstreamError as error:
@@ -186,6 +173,10 @@ def build(
             return await _respond(exchange, connection, response, head_only)
         except UpstreamError as error:
             raise _failure(exchange, connection, error) from None
+        except RequestBodyError as error:
+            if connection is not None:
+                connection.close()
+            raise _BODY_ERRORS.get(error.status) or GatewayError(error.status, str(error), close=True) from None
         except BaseException:
             # The client went away (cancellation) or something broke: the backend exchange is abandoned.
             if connection is not None:
@@ -219,16 +210,13 @@ def _request_head(
 ) -> tuple[bytes, str | None]:
     """The request line and headers for the backend, and how the body travels (None, "length", "chunked")."""
     request = exchange.request
-    raw_headers = request.raw_headers
     named: set[bytes] = set()  # header names the client's Connection header lists
     client_host = b""
     forwarded_for = b""
     forwarded_proto = b""
     via = b""
-    content_length = b""
-    chunked = False
-    lines = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
-    for name, value in raw_headers:
+    lines = [f"{method} {target} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")]
+    for name, value in request.headers.lines:
         lowered = name.lower()
         if lowered in _REQUEST_REPLACED:
             if lowered == b"connection":
@@ -241,19 +229,14 @@ def _request_head(
                 forwarded_proto = value
             elif lowered == b"via":
                 via = via + b", " + value if via else value
-            elif lowered == b"content-length":
-                content_length = value
-            elif lowered == b"transfer-encoding":
-                chunked = True
             continue
         if lowered in injected:
             continue
         lines.append(name + b": " + value + b"\r\n")
     if named:
         lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
-    peer = request.remote or ""
-    trusted = bool(trusted_proxies) and in_networks(peer, trusted_proxies)
-    peer_bytes = peer.encode()
+    trusted = bool(trusted_proxies) and peer_in(request, trusted_proxies)
+    peer_bytes = request.remote.encode()
     if trusted and forwarded_for:
         lines.append(b"X-Forwarded-For: " + forwarded_for + b", " + peer_bytes + b"\r\n")
     else:
@@ -263,21 +246,18 @@ def _request_head(
     if client_host:
         lines.append(b"X-Forwarded-Host: " + client_host + b"\r\n")
     lines.append(b"Host: " + (client_host if preserve_host and client_host else host_header) + b"\r\n")
-    hop = _VIA.get(request.version) or b"%d.%d gwd" % request.version
+    hop = _VIA[request.version]
     lines.append(b"Via: " + (via + b", " + hop if via else hop) + b"\r\n")
     lines.append(b"X-Request-Id: " + exchange.request_id.encode() + b"\r\n")
     lines.append(traceparent_line(*exchange.trace()))
     if exchange.backend_header_lines:
         lines.append(exchange.backend_header_lines)
     body_mode = None
-    if chunked and request.version == HttpVersion10:
-        # HTTP/1.0 has no transfer codings: its framing is faulty (RFC 9112 §6.1).
-        raise FAULTY_FRAMING
-    if chunked:
+    if request.chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
         body_mode = "chunked"
-    elif content_length and content_length != b"0":
-        lines.append(b"Content-Length: " + content_length + b"\r\n")
+    elif request.content_length:
+        lines.append(b"Content-Length: %d\r\n" % request.content_length)
         body_mode = "length"
     elif method in ("POST", "PUT", "PATCH"):
         lines.append(b"Content-Length: 0\r\n")
@@ -285,22 +265,9 @@ def _request_head(
     return b"".join(lines), body_mode
 
 
-async def _send_body(
-    connection: UpstreamConnection, request: web.BaseRequest, chunked: bool, max_body: int, body_timeout: float
-) -> None:
-    content = request.content
-    sent = 0
-    while True:
-        try:
-            async with asyncio.timeout(body_timeout):
-                chunk = await content.readany()
-        except TimeoutError:
-            raise BODY_TIMEOUT from None
-        if not chunk:
-            break
-        sent += len(chunk)
-        if sent > max_body:
-            raise BODY_TOO_LARGE
+async def _send_body(connection: UpstreamConnection, body: RequestBody, chunked: bool) -> None:
+    """Forward the client's body as it comes (its reads enforce ``max_body`` and ``body_timeout``)."""
+    while (chunk := await body.read()) is not None:
         if chunked:
             await connection.send_body(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:
@@ -329,24 +296,16 @@ def _response_header_lines(response: UpstreamResponse) -> tuple[bytes, bool]:
     return b"".join(lines), dated
 
 
-def _response_headers(response: UpstreamResponse) -> CIMultiDict[str]:
-    """The backend's headers that are passed on, for an aiohttp response (streamed, or without a body)."""
-    lines = _response_header_lines(response)[0].decode("latin-1").split("\r\n")
-    return CIMultiDict(line.split(": ", 1) for line in lines if line)  # type: ignore[misc]
-
-
 async def _respond(
     exchange: Exchange, connection: UpstreamConnection, response: UpstreamResponse, head_only: bool
-) -> web.StreamResponse:
+) -> Response:
     length = response.content_length
-    if head_only or response.status in (204, 304):
-        headers = _response_headers(response)
-        # No body, but the length the body would have had is the backend's to state.
-        if length is not None and response.status != 204:
-            headers["Content-Length"] = str(length)
+    lines, dated = _response_header_lines(response)
+    status = response.status
+    if head_only or status in (204, 304):
         connection.release()
-        exchange.response_length = 0
-        return web.Response(status=response.status, headers=headers)
+        # No body, but the length the body would have had is the backend's to state.
+        return Response.bodiless(status, lines, length if status != 204 else None, dated)
     if length is not None and length <= BUFFER_LIMIT:
         body = connection.complete_body()
         if body is None:
@@ -355,43 +314,38 @@ async def _respond(
                 parts.append(chunk)
             body = b"".join(parts)
         connection.release()
-        exchange.response_length = len(body)
-        return PassThroughResponse(response.status, *_response_header_lines(response), body)
-    return await _stream(exchange, connection, response.status, _response_headers(response), length)
+        return Response(status, lines, body, dated=dated)
+    return Response.streamed(status, lines, _BackendBody(exchange, connection), length, dated)
 
 
-async def _stream(
-    exchange: Exchange, connection: UpstreamConnection, status: int, headers: CIMultiDict[str], length: int | None
-) -> web.StreamResponse:
-    reply = web.StreamResponse(status=status, headers=headers)
-    if length is not None:
-        reply.content_length = length
-    exchange.stamp(reply)
-    await reply.prepare(exchange.request)
-    exchange.status_sent = status
-    # Counted as it goes: a client that goes away may cancel this anywhere.
-    exchange.response_length = 0
-    try:
-        while (chunk := await connection.read_body()) is not None:
-            await reply.write(chunk)
-            exchange.response_length += len(chunk)
-        await reply.write_eof()
-    except UpstreamError as error:
-        # The head is already on its way: all that is left is to cut the client off.
-        kind = error.kind
-        exchange.integration_error = kind
-        log.warning(
-            "request %s: backend failed mid-body (%s) after %d bytes", exchange.request_id, kind, exchange.response_length
-        )
-        connection.close()
-        transport = exchange.request.transport
-        if transport is not None:
-            transport.abort()
-        return reply
-    except ConnectionError:
-        # The client went away mid-body: the backend's rest is not wanted either.
-        exchange.client_closed = True
-        connection.close()
-        return reply
-    connection.release()
-    return reply
+class _BackendBody:
+    """A large or open-ended backend body, read as the client takes it (see :class:`gwd.http.message.BodySource`)."""
+
+    __slots__ = ("_exchange", "_connection", "_read")
+
+    def __init__(self, exchange: Exchange, connection: UpstreamConnection) -> None:
+        self._exchange = exchange
+        self._connection = connection
+        self._read = 0
+
+    async def read(self) -> bytes | None:
+        try:
+            chunk = await self._connection.read_body()
+        except UpstreamError as error:
+            # The head is already on its way: all that is left is to cut the client off.
+            exchange = self._exchange
+            exchange.integration_error = error.kind
+            log.warning(
+                "request %s: backend failed mid-body (%s) after %d bytes", exchange.request_id, error.kind, self._read
+            )
+            self._connection.close()
+            raise BodyAborted(error.kind) from None
+        if chunk is not None:
+            self._read += len(chunk)
+        return chunk
+
+    def close(self, complete: bool) -> None:
+        if complete:
+            self._connection.release()
+        else:
+            self._connection.close()  # the client went away mid-body: the backend's rest is not wanted either

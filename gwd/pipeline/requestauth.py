@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 import aiohttp
 import orjson
-from aiohttp.web import BaseRequest
 
 from gwd.config import RequestAuthorizer
+from gwd.http.message import Request
 from gwd.pipeline.clientip import Networks, client_address
 
 log = logging.getLogger("gwd.authorizer")
@@ -54,6 +54,11 @@ class RequestAuthorizerClient:
     def __init__(self, config: RequestAuthorizer, trusted_proxies: Networks) -> None:
         self.config = config
         self._trusted = trusted_proxies
+        # (kind, name): "ip", "header" with the lower-cased name as bytes, or "query" with the parameter's name.
+        self._sources: list[tuple[str, str | bytes]] = []
+        for source in config.identity_sources:
+            kind, _, name = source.partition(":")
+            self._sources.append((kind, name.lower().encode("latin-1") if kind == "header" else name))
         self._function: Callable[[dict[str, Any]], Any] | None = None
         if config.function is not None:
             module_name, _, attribute = config.function.partition(":")
@@ -65,21 +70,25 @@ class RequestAuthorizerClient:
         if self._session is not None:
             await self._session.close()
 
-    def identity(self, request: BaseRequest) -> list[str] | None:
+    def identity(self, request: Request) -> list[str] | None:
         """The identity source values, in config order; None when one is missing."""
         values = []
-        for source in self.config.identity_sources:
-            if source == "ip":
+        for kind, name in self._sources:
+            if kind == "ip":
                 value: str | None = client_address(request, self._trusted)
+            elif kind == "header":
+                assert isinstance(name, bytes)
+                value = request.headers.text(name)
             else:
-                kind, _, name = source.partition(":")
-                value = request.headers.get(name) if kind == "header" else request.rel_url.query.get(name)
+                assert isinstance(name, str)
+                found = request.query_values(name)
+                value = found[0] if found else None
             if not value:
                 return None
             values.append(value)
         return values
 
-    async def decide(self, request: BaseRequest, identity: list[str], event_context: dict[str, Any]) -> Decision:
+    async def decide(self, request: Request, identity: list[str], event_context: dict[str, Any]) -> Decision:
         """The (possibly remembered) decision for this identity."""
         digest = hashlib.sha256(b"\0".join(value.encode("utf-8", "surrogateescape") for value in identity)).digest()
         now = time.monotonic()
@@ -136,32 +145,35 @@ def _decision(answer: object) -> Decision:
     return Decision(answer["isAuthorized"], context, principal if isinstance(principal, str) else None)
 
 
-def _event(request: BaseRequest, identity: list[str], context: dict[str, Any], trusted: Networks) -> dict[str, Any]:
+def _event(request: Request, identity: list[str], context: dict[str, Any], trusted: Networks) -> dict[str, Any]:
     """AWS's HTTP API request-authorizer event (payload format 2.0), the parts gwd knows."""
     headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        lowered = name.lower()
+    for raw_name, raw_value in request.headers.lines:
+        lowered = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("utf-8", "surrogateescape")
         headers[lowered] = f"{headers[lowered]},{value}" if lowered in headers else value
-    query = request.rel_url.query
+    query: dict[str, list[str]] = {}
+    for name, value in request.query_items():
+        query.setdefault(name, []).append(value)
     return {
         "version": "2.0",
         "type": "REQUEST",
         "routeKey": context["routeKey"],
-        "rawPath": request.rel_url.raw_path,
-        "rawQueryString": request.rel_url.raw_query_string,
+        "rawPath": request.path,
+        "rawQueryString": request.query,
         "identitySource": identity,
         "headers": headers,
-        "queryStringParameters": {name: ",".join(query.getall(name)) for name in query} or None,
+        "queryStringParameters": {name: ",".join(values) for name, values in query.items()} or None,
         "requestContext": {
             "requestId": context["requestId"],
             "routeKey": context["routeKey"],
             "stage": context["stage"],
             "http": {
                 "method": request.method,
-                "path": request.path,
-                "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
+                "path": request.decoded_path(),
+                "protocol": f"HTTP/{request.version}",
                 "sourceIp": client_address(request, trusted),
-                "userAgent": request.headers.get("User-Agent", ""),
+                "userAgent": request.headers.text(b"user-agent") or "",
             },
         },
     }

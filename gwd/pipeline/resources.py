@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Mapping
 from gwd.config import UsagePlan
 from gwd.pipeline.cachestore import MemoryStore, RedisStore
 from gwd.pipeline.clientip import Networks
-from gwd.pipeline.upstream import UpstreamPools
+from gwd.http.upstream import UpstreamPools
 
 if TYPE_CHECKING:
     from gwd.pipeline.apikeys import KeyCache

@@ -16,11 +16,10 @@ requests left now and ``t`` the seconds until it is full again.
 from __future__ import annotations
 
 import math
-
-from aiohttp import web
+from typing import Awaitable
 
 from gwd.config import Limit, Quota, RouteConfig, StageConfig
-from gwd.keystore import ApiKey
+from gwd.http.message import Response
 from gwd.pipeline.clientip import client_address
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
@@ -30,12 +29,15 @@ from gwd.pipeline.types import Handler
 CLIENT_KEY_CACHE = 1024
 """Client identities whose bucket keys each route's throttle keeps ready."""
 CACHED_IDENTITY_LENGTH = 64
+QUOTA_EXCEEDED = GatewayError(429, "Limit Exceeded")
+REFUSALS_KEPT = 64
+"""429 answers each bucket keeps ready, by their policy and ``Retry-After`` (a flood gets the same few)."""
 
 
 class _Bucket:
     """One configured limit, made ready at config load."""
 
-    __slots__ = ("name", "rate", "burst", "policy", "state_format")
+    __slots__ = ("name", "rate", "burst", "policy", "state_format", "_refusals")
 
     def __init__(self, name: str, limit: Limit) -> None:
         self.name = name
@@ -44,11 +46,30 @@ class _Bucket:
         self.policy = f'"{name}";q={limit.burst};w={max(1, math.ceil(limit.burst / limit.rate))}'
         # Takes :meth:`state`'s two numbers.
         self.state_format = f'"{name}";r=%d;t=%d'
+        self._refusals: dict[tuple[str, int], GatewayError] = {}
 
     def state(self, remaining: float) -> tuple[float, float]:
         """The requests left and the seconds until the bucket is full again."""
         # -((r - b) // rate) is ceil((b - r) / rate) without a call.
         return remaining, -((remaining - self.burst) // self.rate)
+
+    def refusal(self, retry_after: float, policy: str) -> GatewayError:
+        """The 429 for a request refused ``retry_after`` seconds before a token comes back."""
+        seconds = math.ceil(retry_after)
+        refusal = self._refusals.get((policy, seconds))
+        if refusal is None:
+            if len(self._refusals) >= REFUSALS_KEPT:
+                self._refusals.clear()
+            refusal = self._refusals[policy, seconds] = GatewayError(
+                429,
+                "Too Many Requests",
+                {
+                    "Retry-After": str(max(1, seconds)),
+                    "RateLimit-Policy": policy,
+                    "RateLimit": f'"{self.name}";r=0;t={seconds}',
+                },
+            )
+        return refusal
 
 
 def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_handler: Handler) -> Handler:
@@ -75,7 +96,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     client_bucket = _Bucket("client", client_limit) if client_limit else None
     client_prefix = b"client\0" + scope + b"\0"
     source, _, source_name = client_limit.key.partition(":") if client_limit else ("ip", "", "")
-    header = source_name if source == "header" else None
+    header = source_name.lower().encode("latin-1") if source == "header" else None
     claim = source_name if source == "claim" else None
     by_address = source == "ip" and not resources.trusted_proxies
     # RateLimit-Policy values, built once: without a key's plan, and for each plan.
@@ -97,14 +118,14 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     def client_key(exchange: Exchange) -> bytes:
         request = exchange.request
         if by_address:
-            identity = request.remote or ""
+            identity = request.remote
         elif claim is not None:
             # A request without the claim (no authorizer ran, or it lacks it) is keyed by its address instead.
             value = exchange.claims.get(claim) if exchange.claims else None
             identity = str(value) if value is not None else client_address(request, trusted)
         else:
             # A request without the named header is keyed by its address instead.
-            identity = (header and request.headers.get(header)) or client_address(request, trusted)
+            identity = (header and request.headers.text(header)) or client_address(request, trusted)
         key = client_keys.get(identity)
         if key is None:
             key = client_prefix + identity.encode("utf-8", "surrogateescape")
@@ -123,79 +144,103 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         per_client = only is client_bucket
         lines_format = f"RateLimit-Policy: {policy}\r\nRateLimit: {only.state_format}\r\n".encode()
 
-        async def throttle_one(exchange: Exchange) -> web.StreamResponse:
-            left = take(client_key(exchange) if per_client else route_key, rate, burst)
-            if asynchronous:
-                left = await left
+        if not asynchronous:
+
+            def throttle_one(exchange: Exchange) -> Response | Awaitable[Response]:
+                left = take(client_key(exchange) if per_client else route_key, rate, burst)
+                if left < 0.0:
+                    throttled[stage.name, route_name, only.name] += 1
+                    raise only.refusal(-left, policy)
+                exchange.add_header_lines(lines_format % only.state(left))
+                return next_handler(exchange)
+
+            return throttle_one
+
+        async def throttle_one_shared(exchange: Exchange) -> Response:
+            left = await take(client_key(exchange) if per_client else route_key, rate, burst)
             if left < 0.0:
                 throttled[stage.name, route_name, only.name] += 1
-                raise _too_many(-left, only, policy)
+                raise only.refusal(-left, policy)
             exchange.add_header_lines(lines_format % only.state(left))
-            return await next_handler(exchange)
+            response = next_handler(exchange)
+            return response if isinstance(response, Response) else await response
 
-        return throttle_one
+        return throttle_one_shared
 
-    async def count(key: ApiKey, quota: Quota) -> bool:
-        """Count a request against the key's quota where the limiter keeps quotas: Redis, or SQLite."""
-        if asynchronous:
-            return await limiter.consume_quota(key, quota)
-        return keys.consume_quota(key, quota)
-
-    async def give_back(taken: list[tuple[bytes, float]]) -> None:
-        for key, burst in taken:
-            returned = limiter.give_back(key, burst)
-            if asynchronous:
-                await returned
-
-    async def throttle(exchange: Exchange) -> web.StreamResponse:
-        # Most specific first: the client, the API key's plan, the route.  A later
-        # refusal gives back the tokens taken before it.
+    def checks_of(exchange: Exchange) -> tuple[list[tuple[bytes, _Bucket]], str, Quota | None]:
+        """The buckets to take from, most specific first (the client, the API key's plan, the route), the policy, the quota."""
         checks: list[tuple[bytes, _Bucket]] = []
         if client_bucket is not None:
             checks.append((client_key(exchange), client_bucket))
         this_policy = policy
         api_key = exchange.api_key
-        if api_key is not None and api_key.plan in plan_buckets:
-            checks.append((b"key\0" + api_key.id.encode(), plan_buckets[api_key.plan]))
-            this_policy = plan_policies[api_key.plan]
+        plan = api_key.plan if api_key is not None else None
+        if plan in plan_buckets:
+            assert api_key is not None
+            checks.append((b"key\0" + api_key.id.encode(), plan_buckets[plan]))
+            this_policy = plan_policies[plan]
         if route_bucket is not None:
             checks.append((route_key, route_bucket))
-        taken: list[tuple[bytes, float]] = []
-        states = ""
-        for key, bucket in checks:
-            left = limiter.take(key, bucket.rate, bucket.burst)
-            if asynchronous:
-                left = await left
-            if left < 0.0:
-                await give_back(taken)
-                throttled[stage.name, route_name, bucket.name] += 1
-                raise _too_many(-left, bucket, this_policy)
-            taken.append((key, bucket.burst))
-            state = bucket.state_format % bucket.state(left)
-            states = f"{states}, {state}" if states else state
-        # The quota is counted last, so that a request refused by a bucket is not counted.
-        if api_key is not None and api_key.plan in quotas and not await count(api_key, quotas[api_key.plan]):
-            await give_back(taken)
-            throttled[stage.name, route_name, "quota"] += 1
-            raise GatewayError(429, "Limit Exceeded")
-        if states:
-            exchange.add_header_lines(f"RateLimit-Policy: {this_policy}\r\nRateLimit: {states}\r\n".encode())
-        return await next_handler(exchange)
+        return checks, this_policy, quotas.get(plan) if plan is not None else None
 
-    return throttle
+    def refused(reason: str, refusal: GatewayError) -> GatewayError:
+        throttled[stage.name, route_name, reason] += 1
+        return refusal
+
+    if not asynchronous:
+
+        def throttle(exchange: Exchange) -> Response | Awaitable[Response]:
+            # A later refusal gives back the tokens taken before it.
+            checks, this_policy, quota = checks_of(exchange)
+            taken: list[tuple[bytes, float]] = []
+            states = []
+            for key, bucket in checks:
+                left = limiter.take(key, bucket.rate, bucket.burst)
+                if left < 0.0:
+                    for given, burst in taken:
+                        limiter.give_back(given, burst)
+                    raise refused(bucket.name, bucket.refusal(-left, this_policy))
+                taken.append((key, bucket.burst))
+                states.append(bucket.state_format % bucket.state(left))
+            # The quota is counted last, so that a request refused by a bucket is not counted.
+            if quota is not None and not keys.consume_quota(exchange.api_key, quota):
+                for given, burst in taken:
+                    limiter.give_back(given, burst)
+                raise refused("quota", QUOTA_EXCEEDED)
+            if states:
+                exchange.add_header_lines(_state_lines(this_policy, states))
+            return next_handler(exchange)
+
+        return throttle
+
+    async def throttle_shared(exchange: Exchange) -> Response:
+        # As throttle() above, each call to the limiter awaited.
+        checks, this_policy, quota = checks_of(exchange)
+        taken: list[tuple[bytes, float]] = []
+        states = []
+        for key, bucket in checks:
+            left = await limiter.take(key, bucket.rate, bucket.burst)
+            if left < 0.0:
+                for given, burst in taken:
+                    await limiter.give_back(given, burst)
+                raise refused(bucket.name, bucket.refusal(-left, this_policy))
+            taken.append((key, bucket.burst))
+            states.append(bucket.state_format % bucket.state(left))
+        if quota is not None and not await limiter.consume_quota(exchange.api_key, quota):
+            for given, burst in taken:
+                await limiter.give_back(given, burst)
+            raise refused("quota", QUOTA_EXCEEDED)
+        if states:
+            exchange.add_header_lines(_state_lines(this_policy, states))
+        response = next_handler(exchange)
+        return response if isinstance(response, Response) else await response
+
+    return throttle_shared
+
+
+def _state_lines(policy: str, states: list[str]) -> bytes:
+    return f"RateLimit-Policy: {policy}\r\nRateLimit: {', '.join(states)}\r\n".encode()
 
 
 def _policy(*buckets: _Bucket | None) -> str:
     return ", ".join(bucket.policy for bucket in buckets if bucket is not None)
-
-
-def _too_many(retry_after: float, bucket: _Bucket, policy: str) -> GatewayError:
-    return GatewayError(
-        429,
-        "Too Many Requests",
-        {
-            "Retry-After": str(max(1, math.ceil(retry_after))),
-            "RateLimit-Policy": policy,
-            "RateLimit": f'"{bucket.name}";r=0;t={math.ceil(retry_after)}',
-        },
-    )

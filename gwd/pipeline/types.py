@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Awaitable, Callable, Union
 
-from aiohttp import web
-
+from gwd.http.message import Response
 from gwd.pipeline.exchange import Exchange
 
-if TYPE_CHECKING:
-    from gwd.pipeline.passthrough import PassThroughResponse
+Handler = Callable[[Exchange], Union[Response, Awaitable[Response]]]
+"""Serves an exchange: a stage does its part, then calls the next handler or raises GatewayError.
 
-Handler = Callable[[Exchange], Awaitable[web.StreamResponse]]
-"""Serves an exchange: a stage does its part, then calls the next handler or raises GatewayError."""
-
-AtOnce = Callable[[Exchange], "PassThroughResponse | None"]
-"""Answers an exchange without awaiting anything (a fresh cache hit), or declines with None."""
+A handler that needs no waiting returns the :class:`Response` itself (a
+cache hit, a mock, a refusal), so the request is answered without a task;
+one that must wait returns an awaitable of it.  A stage that only looks at
+the request before the next handler returns what the next handler
+returned, whichever it is.
+"""

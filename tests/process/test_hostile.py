@@ -8,7 +8,7 @@ import time
 
 import pytest
 from backend import Backend
-from support import request
+from support import raw_exchange, request, status_of
 
 pytestmark = pytest.mark.process
 
@@ -85,43 +85,6 @@ CASES = [
 ]
 
 
-def exchange(port: int, data: bytes, wait: float = 5.0, responses: int = 1) -> bytes:
-    """Send ``data``; what came back once ``responses`` whole responses arrived, the server closed, or ``wait`` passed."""
-    with socket.create_connection(("127.0.0.1", port), timeout=wait) as conn:
-        try:
-            conn.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed before taking it all
-        received = b""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _whole_responses(received) < responses:
-            try:
-                piece = conn.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not piece:
-                break
-            received += piece
-        return received
-
-
-def _whole_responses(data: bytes) -> int:
-    count = 0
-    while b"\r\n\r\n" in data:
-        head, _, rest = data.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
-        if len(rest) < length:
-            break
-        count, data = count + 1, rest[length:]
-    return count
-
-
-def status_of(response: bytes) -> int | None:
-    if not response.startswith(b"HTTP/1."):
-        return None
-    return int(response.split(b" ", 2)[1])
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     from support import Daemon
@@ -139,7 +102,7 @@ def gateway(tmp_path_factory):
 def test_hostile_request(gateway, name, data, status, reaching):
     daemon, backend = gateway
     before = len(backend.received)
-    response = exchange(daemon.port, data)
+    response = raw_exchange(daemon.port, data)
     assert status_of(response) == status, response[:200]
     head, _, body = response.partition(b"\r\n\r\n")
     assert body.startswith(b'{"message":"'), body[:100]
@@ -151,7 +114,7 @@ def test_hostile_request(gateway, name, data, status, reaching):
 def test_upgrade_with_a_body_smuggles_nothing(gateway):
     daemon, backend = gateway
     before = len(backend.received)
-    response = exchange(daemon.port, CASES[-1][1], responses=2, wait=3)
+    response = raw_exchange(daemon.port, CASES[-1][1], responses=2, wait=3)
     # One answer, from the backend, for the outer request; the bytes in its body are never a request.
     assert response.count(b"HTTP/1.1 ") == 1
     assert status_of(response) in (200, 400)
@@ -167,7 +130,7 @@ def test_connection_header_cannot_strip_what_gwd_adds(gateway):
         b"GET /api/x HTTP/1.1\r\n" + H + b"X-Secret: 1\r\n"
         b"Connection: keep-alive, X-Secret, X-Forwarded-For, X-Request-Id, Via\r\n\r\n"
     )
-    response = exchange(daemon.port, data)
+    response = raw_exchange(daemon.port, data)
     assert status_of(response) == 200
     (seen,) = backend.received[before:]
     assert seen.header("X-Secret") is None  # hop-by-hop by the client's own Connection header
@@ -182,7 +145,7 @@ def test_pipelined_requests_are_each_routed_and_authorized(gateway):
         b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nhello"
         b"GET /admin HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n"
     )
-    response = exchange(daemon.port, data, responses=2)
+    response = raw_exchange(daemon.port, data, responses=2)
     statuses = [int(part.split(b" ", 2)[1]) for part in response.split(b"HTTP/1.1 ")[1:] for part in [b"HTTP/1.1 " + part]]
     assert statuses == [200, 403]  # the second request met the resource policy like any other
     assert [received.raw_path for received in backend.received[before:]] == ["/x"]
@@ -210,7 +173,7 @@ def test_a_stalled_body_gets_408(gateway):
     daemon, backend = gateway
     before = len(backend.received)
     started = time.monotonic()
-    response = exchange(daemon.port, b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 10\r\n\r\nhello", wait=8)
+    response = raw_exchange(daemon.port, b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 10\r\n\r\nhello", wait=8)
     assert status_of(response) == 408
     assert time.monotonic() - started < 5  # body_timeout = 1s
     assert len(backend.received) == before  # the backend never got a whole request

@@ -34,7 +34,7 @@ from typing import Any
 import httptools
 
 from gwd.config import BackendTls
-from gwd.pipeline.connection import MAX_HEADER_BYTES, MAX_HEADERS, MAX_REQUEST_LINE
+from gwd.http.server import MAX_HEADER_BYTES, MAX_HEADERS, MAX_REQUEST_LINE
 from gwd.tls import backend_context
 
 READ_HIGH_WATER = 256 * 1024

@@ -18,7 +18,7 @@ import socket
 import ssl
 from typing import Callable
 
-from gwd.pipeline.errors import closing_response
+from gwd.http.message import closing_response
 
 log = logging.getLogger("gwd.tls")
 
