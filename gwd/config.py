@@ -45,10 +45,18 @@ _CLIENT_AUTH = ("none", "optional", "require")
 _JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256")
 _JWT_DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 _IDENTITY_SOURCE = re.compile(r"^(header|query):[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_RESERVED_BACKEND_HEADERS = frozenset(
-    {"host", "connection", "content-length", "transfer-encoding", "x-forwarded-for", "x-forwarded-proto",
-     "x-forwarded-host", "via", "x-request-id", "te", "trailer", "upgrade", "keep-alive"}
+HOP_BY_HOP_HEADERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade"}
 )
+"""RFC 9110 §7.6.1 and the fields every proxy treats as hop-by-hop: never forwarded, either way."""
+GATEWAY_SET_HEADERS = frozenset(
+    {"host", "content-length", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
+     "via", "traceparent"}
+)
+"""What gwd itself writes into a backend request (framing, forwarding, tracing), replacing the client's."""
+RESERVED_BACKEND_HEADERS = HOP_BY_HOP_HEADERS | GATEWAY_SET_HEADERS
+"""Names no configured header (``claim_headers``, ...) may take: the backend would get them twice, or as hop-by-hop."""
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -959,7 +967,7 @@ class _ConfigReader:
     def _header_map(self, table: _Table, key: str) -> tuple[tuple[str, str], ...]:
         mapping = table.string_map(key)
         for source, header in mapping.items():
-            if not _HEADER_NAME.match(header) or header.lower() in _RESERVED_BACKEND_HEADERS:
+            if not _HEADER_NAME.match(header) or header.lower() in RESERVED_BACKEND_HEADERS:
                 self.problem(f"{table.key_path(key)}.{source}", f"{header!r} cannot carry it (not a header name, or one gwd sets)")
         return tuple(mapping.items())
 

@@ -55,6 +55,7 @@ BACKOFF_MAX = 30.0
 KILL_MARGIN = 2.0
 """Seconds past a worker's drain timeout before it is killed outright."""
 QUICK_DRAIN_TIMEOUT = 1.0
+"""The drain SIGINT and SIGQUIT ask for, of supervisor and workers alike (at most ``server.drain_timeout``)."""
 BOOT_TIMEOUT = 60.0
 """How long a new worker has to start accepting: longer, a reload is abandoned and a first worker killed."""
 WORKER_BOOT_ERROR = 3

@@ -24,7 +24,7 @@ from gwd.http.server import HttpServer, Limits
 from gwd.http.tlsaccept import TlsListener
 from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.gateway import Gateway
-from gwd.supervisor import HANDLED_SIGNALS, WORKER_BOOT_ERROR
+from gwd.supervisor import HANDLED_SIGNALS, QUICK_DRAIN_TIMEOUT, WORKER_BOOT_ERROR
 from gwd.tls import listener_context
 
 log = logging.getLogger("gwd.worker")
@@ -36,7 +36,6 @@ DRAIN_GRACE = 1.0
 """While draining, how long keep-alive connections are still served (with ``Connection: close``)
 before idle ones are closed, and how long a just-accepted connection has to send its request."""
 ORPHAN_DRAIN_TIMEOUT = 1.0
-QUICK_DRAIN_TIMEOUT = 1.0
 
 
 def run_worker(

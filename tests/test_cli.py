@@ -95,6 +95,15 @@ BROKEN_CONFIGS = [
         "authorizers[0].context_headers.t",
         "one gwd sets",
     ),
+    *(
+        (
+            '[[authorizers]]\nname = "a"\ntype = "jwt"\nissuer = "i"\naudience = "x"\njwks_uri = "http://127.0.0.1:9/"\n'
+            f'claim_headers = {{ sub = "{header}" }}\n',
+            "authorizers[0].claim_headers.sub",
+            "one gwd sets",
+        )
+        for header in ("traceparent", "Proxy-Authorization", "X-Forwarded-For")
+    ),
     ('[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\nauthorizer = "nobody"\n', "routes[0].authorizer", "no [[authorizers]] entry"),
     ('[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\nscopes = ["a"]\n', "routes[0].scopes", "jwt authorizer"),
     ('[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\ndeny = ["10.0.0.1/8"]\n', "routes[0].deny[0]", "not a CIDR"),

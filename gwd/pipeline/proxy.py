@@ -21,7 +21,15 @@ import logging
 import time
 from urllib.parse import quote
 
-from gwd.config import HttpIntegration, RouteKey, StageConfig, parse_backend_uri, substitute_stage_variables
+from gwd.config import (
+    HOP_BY_HOP_HEADERS,
+    RESERVED_BACKEND_HEADERS,
+    HttpIntegration,
+    RouteKey,
+    StageConfig,
+    parse_backend_uri,
+    substitute_stage_variables,
+)
 from gwd.http.message import BodyAborted, RequestBody, RequestBodyError, Response
 from gwd.http.upstream import UpstreamConnection, UpstreamError, UpstreamResponse, connection_options
 from gwd.pipeline.clientip import Networks, peer_in
@@ -39,33 +47,10 @@ BUFFER_LIMIT = 64 * 1024
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
-# RFC 9110 §7.6.1 and the fields every proxy treats as hop-by-hop.  Framing
-# (Content-Length, Transfer-Encoding) is recomputed for each hop; the
-# X-Forwarded-*, Via and X-Request-Id values are replaced by ours.
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
-_REQUEST_REPLACED = _HOP_BY_HOP | {
-    b"host",
-    b"content-length",
-    b"expect",
-    b"x-forwarded-for",
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
-    b"x-request-id",
-    b"via",
-    b"traceparent",
-}
+# Framing (Content-Length, Transfer-Encoding) is recomputed for each hop; the
+# X-Forwarded-*, Via, X-Request-Id and traceparent values are replaced by ours.
+_HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP_HEADERS)
+_REQUEST_REPLACED = frozenset(name.encode() for name in RESERVED_BACKEND_HEADERS)
 _RESPONSE_REPLACED = _HOP_BY_HOP | {b"content-length", b"server"}
 
 _VIA = {"1.1": b"1.1 gwd", "1.0": b"1.0 gwd"}

@@ -7,7 +7,6 @@ import http.client
 import os
 import socket
 import threading
-import time
 
 import orjson
 import pytest
@@ -216,7 +215,7 @@ def test_slow_backend_is_504(gateway, backend):
 def test_client_disconnect_cancels_the_backend_request(gateway, backend):
     sock = socket.create_connection(("127.0.0.1", gateway.port))
     sock.sendall(b"GET /patient/20 HTTP/1.1\r\nHost: x\r\n\r\n")
-    time.sleep(0.5)  # let the request reach the backend
+    wait_for(lambda: backend.slow_started == ["/slow/20"], 5, "the request to reach the backend")
     sock.close()
     wait_for(lambda: backend.cancelled == ["/slow/20"], 5, "the backend request to be cancelled")
 
