@@ -4,7 +4,10 @@ The table is an anonymous shared mapping created before the workers are
 forked, so every worker (and every later generation after a reload) sees the
 same buckets; no network hop, no extra process.  It is a set-associative
 cache: a key hashes to one set of ``WAYS`` slots, each set guarded by one of
-``LOCK_STRIPES`` process-shared locks.  Within a set a key takes its own
+``LOCK_STRIPES`` locks: byte-range locks (``fcntl``) on one memfd, which
+the kernel releases when their holder dies, so a worker killed inside the
+critical section never leaves a stripe locked and no live holder's lock is
+ever taken from it.  Within a set a key takes its own
 slot, else an empty one, else the least recently used one, so the table's
 memory is fixed however many distinct clients arrive (a flood of new keys
 evicts idle buckets, which come back full if their client returns).
@@ -19,15 +22,13 @@ table is the daemon's own and does not outlive it.
 
 from __future__ import annotations
 
+import fcntl
 import mmap
-import multiprocessing
+import os
 import time
-from typing import Any
 
 WAYS = 8
 LOCK_STRIPES = 64
-LOCK_TIMEOUT = 1.0
-"""A critical section takes microseconds: a lock held this long belongs to a worker that died holding it."""
 
 
 class BucketTable:
@@ -38,7 +39,7 @@ class BucketTable:
     (1, 1.0)
     """
 
-    __slots__ = ("slots", "_sets", "_memory", "_hashes", "_tokens", "_updated", "_locks")
+    __slots__ = ("slots", "_sets", "_memory", "_hashes", "_tokens", "_updated", "_lock_fd")
 
     def __init__(self, slots: int) -> None:
         self._sets = max(1, slots // WAYS)
@@ -52,10 +53,8 @@ class BucketTable:
         self._hashes = view[:size].cast("Q")
         self._tokens = view[size : 2 * size].cast("d")
         self._updated = view[2 * size :].cast("d")
-        # Fork-inherited semaphores: any process may release them, which is what
-        # lets a survivor repair a stripe whose holder was killed.
-        context = multiprocessing.get_context("fork")
-        self._locks = [context.Lock() for _ in range(LOCK_STRIPES)]
+        # Forked workers inherit the descriptor; a stripe is one byte of it.
+        self._lock_fd = os.memfd_create("gwd-bucket-locks", os.MFD_CLOEXEC)
 
     def take(self, key: bytes, rate: float, burst: float, most: int = 1, now: float | None = None) -> tuple[int, float]:
         """Consume up to ``most`` whole tokens from ``key``'s bucket, if it has one.
@@ -68,7 +67,7 @@ class BucketTable:
         """
         if now is None:
             now = time.monotonic()
-        key_hash, first, lock = self._lock_set(key)
+        key_hash, first, stripe = self._lock_set(key)
         try:
             slot = self._find(first, key_hash)
             if slot >= 0:
@@ -94,31 +93,30 @@ class BucketTable:
             self._tokens[slot] = tokens
             self._updated[slot] = now
         finally:
-            lock.release()
+            fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, stripe)
         if taken:
             return taken, tokens
         return 0, (1.0 - tokens) / rate if rate > 0 else float("inf")
 
     def give_back(self, key: bytes, burst: float) -> None:
         """Return a token taken by :meth:`take` for a request that a later check refused."""
-        key_hash, first, lock = self._lock_set(key)
+        key_hash, first, stripe = self._lock_set(key)
         try:
             slot = self._find(first, key_hash)
             if slot >= 0:
                 self._tokens[slot] = min(burst, self._tokens[slot] + 1.0)
         finally:
-            lock.release()
+            fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, stripe)
 
-    def _lock_set(self, key: bytes) -> tuple[int, int, Any]:
-        """The key's hash, the first slot of its set, and that set's lock, acquired (the caller releases it)."""
+    def _lock_set(self, key: bytes) -> tuple[int, int, int]:
+        """The key's hash, the first slot of its set, and that set's stripe, locked (the caller unlocks it)."""
         # Python's own hash: every worker is forked from one supervisor and so
         # shares its hash secret; it costs a tenth of a cryptographic digest.
         key_hash = (hash(key) & 0xFFFFFFFFFFFFFFFF) or 1
         first = key_hash % self._sets * WAYS
-        lock = self._locks[first % LOCK_STRIPES]
-        if not lock.acquire(False):
-            _wait_for(lock)
-        return key_hash, first, lock
+        stripe = first % LOCK_STRIPES
+        fcntl.lockf(self._lock_fd, fcntl.LOCK_EX, 1, stripe)  # held for microseconds by a live holder
+        return key_hash, first, stripe
 
     def _find(self, first: int, key_hash: int) -> int:
         """The slot holding ``key_hash`` in the set starting at ``first``, or -1."""
@@ -140,9 +138,3 @@ class BucketTable:
         """How many slots hold a bucket (for tests and diagnostics)."""
         return self.slots - self._hashes.tolist().count(0)
 
-
-def _wait_for(lock: Any) -> None:
-    """Acquire a contended stripe lock, repairing it if its holder died inside the critical section."""
-    if not lock.acquire(timeout=LOCK_TIMEOUT):
-        lock.release()
-        lock.acquire()

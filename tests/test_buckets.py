@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 from support import forked_results
 
@@ -88,3 +92,41 @@ def test_taking_several_tokens_takes_what_there_is():
     # Fewer whole tokens than asked for: all of them, and the fraction stays.
     assert table.take(b"k", rate=1.0, burst=25.0, most=10, now=5.5) == (5, pytest.approx(0.5))
     assert table.take(b"k", rate=1.0, burst=25.0, most=10, now=5.5) == (0, pytest.approx(0.5))
+
+
+def _child_holding_the_lock_of(table: BucketTable, key: bytes, hold: float | None) -> int:
+    """Fork a process that locks ``key``'s stripe, says so, and holds it ``hold`` seconds (None: until killed)."""
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _, _, stripe = table._lock_set(key)
+            os.write(ready_write, b"x")
+            time.sleep(hold if hold is not None else 60)
+        finally:
+            os._exit(0)
+    os.close(ready_write)
+    assert os.read(ready_read, 1) == b"x"
+    os.close(ready_read)
+    return pid
+
+
+def test_a_worker_killed_inside_the_lock_leaves_it_free():
+    table = BucketTable(1024)
+    pid = _child_holding_the_lock_of(table, b"k", None)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    started = time.monotonic()
+    assert table.take(b"k", rate=1.0, burst=5.0)[0] == 1
+    assert time.monotonic() - started < 0.5  # the kernel released it with its holder
+
+
+def test_a_live_holders_lock_is_never_taken_from_it():
+    table = BucketTable(1024)
+    pid = _child_holding_the_lock_of(table, b"k", 1.5)
+    started = time.monotonic()
+    table.take(b"k", rate=1.0, burst=5.0)
+    waited = time.monotonic() - started
+    os.waitpid(pid, 0)
+    # The holder kept it for 1.5 s, longer than any timeout after which a lock could be thought abandoned.
+    assert waited > 1.2, f"took the lock after {waited:.2f}s, while its holder was alive"
