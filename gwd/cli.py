@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 from gwd import __version__
 from gwd.config import BUILTIN_SOURCE, Address, Config, ConfigError, load_config, parse_address
-from gwd.keystore import PERMISSIONS, ApiKey, KeyStore, KeyStoreError
 from gwd.logs import setup_logging
+from gwd.stores.keystore import PERMISSIONS, ApiKey, KeyStore, KeyStoreError
 
 log = logging.getLogger("gwd")
 
@@ -230,7 +230,7 @@ def _flush_redis_cache(url: str, stages: list[str], stage: str | None, route: st
     """Delete the matching ``gwd:cache:...`` entries; how many."""
     import redis
 
-    from gwd.pipeline.cache import flush_prefixes
+    from gwd.stages.cache import flush_prefixes
 
     prefixes = flush_prefixes(stages, stage, route)
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
@@ -277,7 +277,7 @@ def _redis_usage(url: str, store: KeyStore, name: str | None, first_day: str, la
     """Per-day counts from the Redis that the daemons count quotas in."""
     import redis
 
-    from gwd.pipeline.limiters import usage_key
+    from gwd.stores.limiters import usage_key
 
     keys = [store.get(name)] if name is not None else store.list()
     client = redis.Redis.from_url(url, socket_timeout=5)
@@ -420,8 +420,8 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(config.log.level)
     _log_warnings(config)
     # Imported here so that `gwd check` stays light.
-    from gwd.buckets import BucketTable
     from gwd.privileges import PrivilegeError
+    from gwd.stores.buckets import BucketTable
     from gwd.supervisor import Supervisor
     from gwd.worker import run_worker
 
@@ -429,7 +429,7 @@ def _run(args: argparse.Namespace) -> int:
     buckets = BucketTable(config.throttle.table_size)
     events = None
     if config.metrics.enabled:
-        from gwd.metrics import SupervisorEvents, prepare_directory
+        from gwd.telemetry.prometheus import SupervisorEvents, prepare_directory
 
         # Before anything imports prometheus-client: it picks its storage then.
         prepare_directory(os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or config.server.state_dir)
@@ -443,7 +443,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         if config.admin.listen is not None:
             from gwd.admin import AdminServer
-            from gwd.metrics import exposition
+            from gwd.telemetry.prometheus import exposition
 
             supervisor.add_service(
                 AdminServer(config.admin.listen, lambda: supervisor.ready, exposition if config.metrics.enabled else None)
@@ -453,7 +453,7 @@ def _run(args: argparse.Namespace) -> int:
             from gwd.privileges import drop_to
 
             if config.metrics.enabled:
-                from gwd.metrics import preload
+                from gwd.telemetry.prometheus import preload
 
                 preload()
             os.makedirs(config.server.state_dir, mode=0o700, exist_ok=True)
@@ -469,6 +469,6 @@ def _run(args: argparse.Namespace) -> int:
         return supervisor.run()
     finally:
         if config.metrics.enabled:
-            from gwd.metrics import remove_directory
+            from gwd.telemetry.prometheus import remove_directory
 
             remove_directory()

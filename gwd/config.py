@@ -18,10 +18,10 @@ import pwd
 import re
 import ssl
 import tomllib
-from urllib.parse import urlsplit
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from gwd.tls import backend_context, expiry_warning, listener_context, load_public_key, private_key_problem
 
@@ -57,6 +57,8 @@ GATEWAY_SET_HEADERS = frozenset(
 """What gwd itself writes into a backend request (framing, forwarding, tracing), replacing the client's."""
 RESERVED_BACKEND_HEADERS = HOP_BY_HOP_HEADERS | GATEWAY_SET_HEADERS
 """Names no configured header (``claim_headers``, ...) may take: the backend would get them twice, or as hop-by-hop."""
+API_KEY_HEADER = b"x-api-key"
+"""Where a client sends its API key, as on AWS (lower-cased, as header lookups take it)."""
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 

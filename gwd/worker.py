@@ -17,14 +17,14 @@ import socket
 import uvloop
 from setproctitle import setproctitle
 
-from gwd.buckets import BucketTable
 from gwd.config import Address, Config
 from gwd.http.refused import ConnectionCount, connection_limit
 from gwd.http.server import HttpServer, Limits
 from gwd.http.tlsaccept import TlsListener
-from gwd.pipeline.accesslog import AccessLog
 from gwd.pipeline.gateway import Gateway
+from gwd.stores.buckets import BucketTable
 from gwd.supervisor import HANDLED_SIGNALS, QUICK_DRAIN_TIMEOUT, WORKER_BOOT_ERROR
+from gwd.telemetry.accesslog import AccessLog
 from gwd.tls import listener_context
 
 log = logging.getLogger("gwd.worker")

@@ -7,7 +7,7 @@ daemons proxying to it: one with a per-client limit (`client_throttle`,
 keyed by client IP) set far above the offered load, one without, and, for
 information, one whose limit has a burst of 100 (small enough that every
 request checks the shared table; larger bursts are taken a lease of tokens
-at a time, see gwd/pipeline/limiters.py).  Drives all three with the same
+at a time, see gwd/stores/limiters.py).  Drives all three with the same
 wrk command in interleaved rounds and prints the table.  The cost is one
 minus the median, over rounds, of on/off requests/s within a round.  Exits
 non-zero if throttling costs more than 10% of the requests/s.

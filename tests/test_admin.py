@@ -6,9 +6,10 @@ import select
 import socket
 import time
 
+from support import free_port
+
 from gwd.admin import AdminServer
 from gwd.config import Address
-from support import free_port
 
 
 def exchange(server: AdminServer, request: bytes) -> bytes:

@@ -9,7 +9,7 @@ import time
 import pytest
 from support import forked_results
 
-from gwd.buckets import BucketTable
+from gwd.stores.buckets import BucketTable
 
 
 def test_consumption_is_atomic_across_processes():

@@ -1,5 +1,5 @@
 """The package's shape, read from its source: no import cycles, each layer importing only the layers under it,
-and no private part of a dependency anywhere."""
+every stage and integration built to its package's contract, and no private part of a dependency anywhere."""
 
 from __future__ import annotations
 
@@ -96,8 +96,39 @@ def test_each_layer_knows_nothing_of_the_layers_above_it():
         if name.startswith("gwd.pipeline"):
             # The pipeline knows nothing of processes.
             assert not reached & {"gwd.worker", "gwd.supervisor", "gwd.privileges", "gwd.sdnotify", "gwd.cli"}, name
+        if name.startswith(("gwd.stages", "gwd.integrations", "gwd.authorizers", "gwd.telemetry")):
+            # What plugs into the pipeline uses its shared model, never the entry or the chain that runs it.
+            assert not reached & {"gwd.pipeline.gateway", "gwd.pipeline.chain", "gwd.worker"}, name
+        if name.startswith(("gwd.stages.", "gwd.integrations.")):
+            # A stage imports no other stage, an integration no other integration.
+            package = name.rsplit(".", 1)[0]
+            assert not {m for m in graph[name] if m.startswith(package + ".")}, name
+        if name.startswith("gwd.stores"):
+            # Stores keep state; a stage turns what they answer into a response.
+            assert not {m for m in reached if m.startswith(("gwd.http", "gwd.pipeline", "gwd.stages", "gwd.integrations"))}, name
     # The supervisor knows nothing of HTTP: the worker it runs is handed to it (gwd/cli.py).
     assert not {m for m in reaches(graph, "gwd.supervisor") if m.startswith(("gwd.http", "gwd.pipeline", "gwd.worker"))}
+
+
+def _builder_parameters(package: str) -> dict[str, list[str]]:
+    """Each module's ``build`` parameters, read from the source."""
+    found = {}
+    for path in sorted((PACKAGE / package).glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name == "build":
+                found[path.stem] = [argument.arg for argument in node.args.args]
+    return found
+
+
+def test_every_stage_and_integration_keeps_its_package_contract():
+    from gwd.pipeline import chain
+
+    stages = _builder_parameters("stages")
+    assert stages and all(parameters == ["route", "stage", "resources", "next_handler"] for parameters in stages.values()), stages
+    assert {f"gwd.stages.{name}" for name in stages} == {builder.__module__ for builder in chain.STAGES}
+    integrations = _builder_parameters("integrations")
+    assert integrations and all(parameters == ["route", "stage", "resources"] for parameters in integrations.values()), integrations
+    assert {f"gwd.integrations.{name}" for name in integrations} == {builder.__module__ for builder in chain.INTEGRATIONS.values()}
 
 
 PRIVATE = re.compile(

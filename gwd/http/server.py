@@ -34,8 +34,8 @@ from typing import Awaitable, Callable, NamedTuple, Protocol
 import httptools
 
 from gwd.http.message import (
-    ClientGone,
     BodyAborted,
+    ClientGone,
     Headers,
     Request,
     RequestBody,

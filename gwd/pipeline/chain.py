@@ -1,19 +1,14 @@
-"""Assembles each route's chain of stages, once per (stage, route) at config load.
+"""Assembles each route's handler, once per (stage, route) at config load.
 
-Order, outermost first, as the request meets them:
+The integration answers; the stages wrap it, outermost first, in the order
+the request meets them:
 
-    resource policy / request limits -> authorization -> throttle and quota
-    -> response cache -> integration -> response mapping
+    resource policy / request limits -> authorization -> API key
+    -> throttle and quota -> response cache -> integration
 
-Route matching, request ids, error rendering and the access log wrap every
-chain and live in :mod:`gwd.pipeline.gateway`.  Each stage is a module with
-one builder, ``build(route, stage, resources, next_handler) -> Handler``, that
-validates and precomputes what it needs and returns ``next_handler``
-unchanged when the route does not use it, so an unused stage costs nothing
-per request.  A stage that needs no waiting returns what the next handler
-returns (see :data:`gwd.pipeline.types.Handler`), so a chain of such stages
-in front of a cache hit or a mock answers without a task.  A new stage is
-one entry in ``MIDDLEWARE``.
+What a stage and an integration promise is written in :mod:`gwd.stages`
+and :mod:`gwd.integrations`.  Route matching, request ids, error rendering,
+the access log and metrics wrap every chain, in :mod:`gwd.pipeline.gateway`.
 """
 
 from __future__ import annotations
@@ -21,25 +16,24 @@ from __future__ import annotations
 from typing import Callable
 
 from gwd.config import HttpIntegration, MockIntegration, RouteConfig, StageConfig
-from gwd.pipeline import apikeys, authorization, cache, mock, policy, proxy, throttle
+from gwd.integrations import mock, proxy
+from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
-from gwd.pipeline.types import Handler
+from gwd.stages import apikeys, authorization, cache, policy, throttle
 
-Middleware = Callable[[RouteConfig, StageConfig, Resources, Handler], Handler]
+Stage = Callable[[RouteConfig, StageConfig, Resources, Handler], Handler]
+Integration = Callable[[RouteConfig, StageConfig, Resources], Handler]
 
-MIDDLEWARE: tuple[Middleware, ...] = (policy.build, authorization.build, apikeys.build, throttle.build, cache.build)
-"""Stages that wrap the integration, outermost first (see the module docstring)."""
+STAGES: tuple[Stage, ...] = (policy.build, authorization.build, apikeys.build, throttle.build, cache.build)
+"""The stages that wrap the integration, outermost first."""
+
+INTEGRATIONS: dict[type, Integration] = {MockIntegration: mock.build, HttpIntegration: proxy.build}
+"""Each integration's builder, by the type of its config."""
 
 
 def build_route_handler(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handler:
     """The complete handler for one route served under one stage."""
-    integration = route.integration
-    if isinstance(integration, MockIntegration):
-        handler = mock.build(integration, route.key, stage)
-    elif isinstance(integration, HttpIntegration):
-        handler = proxy.build(integration, route.key, stage, resources, authorization.injected_header_names(resources, route))
-    else:  # config validation admits no other type
-        raise TypeError(f"no integration builder for {type(integration).__name__}")
-    for middleware in reversed(MIDDLEWARE):
-        handler = middleware(route, stage, resources, handler)
+    handler = INTEGRATIONS[type(route.integration)](route, stage, resources)
+    for wrap in reversed(STAGES):
+        handler = wrap(route, stage, resources, handler)
     return handler

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gwd.http.message import Request
-from gwd.keystore import ApiKey
 from gwd.pipeline import tracing
 from gwd.pipeline.clientcert import ClientCert
+from gwd.stores.keystore import ApiKey
 
 if TYPE_CHECKING:
-    from gwd.pipeline.metrics import RouteCounts
+    from gwd.telemetry.metrics import RouteCounts
 
 
 class Exchange:

@@ -14,26 +14,26 @@ import time
 import uuid
 from typing import Awaitable, Iterator, NamedTuple
 
-from gwd.buckets import BucketTable
+from gwd.authorizers.jwtauth import JwtVerifier
+from gwd.authorizers.requestauth import RequestAuthorizerClient
 from gwd.config import HTTP_METHODS, Address, Config, JwtAuthorizer
 from gwd.http.message import ClientGone, Request, Response
 from gwd.http.upstream import UpstreamPools
-from gwd.keystore import CacheFlush
-from gwd.pipeline.accesslog import AccessLog
-from gwd.pipeline.apikeys import KeyCache
-from gwd.pipeline.cache import flush_prefixes
-from gwd.pipeline.cachestore import MemoryStore, RedisStore
 from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.clientcert import client_certificate
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, NOT_IMPLEMENTED, GatewayError
 from gwd.pipeline.exchange import Exchange
-from gwd.pipeline.jwtauth import JwtVerifier
-from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
-from gwd.pipeline.metrics import RequestMetrics, RouteCounts
-from gwd.pipeline.requestauth import RequestAuthorizerClient
+from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
 from gwd.pipeline.routing import ExactPaths, Router, StageResolver, UnsafePath, split_path
-from gwd.pipeline.types import Handler
+from gwd.stages.apikeys import KeyCache
+from gwd.stages.cache import flush_prefixes
+from gwd.stores.buckets import BucketTable
+from gwd.stores.cachestore import MemoryStore, RedisStore
+from gwd.stores.keystore import CacheFlush
+from gwd.stores.limiters import MemoryLimiter, RedisLimiter
+from gwd.telemetry.accesslog import AccessLog
+from gwd.telemetry.metrics import RequestMetrics, RouteCounts
 
 log = logging.getLogger("gwd.pipeline")
 

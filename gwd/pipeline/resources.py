@@ -6,17 +6,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from gwd.config import UsagePlan
-from gwd.pipeline.cachestore import MemoryStore, RedisStore
-from gwd.pipeline.clientip import Networks
+from gwd.config import JwtAuthorizer, RouteConfig, UsagePlan
 from gwd.http.upstream import UpstreamPools
+from gwd.pipeline.clientip import Networks
+from gwd.stores.cachestore import MemoryStore, RedisStore
 
 if TYPE_CHECKING:
-    from gwd.pipeline.apikeys import KeyCache
-    from gwd.pipeline.cache import CacheCounts
-    from gwd.pipeline.jwtauth import JwtVerifier
-    from gwd.pipeline.limiters import MemoryLimiter, RedisLimiter
-    from gwd.pipeline.requestauth import RequestAuthorizerClient
+    from gwd.authorizers.jwtauth import JwtVerifier
+    from gwd.authorizers.requestauth import RequestAuthorizerClient
+    from gwd.stages.apikeys import KeyCache
+    from gwd.stages.cache import CacheCounts
+    from gwd.stores.limiters import MemoryLimiter, RedisLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +36,11 @@ class Resources:
     authorizers: Mapping[str, JwtVerifier | RequestAuthorizerClient] = field(default_factory=dict)
     max_body: int = 10 * 1024**2  # server.max_body: request body bytes forwarded at most
     body_timeout: float = 30.0  # server.body_timeout: the longest pause in a request body
+
+    def injected_header_names(self, route: RouteConfig) -> frozenset[bytes]:
+        """Lower-cased names of the headers the route's authorizer sets for the backend (removed from the client's)."""
+        if route.authorizer is None:
+            return frozenset()
+        config = self.authorizers[route.authorizer].config
+        mapping = config.claim_headers if isinstance(config, JwtAuthorizer) else config.context_headers
+        return frozenset(header.lower().encode() for _, header in mapping)

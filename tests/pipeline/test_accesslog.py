@@ -6,7 +6,7 @@ import os
 import select
 import threading
 
-from gwd.pipeline.accesslog import AccessLog, format_clf_time
+from gwd.telemetry.accesslog import AccessLog, format_clf_time
 
 
 def test_pipe_writes_are_whole_lines_of_at_most_pipe_buf(tmp_path, monkeypatch):

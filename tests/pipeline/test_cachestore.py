@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gwd.pipeline.cachestore import ENTRY_OVERHEAD, CachedResponse, MemoryStore
+from gwd.stores.cachestore import ENTRY_OVERHEAD, CachedResponse, MemoryStore
 
 
 def entry(body: bytes, expires_at: float = 100.0) -> CachedResponse:

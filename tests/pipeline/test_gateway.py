@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gwd.buckets import BucketTable
-from gwd.config import load_config
+from gwd.config import MockIntegration, load_config
 from gwd.http.message import Headers, Request, Response
 from gwd.pipeline import chain
 from gwd.pipeline.gateway import Gateway
+from gwd.stores.buckets import BucketTable
 
 
 async def _answer_with_failing_integration(monkeypatch) -> Response:
     async def broken(exchange):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(chain.mock, "build", lambda integration, key, stage: broken)
+    monkeypatch.setitem(chain.INTEGRATIONS, MockIntegration, lambda route, stage, resources: broken)
     config = load_config(None)
     gateway = Gateway(config, access_log=None, buckets=BucketTable(64))
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from support import forked_results
 
-from gwd.buckets import BucketTable
-from gwd.pipeline.limiters import LEASE_SHARE, MAX_LEASES, MemoryLimiter
+from gwd.stores.buckets import BucketTable
+from gwd.stores.limiters import LEASE_SHARE, MAX_LEASES, MemoryLimiter
 
 
 def test_a_small_burst_is_checked_in_the_shared_table_every_time():

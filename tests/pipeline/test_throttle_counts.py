@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from gwd.buckets import BucketTable
 from gwd.config import ClientLimit, Limit, MockIntegration, RouteConfig, StageConfig, parse_route_key
 from gwd.http.message import Headers, Request
 from gwd.http.upstream import UpstreamPools
-from gwd.pipeline import mock, throttle
+from gwd.integrations import mock
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
-from gwd.pipeline.limiters import MemoryLimiter
 from gwd.pipeline.resources import Resources
+from gwd.stages import throttle
+from gwd.stores.buckets import BucketTable
+from gwd.stores.limiters import MemoryLimiter
 
 
 async def _run() -> tuple[list[int], Resources]:
@@ -24,7 +25,7 @@ async def _run() -> tuple[list[int], Resources]:
     )
     stage = StageConfig("$default", {})
     resources = Resources(UpstreamPools(1), MemoryLimiter(BucketTable(64)), (), None, {})
-    handler = throttle.build(route, stage, resources, mock.build(route.integration, route.key, stage))
+    handler = throttle.build(route, stage, resources, mock.build(route, stage, resources))
 
     statuses = []
     for client in (b"a", b"a", b"a", b"b", b"b"):

@@ -37,13 +37,12 @@ import re
 import time
 from typing import Awaitable
 
-from gwd.config import CachePolicy, RouteConfig, StageConfig
+from gwd.config import API_KEY_HEADER, CachePolicy, RouteConfig, StageConfig
 from gwd.http.message import Headers, Response, date_line
-from gwd.pipeline.apikeys import API_KEY_HEADER
-from gwd.pipeline.cachestore import CachedResponse, CacheUnavailable, RedisStore
 from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
-from gwd.pipeline.types import Handler
+from gwd.stores.cachestore import CachedResponse, CacheUnavailable, RedisStore
 
 _CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 LOCK_LEASE = 5.0

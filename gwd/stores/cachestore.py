@@ -21,7 +21,7 @@ import aiocache
 import redis.exceptions
 from aiocache.serializers import MsgPackSerializer
 
-from gwd.pipeline.limiters import describe_redis_failure
+from gwd.stores.outage import TIMEOUT, RedisOutage
 
 log = logging.getLogger("gwd.cache")
 
@@ -115,15 +115,13 @@ class RedisStore:
     under ``gwd:cache:KEY`` with Redis expiring them.  A fetch takes a short
     lock, ``gwd:cache:KEY-lock`` (SET NX with a lease), so that one process
     in all the daemons goes to the backend while the others poll for the
-    entry.  When Redis fails, every call raises :class:`CacheUnavailable`
-    for ``RETRY_INTERVAL``, without trying Redis, and is logged once.
+    entry.  While Redis is down (see :mod:`gwd.stores.outage`) every call
+    raises :class:`CacheUnavailable` and the request goes on without the cache.
     """
 
-    RETRY_INTERVAL = 1.0
-    TIMEOUT = 0.25
     POLL_INTERVAL = 0.025
 
-    __slots__ = ("_url", "_cache", "_down_until")
+    __slots__ = ("_url", "_cache", "_outage")
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -131,8 +129,8 @@ class RedisStore:
         # encoding=None: values are binary (bodies are bytes), not UTF-8 text.
         self._cache.serializer = MsgPackSerializer(encoding=None, use_list=True)
         self._cache.namespace = "gwd:cache"
-        self._cache.timeout = self.TIMEOUT
-        self._down_until = 0.0
+        self._cache.timeout = TIMEOUT
+        self._outage = RedisOutage(log, f"the response cache at {url}", "requests bypass it")
 
     async def get(self, key: str, now: float) -> CachedResponse | None:
         try:
@@ -187,20 +185,12 @@ class RedisStore:
         await self._cache.close()
 
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        if time.monotonic() < self._down_until:
+        if self._outage.ongoing():
             raise CacheUnavailable(self._url)
         try:
             result = await method(*args, **kwargs)
         except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:
-            if not self._down_until:
-                log.error(
-                    "the response cache at %s failed (%s); requests bypass it until it answers",
-                    self._url,
-                    describe_redis_failure(exc, self.TIMEOUT),
-                )
-            self._down_until = time.monotonic() + self.RETRY_INTERVAL
+            self._outage.failed(exc)
             raise CacheUnavailable(self._url) from None
-        if self._down_until:
-            self._down_until = 0.0
-            log.warning("the response cache at %s answers again", self._url)
+        self._outage.answered()
         return result

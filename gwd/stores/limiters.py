@@ -5,35 +5,30 @@ seconds until a token is back when none is left) and ``give_back``: the
 memory backend at once, the Redis backend as coroutines (its
 ``asynchronous`` is True), so the memory path, the common one, costs no
 coroutine per check.  The memory backend is the daemon's
-:class:`~gwd.buckets.BucketTable`: one limit across its workers.  The Redis
+:class:`~gwd.stores.buckets.BucketTable`: one limit across its workers.  The Redis
 backend makes a limit one limit across every daemon using the same Redis:
 each check is one round trip running an atomic Lua script, with Redis's
 clock, and buckets expire once they would be full again, so Redis holds only
 active clients.  With Redis, API-key quotas are counted there too (one limit
 for all daemons); with memory, in the state directory's SQLite.  When Redis
-cannot be reached, ``fail_open`` decides: serve (and log) or answer 503;
-after a failure Redis is left alone for ``RETRY_INTERVAL`` and then tried
-again, so the daemon reconnects by itself without a timeout per request in
-between.
+cannot be reached, ``fail_open`` decides: serve (and log) or raise
+:class:`LimitsUnavailable` (the throttle stage answers 503); see
+:mod:`gwd.stores.outage` for when Redis is tried again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import redis.asyncio
 import redis.exceptions
 
-from gwd.buckets import BucketTable
 from gwd.config import Quota
-from gwd.keystore import ApiKey, period_start, utc_today
-from gwd.pipeline.errors import GatewayError
+from gwd.stores.buckets import BucketTable
+from gwd.stores.keystore import ApiKey, period_start, utc_today
+from gwd.stores.outage import TIMEOUT, RedisOutage
 
 log = logging.getLogger("gwd.throttle")
-
-RETRY_INTERVAL = 1.0
-REDIS_TIMEOUT = 0.25
 
 _TAKE = """
 local rate = tonumber(ARGV[1])
@@ -103,11 +98,8 @@ class _Lease:
         self.shared_left = shared_left
 
 
-def describe_redis_failure(exc: BaseException, timeout: float) -> str:
-    """What went wrong with Redis, in words: a timeout's exception often has no text of its own."""
-    if isinstance(exc, (TimeoutError, redis.exceptions.TimeoutError)):
-        return f"timed out after {timeout * 1000:g} ms"
-    return str(exc) or type(exc).__name__
+class LimitsUnavailable(Exception):
+    """Redis cannot be reached and the limits do not fail open."""
 
 
 class MemoryLimiter:
@@ -166,35 +158,33 @@ class MemoryLimiter:
 class RedisLimiter:
     """Buckets in Redis, shared by every daemon that points at it."""
 
-    __slots__ = ("_url", "_client", "_take", "_give_back", "_count", "_fail_open", "_down_until", "_loop")
+    __slots__ = ("_url", "_client", "_take", "_give_back", "_count", "_fail_open", "_outage")
 
     asynchronous = True
 
     def __init__(self, url: str, fail_open: bool) -> None:
         self._url = url
         self._client = redis.asyncio.Redis.from_url(
-            url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, retry_on_timeout=False
+            url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, retry_on_timeout=False
         )
         self._take = self._client.register_script(_TAKE)
         self._give_back = self._client.register_script(_GIVE_BACK)
         self._count = self._client.register_script(_COUNT)
         self._fail_open = fail_open
-        self._down_until = 0.0
-        self._loop = asyncio.get_running_loop()
+        while_down = "serving without limits" if fail_open else "answering 503"
+        self._outage = RedisOutage(log, f"Redis at {url}", while_down, "; limits are shared again")
 
     async def take(self, key: bytes, rate: float, burst: float) -> float:
-        if self._loop.time() < self._down_until:
+        if self._outage.ongoing():
             self._refuse_unless_fail_open()
             return burst
         try:
             allowed, tokens = await self._take(keys=[b"gwd:" + key], args=[rate, burst])
         except (redis.exceptions.RedisError, OSError) as exc:
-            self._failed(exc)
+            self._outage.failed(exc)
             self._refuse_unless_fail_open()
             return burst
-        if self._down_until:
-            self._down_until = 0.0
-            log.warning("Redis at %s answers again; limits are shared again", self._url)
+        self._outage.answered()
         if allowed:
             return float(tokens)
         return (float(tokens) - 1.0) / rate
@@ -203,7 +193,7 @@ class RedisLimiter:
         try:
             await self._give_back(keys=[b"gwd:" + key], args=[burst])
         except (redis.exceptions.RedisError, OSError) as exc:
-            self._failed(exc)
+            self._outage.failed(exc)
 
     async def consume_quota(self, key: ApiKey, quota: Quota) -> bool:
         """Count one request of ``key`` unless its quota period is used up; shared through Redis.
@@ -211,7 +201,7 @@ class RedisLimiter:
         Each key also has a per-day count, ``gwd:usage:KEY_ID`` (a hash of
         ISO day -> requests), which ``gwd usage`` reads.
         """
-        if self._loop.time() < self._down_until:
+        if self._outage.ongoing():
             self._refuse_unless_fail_open()
             return True
         today = utc_today()
@@ -222,7 +212,7 @@ class RedisLimiter:
                 keys=[counter, usage_key(key.id)], args=[quota.limit, today.isoformat(), _PERIOD_SECONDS[quota.period]]
             )
         except (redis.exceptions.RedisError, OSError) as exc:
-            self._failed(exc)
+            self._outage.failed(exc)
             self._refuse_unless_fail_open()
             return True
         return bool(allowed)
@@ -230,13 +220,7 @@ class RedisLimiter:
     async def close(self) -> None:
         await self._client.aclose()
 
-    def _failed(self, exc: BaseException) -> None:
-        if not self._down_until:
-            policy = "serving without limits" if self._fail_open else "answering 503"
-            log.error("Redis at %s failed (%s); %s until it answers", self._url, describe_redis_failure(exc, REDIS_TIMEOUT), policy)
-        self._down_until = self._loop.time() + RETRY_INTERVAL
-
     def _refuse_unless_fail_open(self) -> None:
-        """Redis is unavailable: carry on without it (fail_open), or answer 503."""
+        """Redis is unavailable: carry on without it (fail_open), or refuse."""
         if not self._fail_open:
-            raise GatewayError(503, "Service Unavailable")
+            raise LimitsUnavailable(self._url)

@@ -12,7 +12,7 @@ twice when it is replaced; its live gauges are dropped
 
 Workers do not write these files per request: they count in plain dicts
 and add what they counted every ``FLUSH_INTERVAL`` (see
-:mod:`gwd.pipeline.metrics`), so a worker killed with SIGKILL loses at most
+:mod:`gwd.telemetry.metrics`), so a worker killed with SIGKILL loses at most
 its last interval of counts.
 """
 

@@ -19,8 +19,8 @@ from gwd.http.message import Response
 from gwd.pipeline.clientip import Networks, client_ip
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
-from gwd.pipeline.types import Handler
 
 FORBIDDEN = GatewayError(403, "Forbidden")
 

@@ -13,19 +13,18 @@ import logging
 import sqlite3
 from typing import Awaitable, Callable
 
-from gwd.config import Quota, RouteConfig, StageConfig
-from gwd.keystore import ApiKey, CacheFlush, KeyStore, hash_value
+from gwd.config import API_KEY_HEADER, Quota, RouteConfig, StageConfig
 from gwd.http.message import Response
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
-from gwd.pipeline.types import Handler
+from gwd.stores.keystore import ApiKey, CacheFlush, KeyStore, hash_value
 
 log = logging.getLogger("gwd.apikeys")
 
 POLL_INTERVAL = 0.25
 FORBIDDEN = GatewayError(403, "Forbidden")
-API_KEY_HEADER = b"x-api-key"
 
 
 class KeyCache:

@@ -18,14 +18,14 @@ from typing import Any
 
 import orjson
 
-from gwd.config import JwtAuthorizer, RouteConfig, StageConfig
+from gwd.authorizers.jwtauth import JwtVerifier, KeysUnavailable, TokenRejected, bearer_token, scopes_of
+from gwd.authorizers.requestauth import AuthorizerFailed, RequestAuthorizerClient
+from gwd.config import RouteConfig, StageConfig
 from gwd.http.message import Response
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
-from gwd.pipeline.jwtauth import JwtVerifier, KeysUnavailable, TokenRejected, bearer_token, scopes_of
-from gwd.pipeline.requestauth import AuthorizerFailed, RequestAuthorizerClient
+from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
-from gwd.pipeline.types import Handler
 
 log = logging.getLogger("gwd.authorizer")
 
@@ -117,12 +117,3 @@ def _header_lines(values: dict[str, Any], mapping: tuple[tuple[str, str], ...]) 
             raise ValueError(f"{source!r} holds a line break; not sent as header {header}")
         lines += f"{header}: {text}\r\n".encode("utf-8")
     return lines
-
-
-def injected_header_names(resources: Resources, route: RouteConfig) -> frozenset[bytes]:
-    """Lower-cased names of the headers the route's authorizer sets for the backend (removed from the client's)."""
-    if route.authorizer is None:
-        return frozenset()
-    config = resources.authorizers[route.authorizer].config
-    mapping = config.claim_headers if isinstance(config, JwtAuthorizer) else config.context_headers
-    return frozenset(header.lower().encode() for _, header in mapping)

@@ -7,7 +7,7 @@ at each flush, the queue is counted into plain dicts and lists in one tight
 loop (on the proxy benchmark that halved what metrics cost, 3.6% -> 2.0%
 of req/s, against counting each request as it finished), and
 :meth:`RequestMetrics.flush` adds the counts since the last flush (see
-:mod:`gwd.metrics` for what that means when a worker dies).  Labels stay
+:mod:`gwd.telemetry.prometheus` for what that means when a worker dies).  Labels stay
 few and bounded: the route key template, never the raw path; unknown
 methods as ``OTHER``; unmatched requests as route ``$unmatched``.
 """
@@ -21,10 +21,10 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from gwd.config import HTTP_METHODS
-from gwd.keystore import ApiKey
-from gwd.metrics import DURATION_BUCKETS, FLUSH_INTERVAL, WorkerMetrics
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.resources import Resources
+from gwd.stores.keystore import ApiKey
+from gwd.telemetry.prometheus import DURATION_BUCKETS, FLUSH_INTERVAL, WorkerMetrics
 
 log = logging.getLogger("gwd.metrics")
 

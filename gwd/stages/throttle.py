@@ -1,6 +1,6 @@
 """Throttle stage: token buckets per client, API key and route, and API-key quotas.
 
-The buckets live where :mod:`gwd.pipeline.limiters` says: the daemon's
+The buckets live where :mod:`gwd.stores.limiters` says: the daemon's
 shared memory, or Redis.  The most specific bucket is checked first (the
 client's, then the API key's usage plan, then the route's), the key's quota
 last; a request refused by a later check gets its earlier tokens back, so a
@@ -23,13 +23,15 @@ from gwd.http.message import Response
 from gwd.pipeline.clientip import client_address
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
-from gwd.pipeline.types import Handler
+from gwd.stores.limiters import LimitsUnavailable
 
 CLIENT_KEY_CACHE = 1024
 """Client identities whose bucket keys each route's throttle keeps ready."""
 CACHED_IDENTITY_LENGTH = 64
 QUOTA_EXCEEDED = GatewayError(429, "Limit Exceeded")
+UNAVAILABLE = GatewayError(503, "Service Unavailable")
 REFUSALS_KEPT = 64
 """429 answers each bucket keeps ready, by their policy and ``Retry-After`` (a flood gets the same few)."""
 
@@ -157,7 +159,10 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             return throttle_one
 
         async def throttle_one_shared(exchange: Exchange) -> Response:
-            left = await take(client_key(exchange) if per_client else route_key, rate, burst)
+            try:
+                left = await take(client_key(exchange) if per_client else route_key, rate, burst)
+            except LimitsUnavailable:
+                raise UNAVAILABLE from None
             if left < 0.0:
                 throttled[stage.name, route_name, only.name] += 1
                 raise only.refusal(-left, policy)
@@ -218,18 +223,21 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         checks, this_policy, quota = checks_of(exchange)
         taken: list[tuple[bytes, float]] = []
         states = []
-        for key, bucket in checks:
-            left = await limiter.take(key, bucket.rate, bucket.burst)
-            if left < 0.0:
+        try:
+            for key, bucket in checks:
+                left = await limiter.take(key, bucket.rate, bucket.burst)
+                if left < 0.0:
+                    for given, burst in taken:
+                        await limiter.give_back(given, burst)
+                    raise refused(bucket.name, bucket.refusal(-left, this_policy))
+                taken.append((key, bucket.burst))
+                states.append(bucket.state_format % bucket.state(left))
+            if quota is not None and not await limiter.consume_quota(exchange.api_key, quota):
                 for given, burst in taken:
                     await limiter.give_back(given, burst)
-                raise refused(bucket.name, bucket.refusal(-left, this_policy))
-            taken.append((key, bucket.burst))
-            states.append(bucket.state_format % bucket.state(left))
-        if quota is not None and not await limiter.consume_quota(exchange.api_key, quota):
-            for given, burst in taken:
-                await limiter.give_back(given, burst)
-            raise refused("quota", QUOTA_EXCEEDED)
+                raise refused("quota", QUOTA_EXCEEDED)
+        except LimitsUnavailable:
+            raise UNAVAILABLE from None
         if states:
             exchange.add_header_lines(_state_lines(this_policy, states))
         response = next_handler(exchange)

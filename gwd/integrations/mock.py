@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 
-from gwd.config import MockIntegration, RouteKey, StageConfig, substitute_stage_variables
+from gwd.config import MockIntegration, RouteConfig, StageConfig, substitute_stage_variables
 from gwd.http.message import Response
 from gwd.pipeline.exchange import Exchange
-from gwd.pipeline.templates import split_params
-from gwd.pipeline.types import Handler
+from gwd.pipeline.handler import Handler
+from gwd.pipeline.params import split_params
+from gwd.pipeline.resources import Resources
 
 DEFAULT_CONTENT_TYPE = b"Content-Type: application/octet-stream\r\n"
 """What a mock's body is said to be when its headers name no type."""
 
 
-def build(integration: MockIntegration, key: RouteKey, stage: StageConfig) -> Handler:
+def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handler:
     """A handler answering every request with the configured response."""
+    integration = route.integration
+    assert isinstance(integration, MockIntegration)
     body = substitute_stage_variables(integration.body, stage)
-    parts = split_params(body, key.param_names)
+    parts = split_params(body, route.key.param_names)
     status = integration.status
     lines = b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in integration.headers)
     if not any(name.lower() == "content-type" for name, _ in integration.headers):

@@ -25,6 +25,7 @@ from gwd.config import (
     HOP_BY_HOP_HEADERS,
     RESERVED_BACKEND_HEADERS,
     HttpIntegration,
+    RouteConfig,
     RouteKey,
     StageConfig,
     parse_backend_uri,
@@ -35,10 +36,10 @@ from gwd.http.upstream import UpstreamConnection, UpstreamError, UpstreamRespons
 from gwd.pipeline.clientip import Networks, peer_in
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.handler import Handler
+from gwd.pipeline.params import split_params
 from gwd.pipeline.resources import Resources
-from gwd.pipeline.templates import split_params
 from gwd.pipeline.tracing import traceparent_line
-from gwd.pipeline.types import Handler
 
 log = logging.getLogger("gwd.proxy")
 
@@ -101,20 +102,21 @@ class ProxyTarget:
         return path
 
 
-def build(
-    integration: HttpIntegration, key: RouteKey, stage: StageConfig, resources: Resources, injected: frozenset[bytes]
-) -> Handler:
+def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handler:
     """A handler forwarding every request of the route to its backend.
 
-    ``injected`` names (lower-cased) the headers the route's authorizer sets:
-    the client's own headers of those names are dropped.  A request body
+    The client's own headers named as those the route's authorizer sets are
+    dropped.  A request body
     longer than ``server.max_body`` is refused with 413 (before the backend
     is contacted when its length is declared, else when the limit is
     passed, which cuts the backend's request short); one that pauses longer
     than ``server.body_timeout`` gets 408 (the request body enforces both).
     Both close the client connection.
     """
-    target = ProxyTarget(integration, key, stage)
+    integration = route.integration
+    assert isinstance(integration, HttpIntegration)
+    injected = resources.injected_header_names(route)
+    target = ProxyTarget(integration, route.key, stage)
     pool = resources.pools.get(*target.pool_key)
     trusted_proxies = resources.trusted_proxies
     max_body = resources.max_body
