@@ -14,10 +14,11 @@ default), it has no ``Set-Cookie``, its ``Cache-Control`` says neither
 ``no-store``, ``no-cache`` nor ``private``, and its body came whole (not
 streamed); the backend's ``max-age``/``s-maxage`` shortens the TTL when the
 policy respects it.  A HEAD is answered from the GET entry.  Concurrent
-misses for one key in a worker wait for the first one's fetch (single
-flight) instead of all going to the backend; with Redis, one process of all
-the daemons fetches while the others wait for its entry (a short lock).
-When Redis cannot be reached, requests bypass the cache.
+misses for one key in a worker wait for the first one's look-up and fetch
+(single flight) and take its entry, instead of all going to the store and
+the backend; with Redis, one process of all the daemons fetches while the
+others wait for its entry (a short lock).  When Redis cannot be reached,
+requests bypass the cache (a burst still costs one fetch per worker).
 
 A client's ``Cache-Control: max-age=0`` (or ``no-cache``) refreshes the
 entry from the backend only when the policy's ``invalidation`` allows it:
@@ -71,7 +72,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     counts = resources.cache_results[stage.name, str(route.key)] = CacheCounts()
     prefix = f"{stage.name}\0{route.key}\0"
     key_headers = tuple(name.lower().encode("latin-1") for name in policy.headers)
-    in_flight: dict[str, asyncio.Future[None]] = {}
+    in_flight: dict[str, asyncio.Future[CachedResponse | None]] = {}
 
     def bypass(exchange: Exchange) -> Response | Awaitable[Response]:
         counts.bypass += 1
@@ -106,74 +107,92 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         return fetch(exchange, key, refresh)
 
     async def fetch(exchange: Exchange, key: str, refresh: bool) -> Response:
-        """The entry once another request's fetch of it is done, or the backend's response (stored when it may be)."""
-        try:
-            while not refresh:
-                now = time.monotonic()
-                entry = store.get(key, now)
-                if shared:
-                    entry = await entry
-                if entry is not None:
-                    return _hit(exchange, entry, now, counts)
-                waiting = in_flight.get(key)
-                if waiting is None:
-                    break
-                # Another request of this worker is fetching this entry: wait for it, then
-                # look again (if it was not cacheable after all, fetch for ourselves).
-                await asyncio.shield(waiting)
-            if exchange.method == "HEAD":
-                counts.miss += 1
-                exchange.add_header_lines(_MISS)
-                response = next_handler(exchange)
-                return response if isinstance(response, Response) else await response
-        except CacheUnavailable:
-            response = bypass(exchange)
-            return response if isinstance(response, Response) else await response
+        """The stored entry, the one another request of this worker is fetching, or the backend's response.
+
+        The first request for a key (the leader) looks in the store and
+        fetches; the ones that come while it does wait for it and get its
+        entry without asking the store, so a burst costs the store one look
+        per worker and the backend one fetch, even while Redis is failing.
+        """
+        waiting = None if refresh else in_flight.get(key)
+        if waiting is not None:
+            entry = await asyncio.shield(waiting)
+            if entry is not None:
+                return _hit(exchange, entry, time.monotonic(), counts)
+            # The leader's response was not one to store: this request goes to the backend itself.
+            return await through(exchange, _MISS)
+        if exchange.method == "HEAD":
+            # Answered from a GET's entry, never the one fetching it (a HEAD's response has no body to store).
+            entry = await look_up(key) if not refresh else None
+            if entry is not None:
+                return _hit(exchange, entry, time.monotonic(), counts)
+            return await through(exchange, _MISS)
         leader = key not in in_flight  # a refresh may overlap a fetch already under way
         if leader:
-            fetched: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fetched: asyncio.Future[CachedResponse | None] = asyncio.get_running_loop().create_future()
             in_flight[key] = fetched
+        for_waiters: CachedResponse | None = None
         try:
-            locked = False
-            if shared and leader and not refresh:
-                # One process of all the daemons fetches; the others wait for its entry.
+            available, locked = True, False
+            if not refresh:
                 try:
-                    locked = await store.lock(key, LOCK_LEASE)
-                    if locked:
-                        # Another process may have stored it and unlocked since this one looked.
-                        entry = await store.get(key, time.monotonic())
-                    else:
-                        entry = await store.wait_for(key, LOCK_LEASE)
-                    if entry is not None:
-                        if locked:
-                            await store.unlock(key)
-                        return _hit(exchange, entry, time.monotonic(), counts)
+                    entry = await look_up(key)
+                    if entry is None and shared and leader:
+                        entry, locked = await fetch_lock(key)
                 except CacheUnavailable:
-                    pass
-            counts.miss += 1
-            exchange.add_header_lines(_MISS)
-            response = next_handler(exchange)
-            if not isinstance(response, Response):
-                response = await response
-            entry = _storable(response, policy)
-            try:
+                    entry, available = None, False
                 if entry is not None:
-                    stored = store.put(key, entry)
-                elif refresh:
-                    stored = store.delete(key)  # what is there is stale: the backend says so
-                else:
-                    stored = None
-                if shared and stored is not None:
-                    await stored
-                if locked:
-                    await store.unlock(key)
-            except CacheUnavailable:
-                pass
+                    for_waiters = entry
+                    return _hit(exchange, entry, time.monotonic(), counts)
+            response = await through(exchange, _MISS if available else _BYPASS)
+            for_waiters = _storable(response, policy)
+            if available:
+                await store_result(key, for_waiters, refresh, locked)
             return response
         finally:
             if leader:
                 del in_flight[key]
-                fetched.set_result(None)
+                fetched.set_result(for_waiters)
+
+    async def look_up(key: str) -> CachedResponse | None:
+        entry = store.get(key, time.monotonic())
+        return await entry if shared else entry
+
+    async def fetch_lock(key: str) -> tuple[CachedResponse | None, bool]:
+        """With Redis, one process of all the daemons fetches: (the entry another one stored, whether this one holds the lock)."""
+        if not await store.lock(key, LOCK_LEASE):
+            return await store.wait_for(key, LOCK_LEASE), False
+        # Another process may have stored it and unlocked since this one looked.
+        entry = await store.get(key, time.monotonic())
+        if entry is None:
+            return None, True
+        await store.unlock(key)
+        return entry, False
+
+    async def store_result(key: str, entry: CachedResponse | None, refresh: bool, locked: bool) -> None:
+        try:
+            if entry is not None:
+                stored = store.put(key, entry)
+            elif refresh:
+                stored = store.delete(key)  # what is there is stale: the backend says so
+            else:
+                stored = None
+            if shared and stored is not None:
+                await stored
+            if locked:
+                await store.unlock(key)
+        except CacheUnavailable:
+            pass
+
+    async def through(exchange: Exchange, result: bytes) -> Response:
+        """The backend's response, counted as a miss or (the store unavailable) a bypass."""
+        if result is _MISS:
+            counts.miss += 1
+        else:
+            counts.bypass += 1
+        exchange.add_header_lines(result)
+        response = next_handler(exchange)
+        return response if isinstance(response, Response) else await response
 
     return cached
 

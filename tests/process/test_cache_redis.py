@@ -54,7 +54,7 @@ def test_concurrent_misses_on_two_daemons_fetch_once(start_daemon, redis_server,
             batches = pool.map(lambda daemon: concurrent_gets(daemon.port, "/any/delayed/0.5", 100), daemons)
             results = [result for batch in batches for result in batch]
         fetched = [seen for seen in backend.received if seen.raw_path == "/delayed/0.5"]
-        assert len(fetched) == 1, len(fetched)
+        assert len(fetched) == 1, (len(fetched), "\n".join(line for daemon in daemons for line in daemon.stderr().splitlines() if "gwd.cache" in line or "gwd.http" in line or "ERROR" in line))
         assert results.count("Miss") == 1 and results.count("Hit") == 199
 
 
@@ -70,3 +70,14 @@ def test_redis_down_bypasses_and_comes_back(start_daemon, redis_server, tmp_path
         redis_server.start()
         wait_for(lambda: x_cache(daemon, "/any/x") == "Miss", 10, "the cache to be used again")
         assert x_cache(daemon, "/any/x") == "Hit"
+
+
+def test_a_burst_while_redis_is_down_reaches_the_backend_once_per_worker(start_daemon, redis_server, tmp_path):
+    with Backend() as backend:
+        daemon = start_daemon(config(backend, redis_server.url, tmp_path / "state"), workers=1)
+        redis_server.stop()
+        results = concurrent_gets(daemon.port, "/any/delayed/0.5", 30)
+        fetched = [seen for seen in backend.received if seen.raw_path == "/delayed/0.5"]
+        # The first request finds Redis gone and fetches (Bypass); the rest waited for it and got its answer.
+        assert len(fetched) == 1, len(fetched)
+        assert sorted(results) == ["Bypass"] + ["Hit"] * 29, results
