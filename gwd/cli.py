@@ -446,7 +446,11 @@ def _run(args: argparse.Namespace) -> int:
             from gwd.telemetry.prometheus import exposition
 
             supervisor.add_service(
-                AdminServer(config.admin.listen, lambda: supervisor.ready, exposition if config.metrics.enabled else None)
+                AdminServer(
+                    config.admin.listen,
+                    lambda: supervisor.ready,
+                    functools.partial(exposition, buckets=buckets) if config.metrics.enabled else None,
+                )
             )
         if config.server.user is not None:
             # The sockets are bound: now become the configured user, before any worker exists.

@@ -22,6 +22,7 @@ table is the daemon's own and does not outlive it.
 
 from __future__ import annotations
 
+import array
 import fcntl
 import mmap
 import os
@@ -135,6 +136,12 @@ class BucketTable:
         return first + updated.index(min(updated))
 
     def occupied(self) -> int:
-        """How many slots hold a bucket (for tests and diagnostics)."""
-        return self.slots - self._hashes.tolist().count(0)
+        """How many slots hold a bucket: the ``gwd_throttle_buckets`` gauge, read at each scrape.
+
+        A copy of the hash column counted in C: under a millisecond for the
+        default 65,536 slots, no lock (a slot changing meanwhile moves the count by one).
+        """
+        hashes = array.array("Q")
+        hashes.frombytes(self._hashes.cast("B"))
+        return self.slots - hashes.count(0)
 

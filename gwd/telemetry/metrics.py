@@ -23,6 +23,7 @@ from typing import Any
 from gwd.config import HTTP_METHODS
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.resources import Resources
+from gwd.stores.cachestore import MemoryStore
 from gwd.stores.keystore import ApiKey
 from gwd.telemetry.prometheus import DURATION_BUCKETS, FLUSH_INTERVAL, WorkerMetrics
 
@@ -207,6 +208,9 @@ class RequestMetrics:
         if evictions != self._evictions_seen:
             additions.append((metrics.cache_evictions, evictions - self._evictions_seen))
         settings: list[tuple[Any, float]] = [(metrics.inflight, self.inflight)]
+        store = resources.cache_store
+        if isinstance(store, MemoryStore):
+            settings += [(metrics.cache_entries, len(store)), (metrics.cache_bytes, store.stored_bytes)]
         for backend, count in resources.pools.connection_counts().items():
             settings.append((metrics.upstream_connections.labels(backend), count))
         return additions, histograms, settings

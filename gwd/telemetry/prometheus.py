@@ -23,7 +23,10 @@ import logging
 import os
 import shutil
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gwd.stores.buckets import BucketTable
 
 FLUSH_INTERVAL = 1.0
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -67,13 +70,18 @@ def forget_process(pid: int) -> None:
     multiprocess.mark_process_dead(pid)
 
 
-def exposition(accept: str | None) -> tuple[bytes, str]:
-    """The text of every process's metrics, in the format ``accept`` asks for (OpenMetrics or Prometheus text)."""
+def exposition(accept: str | None, buckets: BucketTable | None = None) -> tuple[bytes, str]:
+    """The text of every process's metrics, in the format ``accept`` asks for (OpenMetrics or Prometheus text).
+
+    ``buckets``: the daemon's shared throttle table, whose fill is read now.
+    """
     from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import choose_encoder
 
     registry = CollectorRegistry()
     registry.register(_ReadableFiles(os.environ[_ENV]))
+    if buckets is not None:
+        registry.register(_BucketFill(buckets))
     encode, content_type = choose_encoder(accept or "")
     return encode(registry), content_type
 
@@ -112,6 +120,19 @@ class _ReadableFiles:
             return MultiProcessCollector.merge(files, accumulate=True)
         except Exception:
             return MultiProcessCollector.merge([path for path in files if _merges(path)], accumulate=True)
+
+
+class _BucketFill:
+    """The shared throttle table's size and fill, read from shared memory at the scrape."""
+
+    def __init__(self, buckets: BucketTable) -> None:
+        self._buckets = buckets
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily("gwd_throttle_buckets", "Token buckets held in the shared table.", value=self._buckets.occupied())
+        yield GaugeMetricFamily("gwd_throttle_table_slots", "Slots of the shared table ([throttle] table_size).", value=self._buckets.slots)
 
 
 def _merges(path: str) -> bool:
@@ -163,6 +184,8 @@ class WorkerMetrics:
         self.throttled = _counter("gwd_throttled_requests", "Requests refused by a limit or quota.", ("stage", "route", "reason"))
         self.cache_requests = _counter("gwd_cache_requests", "Response cache look-ups.", ("stage", "route", "result"))
         self.cache_evictions = _counter("gwd_cache_evictions", "Cached responses evicted to make room.")
+        self.cache_entries = _gauge("gwd_cache_entries", "Responses held in the workers' memory caches.")
+        self.cache_bytes = _gauge("gwd_cache_stored_bytes", "Bytes the workers' memory caches hold (counted toward max_bytes).")
         self.api_key_requests = _counter("gwd_api_key_requests", "Requests by API key id ([metrics] per_key).", ("key_id",))
         self.inflight = _gauge("gwd_inflight_requests", "Requests being answered.")
         self.upstream_connections = _gauge("gwd_upstream_connections", "Open connections to backends.", ("backend",))

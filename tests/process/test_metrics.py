@@ -240,3 +240,35 @@ cache = { ttl = "5m" }
         assert total(text, "gwd_cache_requests_total", route="GET /cached", result="hit") == hits
     assert refused == 8 and hits == 8
     assert "cannot write this worker's counts" not in daemon.stderr()
+
+
+def test_gauges_show_the_throttle_table_and_the_memory_cache_filling(tmp_path, start_daemon):
+    daemon = start_daemon(
+        CONFIG.replace("{state}", str(tmp_path / "state"))
+        + """
+[throttle]
+table_size = 1024
+
+[[routes]]
+route = "GET /limited"
+integration = { type = "mock", body = "ok" }
+client_throttle = { rate = 100, burst = 100, key = "header:X-Client" }
+
+[[routes]]
+route = "GET /cached/{name}"
+integration = { type = "mock", body = "cached {name}" }
+cache = { ttl = "5m" }
+""",
+        workers=2,
+    )
+    text = scrape(daemon)
+    assert total(text, "gwd_throttle_buckets") == 0 and total(text, "gwd_throttle_table_slots") == 1024
+    for client in range(5):
+        assert request(daemon.port, "GET", "/limited", {"X-Client": f"c{client}"}).status == 200
+    # Read from shared memory at the scrape: one bucket per client, whichever worker took it.
+    assert total(scrape(daemon), "gwd_throttle_buckets") == 5
+    stored = b"".join(request(daemon.port, "GET", f"/cached/{name}").body for name in ("a", "bb", "ccc"))
+    assert stored == b"cached acached bbcached ccc"
+    # Each worker reports its own cache each second; the gauges are their sum.
+    wait_for(lambda: total(scrape(daemon), "gwd_cache_entries") == 3, 5, "three cached entries")
+    assert total(scrape(daemon), "gwd_cache_stored_bytes") > len(stored)
