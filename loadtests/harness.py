@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = '[server]\nstate_dir = "{tmp}/state"\n'
@@ -243,32 +243,42 @@ class Summary:
     def median_p99(self) -> float:
         return statistics.median(r.p99_ms for r in self.rounds)
 
-    def row(self, reference: Summary | None) -> str:
+    def row(self, reference: Summary | None, width: int = 24) -> str:
         rates = [r.requests_per_second for r in self.rounds]
         ratio = f"{self.median_rps / reference.median_rps:.2f}x" if reference else "-"
         return (
-            f"{self.name:<24} {self.median_rps:>10,.0f} {min(rates):>10,.0f}-{max(rates):<10,.0f}"
+            f"{self.name:<{width}} {self.median_rps:>10,.0f} {min(rates):>10,.0f}-{max(rates):<10,.0f}"
             f" {statistics.median(r.p50_ms for r in self.rounds):>8.2f} {self.median_p99:>8.2f}"
             f" {sum(r.errors for r in self.rounds):>7} {ratio:>9}"
         )
 
 
-def measure(ports: dict[str, int], seconds: int, rounds: int, path: str = "/hello") -> dict[str, Summary]:
+class Target(NamedTuple):
+    """What one row of a benchmark drives: a port, a path, and wrk's connection count."""
+
+    port: int
+    path: str = "/hello"
+    connections: int = 64
+
+
+def measure(ports: dict[str, int | Target], seconds: int, rounds: int, path: str = "/hello") -> dict[str, Summary]:
     """Warm every system up, then run the same wrk command on each, round after round.
 
-    Interleaving the rounds spreads a noisy machine's drift over every system
-    alike; every other round runs the systems in reverse order, so that none
-    is always the one measured just after another.
+    A plain port is driven on ``path`` with 64 connections; a :class:`Target`
+    says its own.  Interleaving the rounds spreads a noisy machine's drift
+    over every system alike; every other round runs the systems in reverse
+    order, so that none is always the one measured just after another.
     """
-    for port in ports.values():
-        run_wrk(f"http://127.0.0.1:{port}{path}", 2)
-    summaries = {name: Summary(name, []) for name in ports}
+    targets = {name: target if isinstance(target, Target) else Target(target, path) for name, target in ports.items()}
+    for target in targets.values():
+        run_wrk(f"http://127.0.0.1:{target.port}{target.path}", 2, target.connections)
+    summaries = {name: Summary(name, []) for name in targets}
     for round_number in range(rounds):
-        order = list(ports.items())
+        order = list(targets.items())
         if round_number % 2:
             order.reverse()
-        for name, port in order:
-            summaries[name].rounds.append(run_wrk(f"http://127.0.0.1:{port}{path}", seconds))
+        for name, target in order:
+            summaries[name].rounds.append(run_wrk(f"http://127.0.0.1:{target.port}{target.path}", seconds, target.connections))
         print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
     return summaries
 

@@ -2,7 +2,7 @@
 
 These check that each script starts its systems, drives them and prints its
 table with no socket errors; the performance bars themselves are judged by
-full runs (see the README), not here.
+full runs (see docs/performance.md), not here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from support import ROOT
 
 
-@pytest.mark.parametrize("script", ["accesslog.py", "throttle.py", "proxy.py", "cache.py", "metrics.py"])
+@pytest.mark.parametrize("script", ["accesslog.py", "throttle.py", "proxy.py", "cache.py", "metrics.py", "core.py"])
 def test_load_test_script_runs(script):
     result = subprocess.run(
         [sys.executable, str(ROOT / "loadtests" / script), "--seconds", "1", "--rounds", "1"],
