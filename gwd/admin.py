@@ -21,7 +21,7 @@ import socket
 import time
 from typing import Callable
 
-from gwd.config import Address
+from gwd.config.model import Address
 from gwd.sockets import bind_listener
 
 log = logging.getLogger("gwd.admin")

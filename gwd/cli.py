@@ -13,7 +13,9 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Sequence
 
 from gwd import __version__
-from gwd.config import BUILTIN_SOURCE, Address, Config, ConfigError, load_config, parse_address
+from gwd.config.model import Address, Config, ConfigError
+from gwd.config.reader import BUILTIN_SOURCE, load_config
+from gwd.config.values import parse_address
 from gwd.logs import setup_logging
 from gwd.stores.keystore import PERMISSIONS, ApiKey, KeyStore, KeyStoreError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from gwd.config import Address
+from gwd.config.model import Address
 
 
 def bind_listener(address: Address, backlog: int) -> socket.socket:

@@ -39,7 +39,7 @@ from typing import Callable, Protocol
 
 from setproctitle import setproctitle
 
-from gwd.config import Address, Config, ConfigError
+from gwd.config.model import Address, Config, ConfigError
 from gwd.sdnotify import activated_sockets, notify, watchdog_interval
 from gwd.sockets import bind_listeners
 

@@ -17,7 +17,7 @@ import socket
 import uvloop
 from setproctitle import setproctitle
 
-from gwd.config import Address, Config
+from gwd.config.model import Address, Config
 from gwd.http.refused import ConnectionCount, connection_limit
 from gwd.http.server import HttpServer, Limits
 from gwd.http.tlsaccept import TlsListener

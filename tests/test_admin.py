@@ -9,7 +9,7 @@ import time
 from support import free_port
 
 from gwd.admin import AdminServer
-from gwd.config import Address
+from gwd.config.model import Address
 
 
 def exchange(server: AdminServer, request: bytes) -> bytes:

@@ -234,7 +234,7 @@ def test_check_speaks_of_one_route_and_one_stage_in_the_singular(tmp_path):
 
 
 def test_a_bare_zero_is_a_duration_and_other_numbers_are_not(tmp_path):
-    from gwd.config import load_config
+    from gwd.config.reader import load_config
 
     path = tmp_path / "zero.toml"
     path.write_text("[server]\nworker_timeout = 0\n" + ROUTE)

@@ -26,7 +26,7 @@ import aiohttp
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from gwd.config import JwtAuthorizer
+from gwd.config.model import JwtAuthorizer
 from gwd.tls import load_public_key
 
 log = logging.getLogger("gwd.jwt")

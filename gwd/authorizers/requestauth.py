@@ -24,7 +24,7 @@ from typing import Any, Callable
 import aiohttp
 import orjson
 
-from gwd.config import RequestAuthorizer
+from gwd.config.model import RequestAuthorizer
 from gwd.http.message import Request
 from gwd.pipeline.clientip import Networks, client_address
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import httptools
 
-from gwd.config import BackendTls
+from gwd.config.model import BackendTls
 from gwd.http.server import MAX_HEADER_BYTES, MAX_HEADERS, MAX_REQUEST_LINE
 from gwd.tls import backend_context
 

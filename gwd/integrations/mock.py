@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
-from gwd.config import MockIntegration, RouteConfig, StageConfig, substitute_stage_variables
+from gwd.config.model import MockIntegration, RouteConfig, StageConfig
+from gwd.config.values import substitute_stage_variables
 from gwd.http.message import Response
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.handler import Handler

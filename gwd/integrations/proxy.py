@@ -21,16 +21,8 @@ import logging
 import time
 from urllib.parse import quote
 
-from gwd.config import (
-    HOP_BY_HOP_HEADERS,
-    RESERVED_BACKEND_HEADERS,
-    HttpIntegration,
-    RouteConfig,
-    RouteKey,
-    StageConfig,
-    parse_backend_uri,
-    substitute_stage_variables,
-)
+from gwd.config.model import HOP_BY_HOP_HEADERS, RESERVED_BACKEND_HEADERS, HttpIntegration, RouteConfig, RouteKey, StageConfig
+from gwd.config.values import parse_backend_uri, substitute_stage_variables
 from gwd.http.message import BodyAborted, RequestBody, RequestBodyError, Response
 from gwd.http.upstream import UpstreamConnection, UpstreamError, UpstreamResponse, connection_options
 from gwd.pipeline.clientip import Networks, peer_in

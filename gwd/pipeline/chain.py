@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from gwd.config import HttpIntegration, MockIntegration, RouteConfig, StageConfig
+from gwd.config.model import HttpIntegration, MockIntegration, RouteConfig, StageConfig
 from gwd.integrations import mock, proxy
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from gwd.config import Networks
+from gwd.config.model import Networks
 from gwd.http.message import Request
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

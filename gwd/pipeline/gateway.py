@@ -16,7 +16,7 @@ from typing import Awaitable, Iterator, NamedTuple
 
 from gwd.authorizers.jwtauth import JwtVerifier
 from gwd.authorizers.requestauth import RequestAuthorizerClient
-from gwd.config import HTTP_METHODS, Address, Config, JwtAuthorizer
+from gwd.config.model import HTTP_METHODS, Address, Config, JwtAuthorizer
 from gwd.http.message import ClientGone, Request, Response
 from gwd.http.upstream import UpstreamPools
 from gwd.pipeline.chain import build_route_handler

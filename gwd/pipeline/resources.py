@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from gwd.config import JwtAuthorizer, RouteConfig, UsagePlan
+from gwd.config.model import JwtAuthorizer, RouteConfig, UsagePlan
 from gwd.http.upstream import UpstreamPools
 from gwd.pipeline.clientip import Networks
 from gwd.stores.cachestore import MemoryStore, RedisStore

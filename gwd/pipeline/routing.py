@@ -18,7 +18,7 @@ import re
 from typing import Generic, Sequence, TypeVar
 from urllib.parse import unquote
 
-from gwd.config import ANY_METHOD, DEFAULT_ROUTE, DEFAULT_STAGE, RouteKey
+from gwd.config.model import ANY_METHOD, DEFAULT_ROUTE, DEFAULT_STAGE, RouteKey
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ import logging
 import sqlite3
 from typing import Awaitable, Callable
 
-from gwd.config import API_KEY_HEADER, Quota, RouteConfig, StageConfig
+from gwd.config.model import API_KEY_HEADER, Quota, RouteConfig, StageConfig
 from gwd.http.message import Response
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange

@@ -20,7 +20,7 @@ import orjson
 
 from gwd.authorizers.jwtauth import JwtVerifier, KeysUnavailable, TokenRejected, bearer_token, scopes_of
 from gwd.authorizers.requestauth import AuthorizerFailed, RequestAuthorizerClient
-from gwd.config import RouteConfig, StageConfig
+from gwd.config.model import RouteConfig, StageConfig
 from gwd.http.message import Response
 from gwd.pipeline.errors import GatewayError
 from gwd.pipeline.exchange import Exchange

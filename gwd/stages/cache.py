@@ -38,7 +38,7 @@ import re
 import time
 from typing import Awaitable
 
-from gwd.config import API_KEY_HEADER, CachePolicy, RouteConfig, StageConfig
+from gwd.config.model import API_KEY_HEADER, CachePolicy, RouteConfig, StageConfig
 from gwd.http.message import Headers, Response, date_line
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.handler import Handler

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Awaitable
 
-from gwd.config import RouteConfig, StageConfig
+from gwd.config.model import RouteConfig, StageConfig
 from gwd.http.message import Response
 from gwd.pipeline.clientip import Networks, client_ip
 from gwd.pipeline.errors import GatewayError

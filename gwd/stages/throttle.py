@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Awaitable
 
-from gwd.config import Limit, Quota, RouteConfig, StageConfig
+from gwd.config.model import Limit, Quota, RouteConfig, StageConfig
 from gwd.http.message import Response
 from gwd.pipeline.clientip import client_address
 from gwd.pipeline.errors import GatewayError

@@ -23,7 +23,7 @@ import logging
 import redis.asyncio
 import redis.exceptions
 
-from gwd.config import Quota
+from gwd.config.model import Quota
 from gwd.stores.buckets import BucketTable
 from gwd.stores.keystore import ApiKey, period_start, utc_today
 from gwd.stores.outage import TIMEOUT, RedisOutage

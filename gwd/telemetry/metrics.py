@@ -20,7 +20,7 @@ from bisect import bisect_left
 from collections import Counter, defaultdict
 from typing import Any
 
-from gwd.config import HTTP_METHODS
+from gwd.config.model import HTTP_METHODS
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.resources import Resources
 from gwd.stores.cachestore import MemoryStore

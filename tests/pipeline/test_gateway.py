@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gwd.config import MockIntegration, load_config
+from gwd.config.model import MockIntegration
+from gwd.config.reader import load_config
 from gwd.http.message import Headers, Request, Response
 from gwd.pipeline import chain
 from gwd.pipeline.gateway import Gateway

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gwd.config import parse_route_key
+from gwd.config.values import parse_route_key
 from gwd.pipeline.routing import ExactPaths, Router, StageResolver, UnsafePath, split_path
 
 ROUTES = [

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from gwd.config import ClientLimit, Limit, MockIntegration, RouteConfig, StageConfig, parse_route_key
+from gwd.config.model import ClientLimit, Limit, MockIntegration, RouteConfig, StageConfig
+from gwd.config.values import parse_route_key
 from gwd.http.message import Headers, Request
 from gwd.http.upstream import UpstreamPools
 from gwd.integrations import mock

@@ -1,11 +1,7 @@
-"""Configuration: TOML in, frozen typed objects out.
+"""Reading a config: TOML in, a validated :class:`~gwd.config.model.Config` out, or every problem at once.
 
-Everything is validated here, once, before any worker starts: the runtime
-never parses or checks config on the request path.  Every problem is
-reported as ``FILE: key.path: problem`` and all problems are collected, so
-an operator fixes a broken file in one pass.  Files the config names
-(certificates, keys) are opened and checked here too.  This module imports
-no runtime code.
+Files the config names (certificates, keys) are opened and checked here
+too, so a config that loads is one the runtime can serve.
 """
 
 from __future__ import annotations
@@ -18,427 +14,60 @@ import pwd
 import re
 import ssl
 import tomllib
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
 
+from gwd.config.model import (
+    DEFAULT_STAGE,
+    HTTP_METHODS,
+    RESERVED_BACKEND_HEADERS,
+    Address,
+    AdminConfig,
+    Authorizer,
+    BackendTls,
+    CacheConfig,
+    CachePolicy,
+    ClientLimit,
+    Config,
+    ConfigError,
+    HttpIntegration,
+    Integration,
+    JwtAuthorizer,
+    Limit,
+    ListenerTls,
+    LogConfig,
+    MetricsConfig,
+    MockIntegration,
+    Networks,
+    Quota,
+    RequestAuthorizer,
+    RouteConfig,
+    RouteKey,
+    ServerConfig,
+    StageConfig,
+    ThrottleConfig,
+    UsagePlan,
+)
+from gwd.config.values import (
+    STAGE_VARIABLE,
+    parse_address,
+    parse_backend_uri,
+    parse_duration,
+    parse_route_key,
+    parse_size,
+    substitute_stage_variables,
+)
 from gwd.tls import backend_context, expiry_warning, listener_context, load_public_key, private_key_problem
 
 BUILTIN_SOURCE = "<built-in default>"
-
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-ANY_METHOD = "ANY"
-DEFAULT_STAGE = "$default"
-DEFAULT_ROUTE = "$default"
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-_SIZE = re.compile(r"^(\d+)(B|KiB|MiB|GiB)$")
-_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 _INVALIDATION = ("require_key", "allow", "ignore")
 _CLIENT_AUTH = ("none", "optional", "require")
 _JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256")
 _JWT_DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 _IDENTITY_SOURCE = re.compile(r"^(header|query):[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-HOP_BY_HOP_HEADERS = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-     "transfer-encoding", "upgrade"}
-)
-"""RFC 9110 §7.6.1 and the fields every proxy treats as hop-by-hop: never forwarded, either way."""
-GATEWAY_SET_HEADERS = frozenset(
-    {"host", "content-length", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
-     "via", "traceparent"}
-)
-"""What gwd itself writes into a backend request (framing, forwarding, tracing), replacing the client's."""
-RESERVED_BACKEND_HEADERS = HOP_BY_HOP_HEADERS | GATEWAY_SET_HEADERS
-"""Names no configured header (``claim_headers``, ...) may take: the backend would get them twice, or as hop-by-hop."""
-API_KEY_HEADER = b"x-api-key"
-"""Where a client sends its API key, as on AWS (lower-cased, as header lookups take it)."""
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-
-Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-
-
-class ConfigError(Exception):
-    """A config that must not be served; ``problems`` lists every reason."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerTls:
-    """HTTPS on the listening socket; paths are absolute."""
-
-    cert: str
-    key: str
-    client_ca: str | None  # verifies client certificates
-    client_auth: str  # "none", "optional" (verified when sent) or "require"
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    listen: Address
-    workers: int
-    drain_timeout: float
-    keepalive_timeout: float
-    backlog: int
-    trusted_proxies: Networks
-    upstream_keepalive: int
-    state_dir: str
-    tls: ListenerTls | None = None
-    header_timeout: float = 10.0  # a new connection's first request head must arrive within this
-    body_timeout: float = 30.0  # the longest pause in a request body being forwarded
-    max_body: int = 10 * 1024**2  # request body bytes; more is 413
-    user: str | None = None  # started as root: the user to become once the sockets are bound
-    worker_timeout: float = 30.0  # a worker silent this long (stuck event loop) is killed; 0: never
-    max_connections: int = 0  # client connections a worker holds at once; 0: as many as its descriptors allow
-
-
-@dataclass(frozen=True, slots=True)
-class LogConfig:
-    access: str
-    level: str
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    enabled: bool = True
-    per_key: bool = False  # a series per API key: off, since keys are many
-    server_timing: bool = False  # a Server-Timing header on responses
-
-
-@dataclass(frozen=True, slots=True)
-class AdminConfig:
-    listen: Address | None = Address("127.0.0.1", 9180)  # None: no admin listener
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """A token bucket: ``rate`` requests per second on average, bursts of up to ``burst``."""
-
-    rate: float
-    burst: int
-
-
-@dataclass(frozen=True, slots=True)
-class ClientLimit:
-    """A token bucket per client; ``key`` is "ip", "header:NAME" or "claim:NAME" (an authorizer's claim or context)."""
-
-    rate: float
-    burst: int
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class ThrottleConfig:
-    table_size: int
-    backend: str  # "memory", or a redis:// URL shared by several daemons
-    fail_open: bool  # with Redis down: serve (True) or answer 503 (False)
-
-
-@dataclass(frozen=True, slots=True)
-class CacheConfig:
-    max_bytes: int  # per worker: responses past it evict the least recently used
-    backend: str = "memory"  # or a redis:// URL shared by every worker and daemon using it
-
-
-@dataclass(frozen=True, slots=True)
-class CachePolicy:
-    """How a route's responses are cached (a stage's policy is its routes' default)."""
-
-    ttl: float
-    query: tuple[str, ...]  # query parameters in the key
-    headers: tuple[str, ...]  # lower-cased request headers in the key (Accept-Encoding always)
-    statuses: frozenset[int]
-    per_identity: bool  # cache authenticated requests, one entry per caller
-    respect_backend: bool  # honour the backend's max-age / s-maxage when shorter
-    invalidation: str  # a client's Cache-Control: max-age=0: "require_key", "allow" or "ignore"
-
-
-@dataclass(frozen=True, slots=True)
-class BackendTls:
-    """How gwd speaks TLS to an https backend; paths are absolute."""
-
-    client_cert: str | None  # presented when the backend asks (mTLS)
-    client_key: str | None
-    ca: str | None  # verifies the backend; None: the system's CAs
-    server_name: str | None  # SNI and the name checked in the backend's certificate; None: the URI's host
-    insecure_skip_verify: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class StageConfig:
-    name: str
-    variables: Mapping[str, str]
-    throttle: Limit | None = None  # the default for each of the stage's routes
-    client_throttle: ClientLimit | None = None
-    cache: CachePolicy | None = None
-    backend_tls: BackendTls | None = None  # the default for the stage's https integrations
-    allow: Networks = ()  # resource policy: client addresses let in (empty: all)...
-    deny: Networks = ()  # ...and refused
-    listen: tuple[Address, ...] = ()  # a private stage: served only on these addresses, and nothing else is
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """One path segment of a route key: a literal, a ``{param}`` or a greedy ``{proxy+}``."""
-
-    text: str
-    kind: str  # "literal" | "param" | "greedy"
-
-
-@dataclass(frozen=True, slots=True)
-class RouteKey:
-    method: str  # an HTTP method, "ANY", or "$default" for the catch-all route
-    segments: tuple[Segment, ...]
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(s.text for s in self.segments if s.kind != "literal")
-
-    def __str__(self) -> str:
-        if self.method == DEFAULT_ROUTE:
-            return DEFAULT_ROUTE
-        path = "/" + "/".join(
-            s.text if s.kind == "literal" else "{" + s.text + ("+}" if s.kind == "greedy" else "}")
-            for s in self.segments
-        )
-        return f"{self.method} {path}"
-
-
-@dataclass(frozen=True, slots=True)
-class MockIntegration:
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: str
-    delay: float
-
-
-@dataclass(frozen=True, slots=True)
-class HttpIntegration:
-    uri: str  # a template: {param}, {proxy} and ${stageVariables.NAME}
-    method: str | None  # None: the client's method
-    timeout: float
-    connect_timeout: float
-    preserve_host: bool
-    tls: BackendTls | None = None  # overrides the stage's backend_tls
-
-
-@dataclass(frozen=True, slots=True)
-class BackendUri:
-    """An http(s) URI split for the proxy; ``path`` may still hold ``{param}`` slots."""
-
-    scheme: str
-    host: str
-    port: int
-    path: str
-    query: str
-
-
-Integration = MockIntegration | HttpIntegration
-
-
-@dataclass(frozen=True, slots=True)
-class RouteConfig:
-    key: RouteKey
-    integration: Integration
-    throttle: Limit | None = None  # overrides the stage's
-    client_throttle: ClientLimit | None = None
-    api_key_required: bool = False
-    cache: CachePolicy | None = None  # overrides the stage's; None: the stage's
-    cache_disabled: bool = False  # ``cache = { enabled = false }``: not even the stage's
-    allow: Networks = ()  # applies together with the stage's lists
-    deny: Networks = ()
-    client_cert_subject: str | None = None  # a regex the verified client certificate's subject must match
-    authorizer: str | None = None  # the name of an [[authorizers]] entry
-    scopes: tuple[str, ...] = ()  # a JWT authorizer's token must grant all of these
-
-
-@dataclass(frozen=True, slots=True)
-class UsagePlan:
-    name: str
-    throttle: Limit | None  # per API key of the plan
-    quota: Quota | None
-
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """At most ``limit`` requests per API key per UTC ``period`` (day, week from Monday, month)."""
-
-    limit: int
-    period: str
-
-
-@dataclass(frozen=True, slots=True)
-class JwtAuthorizer:
-    """Bearer tokens (JWT) checked against an issuer's keys."""
-
-    name: str
-    issuer: str
-    audience: tuple[str, ...]
-    algorithms: tuple[str, ...]
-    jwks_uri: str | None  # the issuer's key set, fetched and cached
-    public_keys: tuple[str, ...]  # PEM files of static public keys (instead of, or besides, jwks_uri)
-    secret_file: str | None  # an HS256 secret; only with "HS256" in algorithms
-    leeway: float
-    header: str  # where the token is: "Authorization" (as "Bearer TOKEN") or another header (the token alone)
-    claim_headers: tuple[tuple[str, str], ...]  # (claim, header): claims passed to the backend as headers
-
-
-@dataclass(frozen=True, slots=True)
-class RequestAuthorizer:
-    """A custom authorizer: an HTTP endpoint or a Python function decides, from the request's identity sources."""
-
-    name: str
-    uri: str | None
-    function: str | None  # "module:function"
-    identity_sources: tuple[str, ...]  # "header:NAME", "query:NAME", "ip"
-    ttl: float  # how long a decision is cached per identity (0: not cached)
-    timeout: float
-    context_headers: tuple[tuple[str, str], ...]  # (context key, header): the answer's context passed to the backend
-
-
-Authorizer = JwtAuthorizer | RequestAuthorizer
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    source: str
-    server: ServerConfig
-    log: LogConfig
-    throttle: ThrottleConfig
-    stages: tuple[StageConfig, ...]
-    routes: tuple[RouteConfig, ...]
-    usage_plans: tuple[UsagePlan, ...] = ()
-    cache: CacheConfig = CacheConfig(64 * 1024**2)
-    warnings: tuple[str, ...] = ()  # logged at start and at every reload (expiring certificates, ...)
-    authorizers: tuple[Authorizer, ...] = ()
-    metrics: MetricsConfig = MetricsConfig()
-    admin: AdminConfig = AdminConfig()
-
-    @property
-    def listen_addresses(self) -> tuple[Address, ...]:
-        """Every address to listen on: ``server.listen``, then private stages' own."""
-        addresses = [self.server.listen]
-        for stage in self.stages:
-            addresses += [address for address in stage.listen if address not in addresses]
-        return tuple(addresses)
-
-    def stages_served_on(self, address: Address) -> tuple[str, ...]:
-        """The names of the stages a listener serves: the private ones naming it, or on server.listen the others."""
-        if address == self.server.listen:
-            return tuple(stage.name for stage in self.stages if not stage.listen)
-        return tuple(stage.name for stage in self.stages if address in stage.listen)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as ``"30s"``, ``"250ms"``, ``"5m"`` or ``"1h"``."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f'expected a duration such as "30s" or "250ms", got {text!r}')
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-
-def parse_size(text: str) -> int:
-    """Bytes in a size such as ``"64MiB"``, ``"512KiB"`` or ``"100B"``."""
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise ValueError(f'expected a size such as "64MiB" or "512KiB", got {text!r}')
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
-
-
-def parse_address(text: str) -> Address:
-    """``HOST:PORT`` or ``[V6HOST]:PORT`` as an :class:`Address`."""
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f'expected "HOST:PORT" (such as "127.0.0.1:8080" or "[::1]:8080"), got {text!r}')
-    if not 0 < int(port) < 65536:
-        raise ValueError(f"port must be 1-65535, got {port}")
-    return Address(host, int(port))
-
-
-def parse_backend_uri(text: str) -> BackendUri:
-    """An ``http://host[:port]/path[?query]`` URI (stage variables already substituted)."""
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{text!r} must be an http:// or https:// URI")
-    if not parts.hostname:
-        raise ValueError(f"{text!r} has no host")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{text!r} must not carry credentials")
-    if parts.fragment:
-        raise ValueError(f"{text!r} must not have a #fragment")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise ValueError(f"{text!r} has an invalid port") from None
-    return BackendUri(parts.scheme, parts.hostname, port, parts.path or "/", parts.query)
-
-
-def substitute_stage_variables(text: str, stage: StageConfig) -> str:
-    return STAGE_VARIABLE.sub(lambda m: stage.variables[m.group(1)], text)
-
-
-def parse_route_key(text: str) -> RouteKey:
-    """An AWS-style route key: ``METHOD /path/{param}/{proxy+}``, ``ANY /path`` or ``$default``."""
-    if text == DEFAULT_ROUTE:
-        return RouteKey(DEFAULT_ROUTE, ())
-    method, _, path = text.partition(" ")
-    if method not in HTTP_METHODS and method != ANY_METHOD:
-        raise ValueError(
-            f"route key {text!r} must start with ANY or one of {', '.join(sorted(HTTP_METHODS))}"
-            " (upper case), then a space and a path"
-        )
-    if not path.startswith("/"):
-        raise ValueError(f"route key {text!r}: the path must start with '/'")
-    parts = path[1:].split("/") if path != "/" else []
-    segments: list[Segment] = []
-    for index, part in enumerate(parts):
-        segments.append(_parse_segment(text, part, is_last=index == len(parts) - 1))
-    names = [s.text for s in segments if s.kind != "literal"]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise ValueError(f"route key {text!r} names parameter {duplicated[0]!r} twice")
-    return RouteKey(method, tuple(segments))
-
-
-def _parse_segment(key: str, part: str, *, is_last: bool) -> Segment:
-    if not part:
-        raise ValueError(f"route key {key!r} has an empty path segment")
-    if part.startswith("{") and part.endswith("}"):
-        inner = part[1:-1]
-        greedy = inner.endswith("+")
-        name = inner[:-1] if greedy else inner
-        if not _PARAM_NAME.match(name):
-            raise ValueError(f"route key {key!r}: {part!r} is not a valid parameter (use {{name}} or {{name+}})")
-        if greedy and not is_last:
-            raise ValueError(f"route key {key!r}: greedy parameter {part!r} must be the last segment")
-        return Segment(name, "greedy" if greedy else "param")
-    if "{" in part or "}" in part:
-        raise ValueError(f"route key {key!r}: segment {part!r} mixes text and a parameter")
-    if part in (".", ".."):
-        raise ValueError(f"route key {key!r}: {part!r} segments are refused in requests, so no route may have one")
-    return Segment(part, "literal")
 
 
 def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config:

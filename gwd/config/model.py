@@ -1,0 +1,314 @@
+"""The config's value types: frozen objects the runtime reads, and the names and header lists they rely on.
+
+Nothing here reads files or validates; :mod:`gwd.config.reader` builds these
+objects, and only from a config that passed every check.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Mapping
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+ANY_METHOD = "ANY"
+DEFAULT_STAGE = "$default"
+DEFAULT_ROUTE = "$default"
+HOP_BY_HOP_HEADERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade"}
+)
+"""RFC 9110 §7.6.1 and the fields every proxy treats as hop-by-hop: never forwarded, either way."""
+GATEWAY_SET_HEADERS = frozenset(
+    {"host", "content-length", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
+     "via", "traceparent"}
+)
+"""What gwd itself writes into a backend request (framing, forwarding, tracing), replacing the client's."""
+RESERVED_BACKEND_HEADERS = HOP_BY_HOP_HEADERS | GATEWAY_SET_HEADERS
+"""Names no configured header (``claim_headers``, ...) may take: the backend would get them twice, or as hop-by-hop."""
+API_KEY_HEADER = b"x-api-key"
+"""Where a client sends its API key, as on AWS (lower-cased, as header lookups take it)."""
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+class ConfigError(Exception):
+    """A config that must not be served; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerTls:
+    """HTTPS on the listening socket; paths are absolute."""
+
+    cert: str
+    key: str
+    client_ca: str | None  # verifies client certificates
+    client_auth: str  # "none", "optional" (verified when sent) or "require"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: Address
+    workers: int
+    drain_timeout: float
+    keepalive_timeout: float
+    backlog: int
+    trusted_proxies: Networks
+    upstream_keepalive: int
+    state_dir: str
+    tls: ListenerTls | None = None
+    header_timeout: float = 10.0  # a new connection's first request head must arrive within this
+    body_timeout: float = 30.0  # the longest pause in a request body being forwarded
+    max_body: int = 10 * 1024**2  # request body bytes; more is 413
+    user: str | None = None  # started as root: the user to become once the sockets are bound
+    worker_timeout: float = 30.0  # a worker silent this long (stuck event loop) is killed; 0: never
+    max_connections: int = 0  # client connections a worker holds at once; 0: as many as its descriptors allow
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    access: str
+    level: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool = True
+    per_key: bool = False  # a series per API key: off, since keys are many
+    server_timing: bool = False  # a Server-Timing header on responses
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    listen: Address | None = Address("127.0.0.1", 9180)  # None: no admin listener
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A token bucket: ``rate`` requests per second on average, bursts of up to ``burst``."""
+
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimit:
+    """A token bucket per client; ``key`` is "ip", "header:NAME" or "claim:NAME" (an authorizer's claim or context)."""
+
+    rate: float
+    burst: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleConfig:
+    table_size: int
+    backend: str  # "memory", or a redis:// URL shared by several daemons
+    fail_open: bool  # with Redis down: serve (True) or answer 503 (False)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    max_bytes: int  # per worker: responses past it evict the least recently used
+    backend: str = "memory"  # or a redis:// URL shared by every worker and daemon using it
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """How a route's responses are cached (a stage's policy is its routes' default)."""
+
+    ttl: float
+    query: tuple[str, ...]  # query parameters in the key
+    headers: tuple[str, ...]  # lower-cased request headers in the key (Accept-Encoding always)
+    statuses: frozenset[int]
+    per_identity: bool  # cache authenticated requests, one entry per caller
+    respect_backend: bool  # honour the backend's max-age / s-maxage when shorter
+    invalidation: str  # a client's Cache-Control: max-age=0: "require_key", "allow" or "ignore"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTls:
+    """How gwd speaks TLS to an https backend; paths are absolute."""
+
+    client_cert: str | None  # presented when the backend asks (mTLS)
+    client_key: str | None
+    ca: str | None  # verifies the backend; None: the system's CAs
+    server_name: str | None  # SNI and the name checked in the backend's certificate; None: the URI's host
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StageConfig:
+    name: str
+    variables: Mapping[str, str]
+    throttle: Limit | None = None  # the default for each of the stage's routes
+    client_throttle: ClientLimit | None = None
+    cache: CachePolicy | None = None
+    backend_tls: BackendTls | None = None  # the default for the stage's https integrations
+    allow: Networks = ()  # resource policy: client addresses let in (empty: all)...
+    deny: Networks = ()  # ...and refused
+    listen: tuple[Address, ...] = ()  # a private stage: served only on these addresses, and nothing else is
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One path segment of a route key: a literal, a ``{param}`` or a greedy ``{proxy+}``."""
+
+    text: str
+    kind: str  # "literal" | "param" | "greedy"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteKey:
+    method: str  # an HTTP method, "ANY", or "$default" for the catch-all route
+    segments: tuple[Segment, ...]
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(s.text for s in self.segments if s.kind != "literal")
+
+    def __str__(self) -> str:
+        if self.method == DEFAULT_ROUTE:
+            return DEFAULT_ROUTE
+        path = "/" + "/".join(
+            s.text if s.kind == "literal" else "{" + s.text + ("+}" if s.kind == "greedy" else "}")
+            for s in self.segments
+        )
+        return f"{self.method} {path}"
+
+
+@dataclass(frozen=True, slots=True)
+class MockIntegration:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: str
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class HttpIntegration:
+    uri: str  # a template: {param}, {proxy} and ${stageVariables.NAME}
+    method: str | None  # None: the client's method
+    timeout: float
+    connect_timeout: float
+    preserve_host: bool
+    tls: BackendTls | None = None  # overrides the stage's backend_tls
+
+
+@dataclass(frozen=True, slots=True)
+class BackendUri:
+    """An http(s) URI split for the proxy; ``path`` may still hold ``{param}`` slots."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    query: str
+
+
+Integration = MockIntegration | HttpIntegration
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    key: RouteKey
+    integration: Integration
+    throttle: Limit | None = None  # overrides the stage's
+    client_throttle: ClientLimit | None = None
+    api_key_required: bool = False
+    cache: CachePolicy | None = None  # overrides the stage's; None: the stage's
+    cache_disabled: bool = False  # ``cache = { enabled = false }``: not even the stage's
+    allow: Networks = ()  # applies together with the stage's lists
+    deny: Networks = ()
+    client_cert_subject: str | None = None  # a regex the verified client certificate's subject must match
+    authorizer: str | None = None  # the name of an [[authorizers]] entry
+    scopes: tuple[str, ...] = ()  # a JWT authorizer's token must grant all of these
+
+
+@dataclass(frozen=True, slots=True)
+class UsagePlan:
+    name: str
+    throttle: Limit | None  # per API key of the plan
+    quota: Quota | None
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """At most ``limit`` requests per API key per UTC ``period`` (day, week from Monday, month)."""
+
+    limit: int
+    period: str
+
+
+@dataclass(frozen=True, slots=True)
+class JwtAuthorizer:
+    """Bearer tokens (JWT) checked against an issuer's keys."""
+
+    name: str
+    issuer: str
+    audience: tuple[str, ...]
+    algorithms: tuple[str, ...]
+    jwks_uri: str | None  # the issuer's key set, fetched and cached
+    public_keys: tuple[str, ...]  # PEM files of static public keys (instead of, or besides, jwks_uri)
+    secret_file: str | None  # an HS256 secret; only with "HS256" in algorithms
+    leeway: float
+    header: str  # where the token is: "Authorization" (as "Bearer TOKEN") or another header (the token alone)
+    claim_headers: tuple[tuple[str, str], ...]  # (claim, header): claims passed to the backend as headers
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAuthorizer:
+    """A custom authorizer: an HTTP endpoint or a Python function decides, from the request's identity sources."""
+
+    name: str
+    uri: str | None
+    function: str | None  # "module:function"
+    identity_sources: tuple[str, ...]  # "header:NAME", "query:NAME", "ip"
+    ttl: float  # how long a decision is cached per identity (0: not cached)
+    timeout: float
+    context_headers: tuple[tuple[str, str], ...]  # (context key, header): the answer's context passed to the backend
+
+
+Authorizer = JwtAuthorizer | RequestAuthorizer
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str
+    server: ServerConfig
+    log: LogConfig
+    throttle: ThrottleConfig
+    stages: tuple[StageConfig, ...]
+    routes: tuple[RouteConfig, ...]
+    usage_plans: tuple[UsagePlan, ...] = ()
+    cache: CacheConfig = CacheConfig(64 * 1024**2)
+    warnings: tuple[str, ...] = ()  # logged at start and at every reload (expiring certificates, ...)
+    authorizers: tuple[Authorizer, ...] = ()
+    metrics: MetricsConfig = MetricsConfig()
+    admin: AdminConfig = AdminConfig()
+
+    @property
+    def listen_addresses(self) -> tuple[Address, ...]:
+        """Every address to listen on: ``server.listen``, then private stages' own."""
+        addresses = [self.server.listen]
+        for stage in self.stages:
+            addresses += [address for address in stage.listen if address not in addresses]
+        return tuple(addresses)
+
+    def stages_served_on(self, address: Address) -> tuple[str, ...]:
+        """The names of the stages a listener serves: the private ones naming it, or on server.listen the others."""
+        if address == self.server.listen:
+            return tuple(stage.name for stage in self.stages if not stage.listen)
+        return tuple(stage.name for stage in self.stages if address in stage.listen)
