@@ -68,13 +68,13 @@ class ServerConfig:
     trusted_proxies: Networks
     upstream_keepalive: int
     state_dir: str
-    tls: ListenerTls | None = None
-    header_timeout: float = 10.0  # a new connection's first request head must arrive within this
-    body_timeout: float = 30.0  # the longest pause in a request body being forwarded
-    max_body: int = 10 * 1024**2  # request body bytes; more is 413
-    user: str | None = None  # started as root: the user to become once the sockets are bound
-    worker_timeout: float = 30.0  # a worker silent this long (stuck event loop) is killed; 0: never
-    max_connections: int = 0  # client connections a worker holds at once; 0: as many as its descriptors allow
+    tls: ListenerTls | None
+    header_timeout: float  # a new connection's first request head must arrive within this
+    body_timeout: float  # the longest pause in a request body being forwarded
+    max_body: int  # request body bytes; more is 413
+    user: str | None  # started as root: the user to become once the sockets are bound
+    worker_timeout: float  # a worker silent this long (stuck event loop) is killed; 0: never
+    max_connections: int  # client connections a worker holds at once; 0: as many as its descriptors allow
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +85,14 @@ class LogConfig:
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    enabled: bool = True
-    per_key: bool = False  # a series per API key: off, since keys are many
-    server_timing: bool = False  # a Server-Timing header on responses
+    enabled: bool
+    per_key: bool  # a series per API key: off by default, since keys are many
+    server_timing: bool  # a Server-Timing header on responses
 
 
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
-    listen: Address | None = Address("127.0.0.1", 9180)  # None: no admin listener
+    listen: Address | None  # None: no admin listener
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +122,7 @@ class ThrottleConfig:
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
     max_bytes: int  # per worker: responses past it evict the least recently used
-    backend: str = "memory"  # or a redis:// URL shared by every worker and daemon using it
+    backend: str  # "memory", or a redis:// URL shared by every worker and daemon using it
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,12 +292,12 @@ class Config:
     throttle: ThrottleConfig
     stages: tuple[StageConfig, ...]
     routes: tuple[RouteConfig, ...]
-    usage_plans: tuple[UsagePlan, ...] = ()
-    cache: CacheConfig = CacheConfig(64 * 1024**2)
-    warnings: tuple[str, ...] = ()  # logged at start and at every reload (expiring certificates, ...)
-    authorizers: tuple[Authorizer, ...] = ()
-    metrics: MetricsConfig = MetricsConfig()
-    admin: AdminConfig = AdminConfig()
+    usage_plans: tuple[UsagePlan, ...]
+    cache: CacheConfig
+    warnings: tuple[str, ...]  # logged at start and at every reload (expiring certificates, ...)
+    authorizers: tuple[Authorizer, ...]
+    metrics: MetricsConfig
+    admin: AdminConfig
 
     @property
     def listen_addresses(self) -> tuple[Address, ...]:

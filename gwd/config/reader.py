@@ -17,6 +17,7 @@ import tomllib
 from importlib import resources
 from typing import Any, Callable, Mapping
 
+from gwd.config.keys import BY_TABLE, Key
 from gwd.config.model import (
     DEFAULT_STAGE,
     HTTP_METHODS,
@@ -170,6 +171,23 @@ class _Table:
             return default
         return value
 
+    def read(self, key: Key) -> Any:
+        """The value of a declared key (:mod:`gwd.config.keys`), checked against its type and range."""
+        kind, name, default = key.kind, key.name, key.default
+        if kind == "integer":
+            return self.integer(name, default, int(key.low or 0), int(key.high or 0))
+        if kind == "duration":
+            return self.duration(name, default, key.low or 0.0, key.high or 0.0)
+        if kind == "size":
+            return self.parsed(name, default, parse_size)
+        if kind == "boolean":
+            return self.get(name, bool, default, "true or false")
+        if kind == "string":
+            return self.string(name, default)
+        if kind == "address":
+            return self.parsed(name, default, parse_address)
+        raise TypeError(f"{self.key_path(name)} is read by its own code ({kind})")
+
     def table(self, key: str) -> _Table:
         return _Table(self._reader, self.get(key, dict, {}, "a table"), self.key_path(key))
 
@@ -224,20 +242,22 @@ class _ConfigReader:
         self._client_certs = tls_failed or server.tls is not None and server.tls.client_auth != "none"
         log = self._log(root.table("log"))
         throttle_table = root.table("throttle")
-        backend = throttle_table.string("backend", "memory")
+        throttle_keys = BY_TABLE["throttle"]
+        backend = throttle_table.read(throttle_keys["backend"])
         if backend != "memory" and not backend.startswith(("redis://", "rediss://", "unix://")):
             throttle_table.problem("backend", f'expected "memory" or a redis:// URL, got {backend!r}')
         throttle = ThrottleConfig(
-            table_size=throttle_table.integer("table_size", 65536, 64, 16_777_216),
+            table_size=throttle_table.read(throttle_keys["table_size"]),
             backend=backend,
-            fail_open=throttle_table.get("fail_open", bool, True, "true or false"),
+            fail_open=throttle_table.read(throttle_keys["fail_open"]),
         )
         throttle_table.finish()
         cache_table = root.table("cache")
-        cache_backend = cache_table.string("backend", "memory")
+        cache_keys = BY_TABLE["cache"]
+        cache_backend = cache_table.read(cache_keys["backend"])
         if cache_backend != "memory" and not cache_backend.startswith("redis://"):
             cache_table.problem("backend", f'expected "memory" or a redis:// URL, got {cache_backend!r}')
-        cache = CacheConfig(cache_table.parsed("max_bytes", 64 * 1024**2, parse_size), cache_backend)
+        cache = CacheConfig(cache_table.read(cache_keys["max_bytes"]), cache_backend)
         if cache.max_bytes < 1024**2:
             cache_table.problem("max_bytes", f"must be at least 1MiB, got {cache.max_bytes} bytes")
         cache_table.finish()
@@ -249,10 +269,11 @@ class _ConfigReader:
             self.problem("routes", "missing: a config serves at least one [[routes]] entry (an empty or truncated file?)")
         usage_plans = self._usage_plans(root.tables("usage_plans"))
         metrics_table = root.table("metrics")
+        metrics_keys = BY_TABLE["metrics"]
         metrics = MetricsConfig(
-            enabled=metrics_table.get("enabled", bool, True, "true or false"),
-            per_key=metrics_table.get("per_key", bool, False, "true or false"),
-            server_timing=metrics_table.get("server_timing", bool, False, "true or false"),
+            enabled=metrics_table.read(metrics_keys["enabled"]),
+            per_key=metrics_table.read(metrics_keys["per_key"]),
+            server_timing=metrics_table.read(metrics_keys["server_timing"]),
         )
         metrics_table.finish()
         admin = self._admin(root.table("admin"), server)
@@ -272,12 +293,12 @@ class _ConfigReader:
         if text == "off":
             return AdminConfig(None)
         if text is None:
-            return AdminConfig()
+            return AdminConfig(BY_TABLE["admin"]["listen"].default)
         try:
             address = parse_address(text)
         except ValueError as exc:
             table.problem("listen", f'{exc} (or "off")')
-            return AdminConfig()
+            return AdminConfig(None)
         if address == server.listen:
             table.problem("listen", f"{address} is server.listen; the admin listener needs its own address")
         return AdminConfig(address)
@@ -367,8 +388,9 @@ class _ConfigReader:
         return float(rate), limit.integer("burst", 1, 1, 1_000_000_000)
 
     def _server(self, table: _Table) -> ServerConfig:
-        listen = table.parsed("listen", Address("127.0.0.1", 8080), parse_address)
-        workers = table.integer("workers", 0, 0, 1024)
+        keys = BY_TABLE["server"]
+        listen = table.read(keys["listen"])
+        workers = table.read(keys["workers"])
         if "listen" in self.overrides:
             listen = self.overrides["listen"]
         if "workers" in self.overrides:
@@ -376,28 +398,28 @@ class _ConfigReader:
         config = ServerConfig(
             listen=listen,
             workers=workers or default_worker_count(),
-            drain_timeout=table.duration("drain_timeout", 30.0, 0.0, 3600.0),
-            keepalive_timeout=table.duration("keepalive_timeout", 75.0, 0.0, 3600.0),
-            backlog=table.integer("backlog", 2048, 1, 65535),
+            drain_timeout=table.read(keys["drain_timeout"]),
+            keepalive_timeout=table.read(keys["keepalive_timeout"]),
+            backlog=table.read(keys["backlog"]),
             trusted_proxies=self._networks(table, "trusted_proxies"),
-            upstream_keepalive=table.integer("upstream_keepalive", 64, 0, 65535),
+            upstream_keepalive=table.read(keys["upstream_keepalive"]),
             state_dir=table.parsed("state_dir", default_state_dir(), _absolute_path),
             tls=self._listener_tls(table),
-            header_timeout=table.duration("header_timeout", 10.0, 0.1, 3600.0),
-            body_timeout=table.duration("body_timeout", 30.0, 0.1, 3600.0),
-            max_body=table.parsed("max_body", 10 * 1024**2, parse_size),
+            header_timeout=table.read(keys["header_timeout"]),
+            body_timeout=table.read(keys["body_timeout"]),
+            max_body=table.read(keys["max_body"]),
             user=self._user(table),
-            worker_timeout=self._worker_timeout(table),
-            max_connections=table.integer("max_connections", 0, 0, 1_000_000),
+            worker_timeout=self._worker_timeout(table, keys["worker_timeout"]),
+            max_connections=table.read(keys["max_connections"]),
         )
         table.finish()
         return config
 
-    def _worker_timeout(self, table: _Table) -> float:
-        timeout = table.duration("worker_timeout", 30.0, 0.0, 3600.0)
+    def _worker_timeout(self, table: _Table, key: Key) -> float:
+        timeout = table.duration(key.name, key.default, key.low or 0.0, key.high or 0.0)
         if 0 < timeout < 1:
-            table.problem("worker_timeout", f"must be 0 (never) or at least 1s, got {_seconds(timeout)}")
-            return 30.0
+            table.problem(key.name, f"must be 0 (never) or at least 1s, got {_seconds(timeout)}")
+            return key.default
         return timeout
 
     def _user(self, table: _Table) -> str | None:
@@ -444,14 +466,15 @@ class _ConfigReader:
         return tuple(networks)
 
     def _log(self, table: _Table) -> LogConfig:
-        access = table.string("access", "stdout")
+        keys = BY_TABLE["log"]
+        access = table.read(keys["access"])
         if access not in ("stdout", "off") and not access.startswith("/"):
             table.problem("access", f'expected "stdout", "off" or an absolute file path, got {access!r}')
         elif access.startswith("/") and not os.path.isdir(os.path.dirname(access)):
             table.problem("access", f"directory {os.path.dirname(access)!r} does not exist")
         elif os.path.isdir(access):
             table.problem("access", f"{access!r} is a directory; expected the path of the log file")
-        level = table.string("level", "info")
+        level = table.read(keys["level"])
         if level not in _LOG_LEVELS:
             table.problem("level", f"expected one of {', '.join(_LOG_LEVELS)}, got {level!r}")
         table.finish()

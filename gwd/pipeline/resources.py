@@ -26,6 +26,8 @@ class Resources:
     trusted_proxies: Networks
     keys: KeyCache | None  # None when no route needs API keys
     usage_plans: Mapping[str, UsagePlan]
+    max_body: int  # server.max_body: request body bytes forwarded at most
+    body_timeout: float  # server.body_timeout: the longest pause in a request body
     # Refused requests by (stage, route key, reason: "client", "key", "route" or "quota"),
     # kept for the metrics endpoint.
     throttled: Counter[tuple[str, str, str]] = field(default_factory=Counter)
@@ -34,8 +36,6 @@ class Resources:
     cache_results: dict[tuple[str, str], CacheCounts] = field(default_factory=dict)
     # The config's [[authorizers]], by name: one verifier or client per worker, shared by routes.
     authorizers: Mapping[str, JwtVerifier | RequestAuthorizerClient] = field(default_factory=dict)
-    max_body: int = 10 * 1024**2  # server.max_body: request body bytes forwarded at most
-    body_timeout: float = 30.0  # server.body_timeout: the longest pause in a request body
 
     def injected_header_names(self, route: RouteConfig) -> frozenset[bytes]:
         """Lower-cased names of the headers the route's authorizer sets for the backend (removed from the client's)."""

@@ -25,7 +25,7 @@ async def _run() -> tuple[list[int], Resources]:
         client_throttle=ClientLimit(0.001, 2, "header:X-Client"),
     )
     stage = StageConfig("$default", {})
-    resources = Resources(UpstreamPools(1), MemoryLimiter(BucketTable(64)), (), None, {})
+    resources = Resources(UpstreamPools(1), MemoryLimiter(BucketTable(64)), (), None, {}, max_body=1024, body_timeout=5.0)
     handler = throttle.build(route, stage, resources, mock.build(route, stage, resources))
 
     statuses = []
