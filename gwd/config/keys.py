@@ -1,9 +1,12 @@
-"""Every scalar key of the daemon-wide tables, declared once: its type, default, range and meaning.
+"""Config keys declared once: their type, default, range and meaning.
 
-The reader (:mod:`gwd.config.reader`) takes defaults and ranges from here,
-so ``gwd check`` reports against them, and the README's reference tables
-for ``[server]``, ``[log]``, ``[throttle]``, ``[cache]``, ``[admin]`` and
-``[metrics]`` are :func:`reference_table`'s output (a test compares them).
+The daemon-wide tables (``[server]``, ``[log]``, ``[throttle]``,
+``[cache]``, ``[admin]``, ``[metrics]``) and the tables of stages, routes
+and integrations (``listener_tls``, ``stage``, ``mock``, ``http``,
+``backend_tls``, ``cache_policy``).  The reader (:mod:`gwd.config.reader`)
+takes defaults and ranges from here, so ``gwd check`` reports against them,
+and the README's reference tables are :func:`reference_table`'s output (a
+test compares them).
 ``custom`` keys need checks of their own in the reader; their default and
 meaning still live here.
 """
@@ -25,6 +28,7 @@ class Key:
     low: float | None = None
     high: float | None = None
     shown: str | None = None  # the default as the README shows it, where it is not the default's own spelling
+    label: str | None = None  # the README's key cell, where one row describes several keys
     meaning: str = ""
 
     def shown_default(self) -> str:
@@ -206,6 +210,208 @@ KEYS: tuple[Key, ...] = (
             'off by default.'
         ),
     ),
+    Key("listener_tls", "cert", "custom", None, label='`cert`, `key`', shown='(required)',
+        meaning=(
+            'The server certificate (PEM, chain allowed) and its private key, readable by its owner only (see'
+            ' TLS and mTLS to backends for the checks; `gwd certs issue DIR --name server --san HOST` makes '
+            'one).'
+        ),
+    ),
+    Key("listener_tls", "client_ca", "custom", None, shown='none',
+        meaning=(
+            'PEM file of the CAs that sign client certificates; required unless `client_auth` is `"none"`.'
+        ),
+    ),
+    Key("listener_tls", "client_auth", "string", "none",
+        meaning=(
+            '`"none"`: no client certificates; `"optional"`: a client may present one, and it must verify; '
+            '`"require"`: the handshake fails without a verified one.'
+        ),
+    ),
+    Key("stage", "name", "custom", None, shown='(required)',
+        meaning=(
+            'Letters, digits, `-`, `_`. Requests to `/NAME/...` are served by this stage with `/NAME` removed'
+            ' before route matching. A stage named `"$default"` is served with no prefix.'
+        ),
+    ),
+    Key("stage", "variables", "custom", {}, shown='`{}`',
+        meaning=(
+            'Stage variables (strings), used as `${stageVariables.NAME}` in integrations.'
+        ),
+    ),
+    Key("stage", "throttle", "custom", None, shown='none',
+        meaning=(
+            '`{ rate = R, burst = B }`: the default limit of each route of the stage, all clients together '
+            '(see Throttling).'
+        ),
+    ),
+    Key("stage", "client_throttle", "custom", None, shown='none',
+        meaning=(
+            '`{ rate = R, burst = B, key = "ip" }`: the default limit of each client on each route of the '
+            'stage.'
+        ),
+    ),
+    Key("stage", "cache", "custom", None, shown='none',
+        meaning=(
+            'The default response cache policy of each route of the stage (see Response cache).'
+        ),
+    ),
+    Key("stage", "backend_tls", "custom", None, shown='none',
+        meaning=(
+            "The default `tls` of the stage's `https://` integrations (see TLS and mTLS to backends)."
+        ),
+    ),
+    Key("stage", "allow", "custom", (), label='`allow`, `deny`', shown='`[]`',
+        meaning=(
+            "The stage's resource policy (see Resource policies)."
+        ),
+    ),
+    Key("stage", "listen", "custom", (), shown='`[]`',
+        meaning=(
+            'A private stage: `["10.0.0.5:8080"]` serves this stage only on these addresses (still under its '
+            '`/NAME` prefix, or none for `$default`), and they serve nothing else; `server.listen` then does '
+            'not serve it. Private stages may share addresses; `server.listen` cannot be one. A reload may '
+            'add, move or drop them: addresses both configs use stay open.'
+        ),
+    ),
+    Key("mock", "type", "custom", None, shown='(required)',
+        meaning=(
+            '`"mock"`.'
+        ),
+    ),
+    Key("mock", "status", "integer", 200, low=100, high=599,
+        meaning=(
+            'Response status, 100-599.'
+        ),
+    ),
+    Key("mock", "headers", "custom", {}, shown='`{}`',
+        meaning=(
+            'Response headers; `content-type` defaults to `application/json`.'
+        ),
+    ),
+    Key("mock", "body", "string", "",
+        meaning=(
+            "Response body. `{name}` is replaced by the route's path parameter of that name (for `{proxy+}`, "
+            "write `{proxy}`), and `${stageVariables.NAME}` by the stage's variable (every stage must define "
+            "it). Other braces, such as JSON's, are left alone."
+        ),
+    ),
+    Key("mock", "delay", "duration", 0.0, low=0.0, high=300.0,
+        meaning=(
+            'Wait this long before answering: a simulated slow backend (at most `"300s"`).'
+        ),
+    ),
+    Key("http", "type", "custom", None, shown='(required)',
+        meaning=(
+            '`"http"`.'
+        ),
+    ),
+    Key("http", "uri", "custom", None, shown='(required)',
+        meaning=(
+            'The backend URL, `http://` or `https://` (certificates verified), as a template: `{name}` is the'
+            " route's path parameter (percent-encoded again; `{proxy}` for a `{proxy+}` route keeps its "
+            "slashes), `${stageVariables.NAME}` the stage's variable (every stage must define it; the URL is "
+            "validated for each stage at load). The client's query string is appended to the URI's own."
+        ),
+    ),
+    Key("http", "method", "custom", None, shown="the client's",
+        meaning=(
+            'Send this method instead.'
+        ),
+    ),
+    Key("http", "timeout", "duration", 29.0, low=0.05, high=3600.0,
+        meaning=(
+            'How long the backend may take to start its response, and the longest pause between two pieces of'
+            ' its body. Past it: `504 {"message":"Endpoint request timed out"}`. Checked every 100 ms.'
+        ),
+    ),
+    Key("http", "connect_timeout", "duration", 5.0, low=0.05, high=600.0,
+        meaning=(
+            'How long connecting to the backend may take (then `504`).'
+        ),
+    ),
+    Key("http", "preserve_host", "boolean", False,
+        meaning=(
+            "Send the client's `Host` instead of the backend's."
+        ),
+    ),
+    Key("http", "tls", "custom", None, shown="the stage's `backend_tls`",
+        meaning=(
+            'How to speak TLS to an `https://` backend (below).'
+        ),
+    ),
+    Key("backend_tls", "client_cert", "custom", None, label='`client_cert`, `client_key`', shown='none',
+        meaning=(
+            'The certificate (PEM, chain allowed) and private key gwd presents to a backend that asks for '
+            'one. The key file must be readable by its owner only (`chmod 600`): gwd refuses to start, or to '
+            'reload, with a key others may read, and says which file.'
+        ),
+    ),
+    Key("backend_tls", "ca", "custom", None, shown="the system's CAs",
+        meaning=(
+            'PEM file of the CAs that sign backend certificates.'
+        ),
+    ),
+    Key("backend_tls", "server_name", "custom", None, shown="the URI's host",
+        meaning=(
+            "The name sent as SNI and expected in the backend's certificate (for a backend addressed by IP "
+            'whose certificate names a DNS name).'
+        ),
+    ),
+    Key("backend_tls", "insecure_skip_verify", "boolean", False,
+        meaning=(
+            '`true` accepts any backend certificate, and logs a warning at every start and reload. Not '
+            "allowed together with `client_cert`: the gateway's certificate is never presented to a backend "
+            'it has not verified.'
+        ),
+    ),
+    Key("cache_policy", "enabled", "boolean", True,
+        meaning=(
+            '`false`: no caching for this route or stage.'
+        ),
+    ),
+    Key("cache_policy", "ttl", "duration", 300.0, low=0.001, high=3600.0,
+        meaning=(
+            'How long a response is served from the cache (at most `"3600s"`).'
+        ),
+    ),
+    Key("cache_policy", "key.query", "custom", (), shown='`[]`',
+        meaning=(
+            'Query parameters that are part of the cache key; their order in the request does not matter. '
+            'Other parameters are not in the key.'
+        ),
+    ),
+    Key("cache_policy", "key.headers", "custom", (), shown='`[]`',
+        meaning=(
+            'Request headers that are part of the cache key. `Accept-Encoding` always is, so a compressed '
+            'body never reaches a client that did not ask for it.'
+        ),
+    ),
+    Key("cache_policy", "statuses", "custom", (200,), shown='`[200]`',
+        meaning=(
+            'Response statuses that are cached.'
+        ),
+    ),
+    Key("cache_policy", "per_identity", "boolean", False,
+        meaning=(
+            'Requests with `Authorization` or `x-api-key` bypass the cache unless this is `true`; then each '
+            'caller (a digest of those headers) has entries of its own.'
+        ),
+    ),
+    Key("cache_policy", "respect_backend", "boolean", True,
+        meaning=(
+            "A backend's `Cache-Control: s-maxage` (else `max-age`) shorter than `ttl` shortens it for that "
+            'response.'
+        ),
+    ),
+    Key("cache_policy", "invalidation", "string", "require_key",
+        meaning=(
+            'What a client\'s `Cache-Control: max-age=0` (or `no-cache`) does: `"require_key"`: it fetches the'
+            " response again and replaces the entry only when the request's `x-api-key` is a key created with"
+            ' `--permission cache-invalidate` (any other request is served as usual); `"allow"`: any client\'s'
+            ' does; `"ignore"`: nobody\'s does.'
+        ),
+    ),
 )
 
 BY_TABLE: dict[str, dict[str, Key]] = {}
@@ -218,6 +424,6 @@ def reference_table(tables: tuple[str, ...], qualified: bool = False) -> str:
     lines = ["| key | default | meaning |", "| --- | --- | --- |"]
     for key in KEYS:
         if key.table in tables:
-            name = f"{key.table}.{key.name}" if qualified else key.name
-            lines.append(f"| `{name}` | {key.shown_default()} | {key.meaning} |")
+            name = key.label or (f"`{key.table}.{key.name}`" if qualified else f"`{key.name}`")
+            lines.append(f"| {name} | {key.shown_default()} | {key.meaning} |")
     return "\n".join(lines)

@@ -308,16 +308,18 @@ class _ConfigReader:
         if not parent.has("cache"):
             return None, False
         table = parent.table("cache")
-        enabled = table.get("enabled", bool, True, "true or false")
-        ttl = table.duration("ttl", 300.0, 0.001, 3600.0)
+        keys = BY_TABLE["cache_policy"]
+        enabled = table.read(keys["enabled"])
+        ttl = table.read(keys["ttl"])
         key = table.table("key")
         query = tuple(self._names(key, "query", lambda name: bool(name)))
         headers = tuple(name.lower() for name in self._names(key, "headers", _HEADER_NAME.match))
         key.finish()
-        statuses = frozenset(self._names(table, "statuses", lambda code: 200 <= code <= 599, kind=int) or [200])
-        per_identity = table.get("per_identity", bool, False, "true or false")
-        respect_backend = table.get("respect_backend", bool, True, "true or false")
-        invalidation = table.string("invalidation", "require_key")
+        listed = self._names(table, "statuses", lambda code: 200 <= code <= 599, kind=int)
+        statuses = frozenset(listed or keys["statuses"].default)
+        per_identity = table.read(keys["per_identity"])
+        respect_backend = table.read(keys["respect_backend"])
+        invalidation = table.read(keys["invalidation"])
         if invalidation not in _INVALIDATION:
             table.problem("invalidation", f"expected one of {', '.join(_INVALIDATION)}, got {invalidation!r}")
         table.finish()
@@ -439,7 +441,7 @@ class _ConfigReader:
         cert = self._file(table, "cert") if table.require("cert", "the server certificate (PEM)") else None
         key = self._file(table, "key") if table.require("key", "the server certificate's private key (PEM)") else None
         client_ca = self._file(table, "client_ca")
-        client_auth = table.string("client_auth", "none")
+        client_auth = table.read(BY_TABLE["listener_tls"]["client_auth"])
         table.finish()
         if client_auth not in _CLIENT_AUTH:
             table.problem("client_auth", f"expected one of {', '.join(_CLIENT_AUTH)}, got {client_auth!r}")
@@ -697,10 +699,11 @@ class _ConfigReader:
         return ok
 
     def _mock(self, table: _Table, stages: tuple[StageConfig, ...]) -> MockIntegration:
-        status = table.integer("status", 200, 100, 599)
+        keys = BY_TABLE["mock"]
+        status = table.read(keys["status"])
         headers = table.string_map("headers")
-        body = table.string("body", "")
-        delay = table.duration("delay", 0.0, 0.0, 300.0)
+        body = table.read(keys["body"])
+        delay = table.read(keys["delay"])
         self._check_stage_variables(table, "body", body, stages)
         table.finish()
         lowered = {name.lower() for name in headers}
@@ -718,9 +721,9 @@ class _ConfigReader:
         integration = HttpIntegration(
             uri=uri or "",
             method=method,
-            timeout=table.duration("timeout", 29.0, 0.05, 3600.0),
-            connect_timeout=table.duration("connect_timeout", 5.0, 0.05, 600.0),
-            preserve_host=table.get("preserve_host", bool, False, "true or false"),
+            timeout=table.read(BY_TABLE["http"]["timeout"]),
+            connect_timeout=table.read(BY_TABLE["http"]["connect_timeout"]),
+            preserve_host=table.read(BY_TABLE["http"]["preserve_host"]),
             tls=self._backend_tls(table, "tls"),
         )
         table.finish()
@@ -754,7 +757,7 @@ class _ConfigReader:
         client_key = self._file(table, "client_key")
         ca = self._file(table, "ca")
         server_name = table.string("server_name", None)
-        insecure = table.get("insecure_skip_verify", bool, False, "true or false")
+        insecure = table.read(BY_TABLE["backend_tls"]["insecure_skip_verify"])
         table.finish()
         if (client_cert is None) != (client_key is None):
             table.problem("client_key" if client_key is None else "client_cert", "client_cert and client_key go together")

@@ -1,4 +1,4 @@
-"""The daemon-wide keys are declared once (gwd/config/keys.py): the reader's defaults and the README's tables come from it."""
+"""Config keys are declared once (gwd/config/keys.py): the reader's defaults and ranges and the README's tables come from it."""
 
 from __future__ import annotations
 
@@ -9,10 +9,24 @@ from gwd.config.keys import BY_TABLE, KEYS, reference_table
 from gwd.config.reader import load_config
 
 README = (ROOT / "README.md").read_text()
+DAEMON_WIDE = {"server", "log", "throttle", "cache", "admin", "metrics"}
 
 
 @pytest.mark.parametrize(
-    "tables, qualified", [(("server",), False), (("log",), False), (("throttle",), False), (("cache",), False), (("admin", "metrics"), True)]
+    "tables, qualified",
+    [
+        (("server",), False),
+        (("listener_tls",), False),
+        (("log",), False),
+        (("throttle",), False),
+        (("cache",), False),
+        (("stage",), False),
+        (("mock",), False),
+        (("http",), False),
+        (("backend_tls",), False),
+        (("cache_policy",), False),
+        (("admin", "metrics"), True),
+    ],
 )
 def test_the_readme_reference_table_is_the_declarations(tables, qualified):
     table = reference_table(tables, qualified)
@@ -27,6 +41,8 @@ def test_a_config_that_sets_nothing_gets_every_declared_default(tmp_path):
                 "metrics": config.metrics, "admin": config.admin}
     checked = 0
     for key in KEYS:
+        if key.table not in sections:
+            continue
         if key.kind == "custom" and key.default is None:
             continue  # computed where it is read (state_dir) or absent unless set (tls, user)
         value = getattr(sections[key.table], key.name)
@@ -35,10 +51,38 @@ def test_a_config_that_sets_nothing_gets_every_declared_default(tmp_path):
         else:
             assert value == key.default, key
         checked += 1
-    assert checked == len(KEYS) - 3
+    assert checked == sum(1 for key in KEYS if key.table in sections) - 3
 
 
-@pytest.mark.parametrize("key", [key for key in KEYS if key.kind in ("integer", "duration")], ids=lambda key: f"{key.table}.{key.name}")
+def test_routes_that_set_nothing_get_the_declared_defaults(tmp_path):
+    path = tmp_path / "gwd.toml"
+    path.write_text(
+        f'[server]\nstate_dir = "{tmp_path}"\n\n'
+        '[[routes]]\nroute = "GET /mock"\nintegration = { type = "mock" }\ncache = {}\n\n'
+        '[[routes]]\nroute = "GET /http"\nintegration = { type = "http", uri = "https://127.0.0.1:9/", tls = {} }\n'
+    )
+    mock_route, http_route = load_config(str(path)).routes
+    declared = {table: {name: key.default for name, key in keys.items()} for table, keys in BY_TABLE.items()}
+    mock = mock_route.integration
+    assert (mock.status, mock.body, mock.delay) == tuple(declared["mock"][name] for name in ("status", "body", "delay"))
+    http = http_route.integration
+    assert (http.timeout, http.connect_timeout, http.preserve_host) == tuple(
+        declared["http"][name] for name in ("timeout", "connect_timeout", "preserve_host")
+    )
+    assert http.tls.insecure_skip_verify == declared["backend_tls"]["insecure_skip_verify"]
+    policy = mock_route.cache
+    cache = declared["cache_policy"]
+    assert (policy.ttl, policy.per_identity, policy.respect_backend, policy.invalidation) == (
+        cache["ttl"], cache["per_identity"], cache["respect_backend"], cache["invalidation"]
+    )
+    assert policy.statuses == frozenset(cache["statuses"])
+
+
+@pytest.mark.parametrize(
+    "key",
+    [key for key in KEYS if key.kind in ("integer", "duration") and key.table in DAEMON_WIDE],
+    ids=lambda key: f"{key.table}.{key.name}",
+)
 def test_the_reader_refuses_a_value_past_a_declared_range(tmp_path, key):
     too_big = f'"{key.high * 2:g}s"' if key.kind == "duration" else str(int(key.high) + 1)
     path = tmp_path / "gwd.toml"
@@ -49,4 +93,28 @@ def test_the_reader_refuses_a_value_past_a_declared_range(tmp_path, key):
 
 
 def test_every_table_with_declared_keys_is_listed():
-    assert set(BY_TABLE) == {"server", "log", "throttle", "cache", "admin", "metrics"}
+    assert set(BY_TABLE) == DAEMON_WIDE | {"listener_tls", "stage", "mock", "http", "backend_tls", "cache_policy"}
+
+
+@pytest.mark.parametrize(
+    "route, key_path",
+    [
+        ('integration = { type = "mock", status = %s }', "routes[0].integration.status"),
+        ('integration = { type = "mock", delay = %s }', "routes[0].integration.delay"),
+        ('integration = { type = "http", uri = "http://127.0.0.1:9/", timeout = %s }', "routes[0].integration.timeout"),
+        (
+            'integration = { type = "http", uri = "http://127.0.0.1:9/", connect_timeout = %s }',
+            "routes[0].integration.connect_timeout",
+        ),
+        ('integration = { type = "mock" }\ncache = { ttl = %s }', "routes[0].cache.ttl"),
+    ],
+)
+def test_route_values_past_a_declared_range_are_refused(tmp_path, route, key_path):
+    table, name = key_path.split(".")[-2:]
+    key = BY_TABLE["cache_policy" if table == "cache" else "mock" if "mock" in route else "http"][name]
+    too_big = f'"{key.high * 2:g}s"' if key.kind == "duration" else str(int(key.high) + 1)
+    path = tmp_path / "gwd.toml"
+    path.write_text(f'[[routes]]\nroute = "GET /x"\n{route % too_big}\n')
+    with pytest.raises(Exception) as raised:
+        load_config(str(path))
+    assert key_path in str(raised.value), str(raised.value)
