@@ -32,17 +32,20 @@ class Headers:
     constants built once) and gives the first value, or None.
     """
 
-    __slots__ = ("lines", "_first")
+    __slots__ = ("lines", "names", "_first")
 
     def __init__(self, lines: list[tuple[bytes, bytes]] | None = None) -> None:
         self.lines: list[tuple[bytes, bytes]] = []  # (name as sent, value), in order
+        self.names: list[bytes] = []  # the same names lower-cased, lowered once here for every reader
         self._first: dict[bytes, bytes] = {}
         for name, value in lines or ():
             self.add(name, value)
 
     def add(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
         self.lines.append((name, value))
-        self._first.setdefault(name.lower(), value)
+        self.names.append(lowered)
+        self._first.setdefault(lowered, value)
 
     def get(self, lowered: bytes) -> bytes | None:
         return self._first.get(lowered)
@@ -53,7 +56,9 @@ class Headers:
         return None if value is None else value.decode("utf-8", "surrogateescape")
 
     def getall(self, lowered: bytes) -> list[bytes]:
-        return [value for name, value in self.lines if name.lower() == lowered] if lowered in self._first else []
+        if lowered not in self._first:
+            return []
+        return [value for name, (_, value) in zip(self.names, self.lines) if name == lowered]
 
     def __contains__(self, lowered: bytes) -> bool:
         return lowered in self._first

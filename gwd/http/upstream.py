@@ -70,18 +70,20 @@ class _HeadTooLarge(Exception):
 class UpstreamResponse:
     """The head of a backend response; the body is read from its connection."""
 
-    __slots__ = ("status", "headers", "content_length", "chunked", "connection_tokens")
+    __slots__ = ("status", "headers", "names", "content_length", "chunked", "connection_tokens")
 
     def __init__(
         self,
         status: int,
         headers: list[tuple[bytes, bytes]],
+        names: list[bytes],
         content_length: int | None,
         chunked: bool,
         connection_tokens: frozenset[bytes],
     ) -> None:
         self.status = status
-        self.headers = headers
+        self.headers = headers  # (name as sent, value), in order
+        self.names = names  # the same names lower-cased, lowered once here for every reader
         self.content_length = content_length
         self.chunked = chunked
         # Lower-cased header names the backend's Connection header lists (hop-by-hop for this hop).
@@ -223,15 +225,15 @@ class UpstreamConnection(asyncio.Protocol):
         content_length = None
         chunked = False
         tokens: frozenset[bytes] = frozenset()
-        for name, value in self._headers:
-            lowered = name.lower()
+        names = [name.lower() for name, _ in self._headers]
+        for lowered, (_, value) in zip(names, self._headers):
             if lowered == b"content-length":
                 content_length = int(value)
             elif lowered == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
             elif lowered == b"connection":
                 tokens = tokens.union(connection_options(value)) - _CONNECTION_DIRECTIVES
-        self._response = UpstreamResponse(status, self._headers, content_length, chunked, tokens)
+        self._response = UpstreamResponse(status, self._headers, names, content_length, chunked, tokens)
         self._keep_alive = parser.should_keep_alive()
         if self._head_only:
             # A response to HEAD has no body, whatever Content-Length says, but the

@@ -195,8 +195,8 @@ def _request_head(
     forwarded_proto = b""
     via = b""
     lines = [f"{method} {target} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")]
-    for name, value in request.headers.lines:
-        lowered = name.lower()
+    headers = request.headers
+    for lowered, (name, value) in zip(headers.names, headers.lines):
         if lowered in _REQUEST_REPLACED:
             if lowered == b"connection":
                 named.update(connection_options(value))
@@ -265,8 +265,7 @@ def _response_header_lines(response: UpstreamResponse) -> tuple[bytes, bool]:
     dropped = _dropped_response_headers(response)
     dated = False
     lines = []
-    for name, value in response.headers:
-        lowered = name.lower()
+    for lowered, (name, value) in zip(response.names, response.headers):
         if lowered in dropped:
             continue
         if lowered == b"date":
