@@ -27,6 +27,7 @@ from harness import (
     nginx_proxy_server,
     paired_ratio,
     print_table,
+    report,
     require_tools,
     running_gwd,
     running_nginx,
@@ -52,16 +53,10 @@ def main() -> int:
     nginx, uncached, cached = summaries["nginx proxy"], summaries["gwd, uncached"], summaries["gwd, cache hits"]
     print_table([nginx, uncached, cached], uncached, "uncached")
     checks = [
-        ("cache hits >= 2x the uncached route", paired_ratio(cached, uncached), 2.0),
-        ("cache hits >= 0.6x nginx proxy", paired_ratio(cached, nginx), 0.6),
+        ("cache hits >= 2x the uncached route", paired_ratio(cached, uncached), 2.0, True),
+        ("cache hits >= 0.6x nginx proxy", paired_ratio(cached, nginx), 0.6, True),
     ]
-    errors = sum(r.errors for s in summaries.values() for r in s.rounds)
-    failed = errors > 0
-    print(f"{'PASS' if not errors else 'FAIL'}: {errors} socket errors or non-2xx responses")
-    for label, value, bar in checks:
-        failed |= value < bar
-        print(f"{'PASS' if value >= bar else 'FAIL'}: {label}: {value:.2f}")
-    return 1 if failed else 0
+    return report(summaries, checks)
 
 
 if __name__ == "__main__":

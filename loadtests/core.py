@@ -33,6 +33,7 @@ from harness import (
     measure,
     nginx_proxy_server,
     paired_ratio,
+    report,
     require_tools,
     running_gwd,
     running_nginx,
@@ -106,14 +107,7 @@ def main() -> int:
         ("3. full pipeline -c256 >= 0.9x its -c64", paired_ratio(full256, full64), 0.90, True),
         ("4. cache hits >= 0.8x nginx proxy, -c64", paired_ratio(s["gwd cache hits -c64"], nginx64), 0.80, True),
     ]
-    errors = sum(r.errors for summary in s.values() for r in summary.rounds)
-    failed = errors > 0
-    print(f"{'PASS' if not errors else 'FAIL'}: {errors} socket errors or non-2xx responses")
-    for label, value, bar, at_least in checks:
-        ok = value >= bar if at_least else value <= bar
-        failed |= not ok
-        print(f"{'PASS' if ok else 'FAIL'}: {label}: {value:.2f}")
-    return 1 if failed else 0
+    return report(s, checks)
 
 
 if __name__ == "__main__":

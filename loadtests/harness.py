@@ -294,6 +294,22 @@ def paired_ratio(measured: Summary, reference: Summary, value: str = "requests_p
     )
 
 
+def report(summaries: dict[str, Summary], checks: list[tuple[str, float, float, bool]]) -> int:
+    """Print the error count and each bar's PASS/FAIL; 1 if any failed.
+
+    Each check is (label, value, bar, at_least): the value must be at least
+    the bar, or (at_least False) at most.
+    """
+    errors = sum(r.errors for summary in summaries.values() for r in summary.rounds)
+    failed = errors > 0
+    print(f"{'PASS' if not errors else 'FAIL'}: {errors} socket errors or non-2xx responses")
+    for label, value, bar, at_least in checks:
+        ok = value >= bar if at_least else value <= bar
+        failed |= not ok
+        print(f"{'PASS' if ok else 'FAIL'}: {label}: {value:.2f}")
+    return 1 if failed else 0
+
+
 def print_table(summaries: list[Summary], reference: Summary, reference_label: str) -> None:
     print(f"{'system':<24} {'req/s med':>10} {'req/s min-max':>21} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs ' + reference_label:>9}")
     for summary in summaries:

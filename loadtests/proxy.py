@@ -36,6 +36,7 @@ from harness import (
     measure,
     nginx_proxy_server,
     paired_ratio,
+    report,
     require_tools,
     running_gwd,
     running_nginx,
@@ -107,14 +108,7 @@ def main() -> int:
     ]
     if with_express:
         checks.append(("gwd req/s >= 3x Express", paired_ratio(gwd, summaries["express gateway"]), 3.0, True))
-    errors = sum(r.errors for s in summaries.values() for r in s.rounds)
-    failed = errors > 0
-    print(f"{'PASS' if not errors else 'FAIL'}: {errors} socket errors or non-2xx responses")
-    for label, value, bar, at_least in checks:
-        ok = value >= bar if at_least else value <= bar
-        failed |= not ok
-        print(f"{'PASS' if ok else 'FAIL'}: {label}: {value:.2f}")
-    return 1 if failed else 0
+    return report(summaries, checks)
 
 
 if __name__ == "__main__":
