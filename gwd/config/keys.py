@@ -3,7 +3,7 @@
 The daemon-wide tables (``[server]``, ``[log]``, ``[throttle]``,
 ``[cache]``, ``[admin]``, ``[metrics]``) and the tables of stages, routes
 and integrations (``listener_tls``, ``stage``, ``mock``, ``http``,
-``backend_tls``, ``cache_policy``).  The reader (:mod:`gwd.config.reader`)
+``backend_tls``, ``cache_policy``, ``jwt_authorizer``, ``request_authorizer``).  The reader (:mod:`gwd.config.reader`)
 takes defaults and ranges from here, so ``gwd check`` reports against them,
 and the README's reference tables are :func:`reference_table`'s output (a
 test compares them).
@@ -410,6 +410,93 @@ KEYS: tuple[Key, ...] = (
             " response again and replaces the entry only when the request's `x-api-key` is a key created with"
             ' `--permission cache-invalidate` (any other request is served as usual); `"allow"`: any client\'s'
             ' does; `"ignore"`: nobody\'s does.'
+        ),
+    ),
+    Key("jwt_authorizer", "name", "custom", None, shown='(required)',
+        meaning=(
+            "What routes' `authorizer` names."
+        ),
+    ),
+    Key("jwt_authorizer", "issuer", "custom", None, shown='(required)',
+        meaning=(
+            'The `iss` tokens must carry.'
+        ),
+    ),
+    Key("jwt_authorizer", "audience", "custom", None, shown='(required)',
+        meaning=(
+            'The `aud` (a string or a list: any of them) tokens must be for.'
+        ),
+    ),
+    Key("jwt_authorizer", "jwks_uri", "custom", None, shown='none',
+        meaning=(
+            "The issuer's JSON Web Key Set, fetched (1.5 s timeout) when first needed and again when a token "
+            'names a `kid` not in it (a rotated-in key), at most once a minute.'
+        ),
+    ),
+    Key("jwt_authorizer", "public_keys", "custom", (), shown='`[]`',
+        meaning=(
+            'PEM files of public keys (or certificates), instead of or besides `jwks_uri`; a token without a '
+            "`kid` is checked with the one key of its algorithm's family."
+        ),
+    ),
+    Key("jwt_authorizer", "algorithms", "custom", ("RS256", "ES256", "EdDSA"), shown='`["RS256", "ES256", "EdDSA"]`',
+        meaning=(
+            'The `alg` values accepted (`RS256`-`RS512`, `PS256`-`PS512`, `ES256`-`ES512`, `EdDSA`, `HS256`).'
+            ' `none` is never accepted. An asymmetric algorithm is checked only with a key of its own family,'
+            " so a token HMAC-signed with the issuer's public key fails."
+        ),
+    ),
+    Key("jwt_authorizer", "secret_file", "custom", None, shown='none',
+        meaning=(
+            'The shared secret for `HS256`, which must also be listed in `algorithms`; the file must be '
+            'readable by its owner only.'
+        ),
+    ),
+    Key("jwt_authorizer", "leeway", "duration", 60.0, low=0.0, high=3600.0,
+        meaning=(
+            'Clock skew allowed on `exp` and `nbf`. `exp`, `iss` and `aud` are required.'
+        ),
+    ),
+    Key("jwt_authorizer", "header", "custom", "Authorization", shown='`"Authorization"`',
+        meaning=(
+            'Where the token is.'
+        ),
+    ),
+    Key("jwt_authorizer", "claim_headers", "custom", {}, shown='`{}`',
+        meaning=(
+            'Claims passed to the backend, as `{ claim = "Header-Name" }`.'
+        ),
+    ),
+    Key("request_authorizer", "name", "custom", None, shown='(required)',
+        meaning=(
+            "What routes' `authorizer` names."
+        ),
+    ),
+    Key("request_authorizer", "uri", "custom", None, label='`uri` or `function`', shown='(one required)',
+        meaning=(
+            'Who decides.'
+        ),
+    ),
+    Key("request_authorizer", "identity_sources", "custom", (), shown='(required)',
+        meaning=(
+            'What identifies a caller: `"header:NAME"`, `"query:NAME"`, `"ip"`. A request missing one gets '
+            '`401` without asking.'
+        ),
+    ),
+    Key("request_authorizer", "ttl", "duration", 300.0, low=0.0, high=3600.0,
+        meaning=(
+            'How long a decision is remembered per identity (a digest of those values), per worker; `"0s"` '
+            'asks every time.'
+        ),
+    ),
+    Key("request_authorizer", "timeout", "duration", 2.0, low=0.01, high=30.0,
+        meaning=(
+            'How long the authorizer may take.'
+        ),
+    ),
+    Key("request_authorizer", "context_headers", "custom", {}, shown='`{}`',
+        meaning=(
+            'Context values passed to the backend, as `{ key = "Header-Name" }`.'
         ),
     ),
 )

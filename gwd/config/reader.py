@@ -66,7 +66,6 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 _INVALIDATION = ("require_key", "allow", "ignore")
 _CLIENT_AUTH = ("none", "optional", "require")
 _JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256")
-_JWT_DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 _IDENTITY_SOURCE = re.compile(r"^(header|query):[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -281,7 +280,8 @@ class _ConfigReader:
         if self.problems:
             raise ConfigError(self.problems)
         return Config(
-            self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings), authorizers, metrics, admin
+            self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings), authorizers,
+            metrics, admin,
         )
 
     def _admin(self, table: _Table, server: ServerConfig) -> AdminConfig:
@@ -545,7 +545,8 @@ class _ConfigReader:
         audience = self._one_or_many(table, "audience")
         if not audience:
             table.problem("audience", "missing: the aud value(s) tokens must be for")
-        algorithms = tuple(self._names(table, "algorithms", lambda a: a in _JWT_ALGORITHMS)) or _JWT_DEFAULT_ALGORITHMS
+        listed = tuple(self._names(table, "algorithms", lambda a: a in _JWT_ALGORITHMS))
+        algorithms = listed or BY_TABLE["jwt_authorizer"]["algorithms"].default
         jwks_uri = table.string("jwks_uri", None)
         if jwks_uri is not None:
             try:
@@ -573,8 +574,9 @@ class _ConfigReader:
             table.problem("secret_file", 'a shared secret is used only with algorithms = [..., "HS256"] said explicitly')
         if jwks_uri is None and not public_keys and secret_file is None:
             table.problem("jwks_uri", "missing: give jwks_uri, public_keys or (for HS256) secret_file")
-        leeway = table.duration("leeway", 60.0, 0.0, 3600.0)
-        header = table.string("header", "Authorization")
+        keys = BY_TABLE["jwt_authorizer"]
+        leeway = table.read(keys["leeway"])
+        header = table.string("header", keys["header"].default)
         if not _HEADER_NAME.match(header):
             table.problem("header", f"not a header name: {header!r}")
         claim_headers = self._header_map(table, "claim_headers")
@@ -601,8 +603,9 @@ class _ConfigReader:
         sources = self._names(table, "identity_sources", lambda s: s == "ip" or bool(_IDENTITY_SOURCE.match(s)))
         if not sources:
             table.problem("identity_sources", 'missing: what identifies a caller, such as ["header:Authorization"]')
-        ttl = table.duration("ttl", 300.0, 0.0, 3600.0)
-        timeout = table.duration("timeout", 2.0, 0.01, 30.0)
+        keys = BY_TABLE["request_authorizer"]
+        ttl = table.read(keys["ttl"])
+        timeout = table.read(keys["timeout"])
         context_headers = self._header_map(table, "context_headers")
         return RequestAuthorizer(name, uri, function, tuple(sources), ttl, timeout, context_headers)
 
@@ -624,7 +627,8 @@ class _ConfigReader:
         mapping = table.string_map(key)
         for source, header in mapping.items():
             if not _HEADER_NAME.match(header) or header.lower() in RESERVED_BACKEND_HEADERS:
-                self.problem(f"{table.key_path(key)}.{source}", f"{header!r} cannot carry it (not a header name, or one gwd sets)")
+                why = f"{header!r} cannot carry it (not a header name, or one gwd sets)"
+                self.problem(f"{table.key_path(key)}.{source}", why)
         return tuple(mapping.items())
 
     def _routes(

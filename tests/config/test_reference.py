@@ -25,6 +25,8 @@ DAEMON_WIDE = {"server", "log", "throttle", "cache", "admin", "metrics"}
         (("http",), False),
         (("backend_tls",), False),
         (("cache_policy",), False),
+        (("jwt_authorizer",), False),
+        (("request_authorizer",), False),
         (("admin", "metrics"), True),
     ],
 )
@@ -93,7 +95,8 @@ def test_the_reader_refuses_a_value_past_a_declared_range(tmp_path, key):
 
 
 def test_every_table_with_declared_keys_is_listed():
-    assert set(BY_TABLE) == DAEMON_WIDE | {"listener_tls", "stage", "mock", "http", "backend_tls", "cache_policy"}
+    per_route = {"listener_tls", "stage", "mock", "http", "backend_tls", "cache_policy", "jwt_authorizer", "request_authorizer"}
+    assert set(BY_TABLE) == DAEMON_WIDE | per_route
 
 
 @pytest.mark.parametrize(
@@ -118,3 +121,18 @@ def test_route_values_past_a_declared_range_are_refused(tmp_path, route, key_pat
     with pytest.raises(Exception) as raised:
         load_config(str(path))
     assert key_path in str(raised.value), str(raised.value)
+
+
+def test_authorizers_that_set_nothing_get_the_declared_defaults(tmp_path):
+    path = tmp_path / "gwd.toml"
+    path.write_text(
+        '[[authorizers]]\nname = "users"\ntype = "jwt"\nissuer = "https://issuer.example"\naudience = "gwd"\n'
+        'jwks_uri = "https://127.0.0.1:9/jwks.json"\n\n'
+        '[[authorizers]]\nname = "decide"\ntype = "request"\nuri = "http://127.0.0.1:9/"\nidentity_sources = ["ip"]\n\n'
+        '[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\n'
+    )
+    jwt, request = load_config(str(path)).authorizers
+    declared = {table: {name: key.default for name, key in keys.items()} for table, keys in BY_TABLE.items()}
+    expected = declared["jwt_authorizer"]
+    assert (jwt.leeway, jwt.header, jwt.algorithms) == (expected["leeway"], expected["header"], expected["algorithms"])
+    assert (request.ttl, request.timeout) == (declared["request_authorizer"]["ttl"], declared["request_authorizer"]["timeout"])
