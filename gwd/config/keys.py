@@ -1,14 +1,13 @@
 """Config keys declared once: their type, default, range and meaning.
 
 The daemon-wide tables (``[server]``, ``[log]``, ``[throttle]``,
-``[cache]``, ``[admin]``, ``[metrics]``) and the tables of stages, routes
-and integrations (``listener_tls``, ``stage``, ``mock``, ``http``,
-``backend_tls``, ``cache_policy``, ``jwt_authorizer``, ``request_authorizer``).  The reader (:mod:`gwd.config.reader`)
-takes defaults and ranges from here, so ``gwd check`` reports against them,
-and the README's reference tables are :func:`reference_table`'s output (a
-test compares them).
-``custom`` keys need checks of their own in the reader; their default and
-meaning still live here.
+``[cache]``, ``[admin]``, ``[metrics]``) and the tables of listeners,
+stages, routes, integrations, backend TLS, cache policies, authorizers and
+usage plans.  The reader (:mod:`gwd.config.reader`) takes defaults and
+ranges from here, so ``gwd check`` reports against them, and the README's
+reference tables are :func:`reference_table`'s output (a test compares
+them).  ``custom`` keys need checks of their own in the reader; their
+default and meaning still live here.
 """
 
 from __future__ import annotations
@@ -499,6 +498,76 @@ KEYS: tuple[Key, ...] = (
             'Context values passed to the backend, as `{ key = "Header-Name" }`.'
         ),
     ),
+    Key("usage_plan", "name", "custom", None,
+        meaning=(
+            '(required) What `gwd keys create --plan` names.'
+        ),
+    ),
+    Key("usage_plan", "throttle", "custom", None,
+        meaning=(
+            '`{ rate, burst }`: a token bucket per key of the plan, on every route that takes keys.'
+        ),
+    ),
+    Key("usage_plan", "quota", "custom", None,
+        meaning=(
+            '`{ limit = N, period = "day" | "week" | "month" }`: at most N requests per key per UTC day, week'
+            ' (from Monday) or month. Past it: `429 {"message":"Limit Exceeded"}`. With the memory backend, '
+            'counts are kept in `state_dir/keys.db`, committed before each request goes on, so they are '
+            'shared by all workers and survive a restart, SIGTERM or SIGKILL alike (a counted request costs '
+            'one SQLite write, about 16 us). With a Redis backend they are counted in Redis (one quota across'
+            " all daemons; as durable as that Redis's persistence settings make them), as `gwd:quota:*` "
+            'counters and a per-key `gwd:usage:KEY_ID` hash of daily counts. `gwd usage` prints them from '
+            'wherever they are kept.'
+        ),
+    ),
+    Key("route", "throttle", "custom", None, label='`throttle`, `client_throttle`',
+        meaning=(
+            "The route's own limits, replacing the stage's (see Throttling)."
+        ),
+    ),
+    Key("route", "api_key_required", "boolean", False,
+        meaning=(
+            '`true`: requests need a valid, unrevoked key in `x-api-key`, else `403 {"message":"Forbidden"}`;'
+            " the key's usage plan applies. Default `false`."
+        ),
+    ),
+    Key("route", "cache", "custom", None,
+        meaning=(
+            "The route's response cache policy, replacing the stage's; `cache = { enabled = false }` turns "
+            "the stage's off for this route (see Response cache)."
+        ),
+    ),
+    Key("route", "allow", "custom", (), label='`allow`, `deny`',
+        meaning=(
+            "The route's resource policy, applied together with the stage's (see Resource policies)."
+        ),
+    ),
+    Key("route", "authorizer", "custom", None, label='`authorizer`, `scopes`',
+        meaning=(
+            'The `[[authorizers]]` entry that must let requests in, and for a JWT authorizer the scopes the '
+            'token must grant, all of them (see Authorizers).'
+        ),
+    ),
+    Key("route", "client_cert_subject", "custom", None,
+        meaning=(
+            "A regular expression the whole subject of the client's verified certificate must match (RFC "
+            '4514, as `"CN=billing,O=Example"`), else `403 {"message":"Forbidden"}`. Needs `[server] tls` '
+            'with `client_auth` `"optional"` or `"require"`.'
+        ),
+    ),
+    Key("route", "route", "custom", None,
+        meaning=(
+            'The route key, as in AWS HTTP APIs: `METHOD /path`, where METHOD is `GET`, `HEAD`, `POST`, '
+            '`PUT`, `PATCH`, `DELETE`, `OPTIONS` or `ANY`; or `$default`, which catches every request no '
+            'other route matches. Path segments are literals, `{name}` (one non-empty segment) or, as the '
+            'last segment, `{name+}` (one or more segments, the rest of the path).'
+        ),
+    ),
+    Key("route", "integration", "custom", None,
+        meaning=(
+            'What answers the route (below).'
+        ),
+    ),
 )
 
 BY_TABLE: dict[str, dict[str, Key]] = {}
@@ -506,11 +575,16 @@ for _key in KEYS:
     BY_TABLE.setdefault(_key.table, {})[_key.name] = _key
 
 
-def reference_table(tables: tuple[str, ...], qualified: bool = False) -> str:
-    """The README's ``| key | default | meaning |`` table of ``tables``' keys; ``qualified`` names them ``table.key``."""
-    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+def reference_table(tables: tuple[str, ...], qualified: bool = False, defaults: bool = True) -> str:
+    """The README's ``| key | default | meaning |`` table of ``tables``' keys.
+
+    ``qualified`` names them ``table.key``; without ``defaults`` the table
+    has no default column (the tables of keys that have none worth one).
+    """
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"] if defaults else ["| key | meaning |", "| --- | --- |"]
     for key in KEYS:
         if key.table in tables:
             name = key.label or (f"`{key.table}.{key.name}`" if qualified else f"`{key.name}`")
-            lines.append(f"| {name} | {key.shown_default()} | {key.meaning} |")
+            default = f" {key.shown_default()} |" if defaults else ""
+            lines.append(f"| {name} |{default} {key.meaning} |")
     return "\n".join(lines)

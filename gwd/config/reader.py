@@ -643,7 +643,7 @@ class _ConfigReader:
             integration = self._integration(table.table("integration"), key, stages)
             throttle = self._limit(table, "throttle")
             client_throttle = self._client_limit(table, "client_throttle")
-            api_key_required = table.get("api_key_required", bool, False, "true or false")
+            api_key_required = table.read(BY_TABLE["route"]["api_key_required"])
             cache, cache_disabled = self._cache_policy(table)
             allow, deny = self._networks(table, "allow"), self._networks(table, "deny")
             authorizer = table.string("authorizer", None)

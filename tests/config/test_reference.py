@@ -10,29 +10,34 @@ from gwd.config.reader import load_config
 
 README = (ROOT / "README.md").read_text()
 DAEMON_WIDE = {"server", "log", "throttle", "cache", "admin", "metrics"}
+TABLES = [  # (tables, qualified names, a default column): each of the README's key tables
+    (("server",), False, True),
+    (("listener_tls",), False, True),
+    (("log",), False, True),
+    (("throttle",), False, True),
+    (("cache",), False, True),
+    (("stage",), False, True),
+    (("mock",), False, True),
+    (("http",), False, True),
+    (("backend_tls",), False, True),
+    (("cache_policy",), False, True),
+    (("jwt_authorizer",), False, True),
+    (("request_authorizer",), False, True),
+    (("admin", "metrics"), True, True),
+    (("route",), False, False),
+    (("usage_plan",), False, False),
+]
 
 
-@pytest.mark.parametrize(
-    "tables, qualified",
-    [
-        (("server",), False),
-        (("listener_tls",), False),
-        (("log",), False),
-        (("throttle",), False),
-        (("cache",), False),
-        (("stage",), False),
-        (("mock",), False),
-        (("http",), False),
-        (("backend_tls",), False),
-        (("cache_policy",), False),
-        (("jwt_authorizer",), False),
-        (("request_authorizer",), False),
-        (("admin", "metrics"), True),
-    ],
-)
-def test_the_readme_reference_table_is_the_declarations(tables, qualified):
-    table = reference_table(tables, qualified)
+@pytest.mark.parametrize("tables, qualified, defaults", TABLES)
+def test_the_readme_reference_table_is_the_declarations(tables, qualified, defaults):
+    table = reference_table(tables, qualified, defaults)
     assert table in README, f"README.md should hold this table as it is:\n{table}"
+
+
+def test_every_key_table_of_the_readme_comes_from_the_declarations():
+    headers = README.count("| key | default | meaning |") + README.count("| key | meaning |")
+    assert headers == len(TABLES)
 
 
 def test_a_config_that_sets_nothing_gets_every_declared_default(tmp_path):
@@ -96,6 +101,7 @@ def test_the_reader_refuses_a_value_past_a_declared_range(tmp_path, key):
 
 def test_every_table_with_declared_keys_is_listed():
     per_route = {"listener_tls", "stage", "mock", "http", "backend_tls", "cache_policy", "jwt_authorizer", "request_authorizer"}
+    per_route |= {"route", "usage_plan"}
     assert set(BY_TABLE) == DAEMON_WIDE | per_route
 
 
