@@ -123,7 +123,10 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             return await through(exchange, _MISS)
         if exchange.method == "HEAD":
             # Answered from a GET's entry, never the one fetching it (a HEAD's response has no body to store).
-            entry = await look_up(key) if not refresh else None
+            try:
+                entry = await look_up(key) if not refresh else None
+            except CacheUnavailable:
+                return await through(exchange, _BYPASS)
             if entry is not None:
                 return _hit(exchange, entry, time.monotonic(), counts)
             return await through(exchange, _MISS)

@@ -63,7 +63,7 @@ def test_redis_down_bypasses_and_comes_back(start_daemon, redis_server, tmp_path
         daemon = start_daemon(config(backend, redis_server.url, tmp_path / "state"), workers=1)
         assert [x_cache(daemon, "/any/x") for _ in range(2)] == ["Miss", "Hit"]
         redis_server.stop()
-        replies = [request(daemon.port, "GET", "/any/x") for _ in range(5)]
+        replies = [request(daemon.port, method, "/any/x") for method in ("GET", "GET", "HEAD", "GET", "HEAD")]
         assert [(r.status, r.headers["x-cache"]) for r in replies] == [(200, "Bypass")] * 5
         wait_for(lambda: "requests bypass it" in daemon.stderr(), 5, "the failure to be logged")
         assert daemon.worker_pids(), "the worker must keep running"
