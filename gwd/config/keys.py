@@ -46,9 +46,7 @@ class Key:
                 if value % size == 0:
                     return f'`"{value // size}{unit}"`'
             return f'`"{value}B"`'
-        if self.kind == "address":
-            return f'`"{value}"`'
-        return f'`"{value}"`'
+        return f'`"{value}"`'  # strings and addresses
 
 
 KEYS: tuple[Key, ...] = (

@@ -74,9 +74,13 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     key_headers = tuple(name.lower().encode("latin-1") for name in policy.headers)
     in_flight: dict[str, asyncio.Future[CachedResponse | None]] = {}
 
-    def bypass(exchange: Exchange) -> Response | Awaitable[Response]:
-        counts.bypass += 1
-        exchange.add_header_lines(_BYPASS)
+    def pass_on(exchange: Exchange, result: bytes) -> Response | Awaitable[Response]:
+        """The next handler's answer, counted and marked as a miss or a bypass (``result`` is ``_MISS`` or ``_BYPASS``)."""
+        if result is _MISS:
+            counts.miss += 1
+        else:
+            counts.bypass += 1
+        exchange.add_header_lines(result)
         return next_handler(exchange)
 
     def may_refresh(headers: Headers) -> bool:
@@ -91,14 +95,14 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
 
     def cached(exchange: Exchange) -> Response | Awaitable[Response]:
         if exchange.method not in _CACHEABLE_METHODS:
-            return bypass(exchange)
+            return pass_on(exchange, _BYPASS)
         headers = exchange.request.headers
         cache_control = headers.get(b"cache-control")
         refresh = cache_control is not None and _REFRESH.search(cache_control) is not None and may_refresh(headers)
         # A key that may refresh the entry only authorises that: it does not make the request its own.
         key = cache_key(exchange, policy, prefix, key_headers, key_authorises_refresh=refresh)
         if key is None:
-            return bypass(exchange)
+            return pass_on(exchange, _BYPASS)
         if not shared and not refresh:
             now = time.monotonic()
             entry = store.get(key, now)
@@ -188,13 +192,8 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             pass
 
     async def through(exchange: Exchange, result: bytes) -> Response:
-        """The backend's response, counted as a miss or (the store unavailable) a bypass."""
-        if result is _MISS:
-            counts.miss += 1
-        else:
-            counts.bypass += 1
-        exchange.add_header_lines(result)
-        response = next_handler(exchange)
+        """:func:`pass_on`, awaited."""
+        response = pass_on(exchange, result)
         return response if isinstance(response, Response) else await response
 
     return cached
