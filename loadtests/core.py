@@ -26,17 +26,14 @@ from contextlib import ExitStack
 from harness import (
     STATE,
     Target,
-    backend_server,
-    free_port,
+    backend_and_nginx_proxy,
     gwd_proxy_config,
     load_test_parser,
     measure,
-    nginx_proxy_server,
     paired_ratio,
     report,
     require_tools,
     running_gwd,
-    running_nginx,
 )
 
 OTHER_ROUTES = 1000
@@ -70,10 +67,8 @@ def main() -> int:
     parser = load_test_parser(__doc__, seconds=10, rounds=3)
     args = parser.parse_args()
     require_tools("wrk", "nginx")
-    backend_port, nginx_port = free_port(), free_port()
     with ExitStack() as stack:
-        stack.enter_context(running_nginx(backend_server(backend_port), 1, [backend_port]))
-        stack.enter_context(running_nginx(nginx_proxy_server(nginx_port, backend_port), args.workers, [nginx_port]))
+        backend_port, nginx_port = stack.enter_context(backend_and_nginx_proxy(args.workers))
         bare = stack.enter_context(running_gwd(bare_config(backend_port), args.workers))
         full = stack.enter_context(running_gwd(full_pipeline_config(backend_port), args.workers))
         cached = stack.enter_context(running_gwd(STATE + gwd_proxy_config(backend_port, 'cache = { ttl = "3600s" }\n'), args.workers))

@@ -154,6 +154,15 @@ http {{
             stop(proc)
 
 
+@contextmanager
+def backend_and_nginx_proxy(workers: int) -> Iterator[tuple[int, int]]:
+    """The reference pair every proxy benchmark measures against: (the backend's port, nginx proxying it)."""
+    backend_port, nginx_port = free_port(), free_port()
+    with running_nginx(backend_server(backend_port), 1, [backend_port]):
+        with running_nginx(nginx_proxy_server(nginx_port, backend_port), workers, [nginx_port]):
+            yield backend_port, nginx_port
+
+
 BACKEND_BODY = '{"message":"hello from the backend"}'
 
 

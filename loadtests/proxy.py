@@ -29,17 +29,15 @@ from pathlib import Path
 from typing import Iterator
 
 from harness import (
-    backend_server,
+    backend_and_nginx_proxy,
     free_port,
     gwd_proxy_config,
     load_test_parser,
     measure,
-    nginx_proxy_server,
     paired_ratio,
     report,
     require_tools,
     running_gwd,
-    running_nginx,
     stop,
     wait_for_port,
 )
@@ -78,11 +76,10 @@ def main() -> int:
     if not with_express:
         print("Express gateway skipped: needs `node` and `npm install` in loadtests/express", file=sys.stderr)
 
-    backend_port, nginx_port, express_port = free_port(), free_port(), free_port()
+    express_port = free_port()
     systems: dict[str, int] = {}
     with ExitStack() as stack:
-        stack.enter_context(running_nginx(backend_server(backend_port), 1, [backend_port]))
-        stack.enter_context(running_nginx(nginx_proxy_server(nginx_port, backend_port), args.workers, [nginx_port]))
+        backend_port, nginx_port = stack.enter_context(backend_and_nginx_proxy(args.workers))
         systems["direct backend (nginx)"] = backend_port
         systems["nginx proxy"] = nginx_port
         systems["gwd proxy"] = stack.enter_context(running_gwd(gwd_proxy_config(backend_port), args.workers))
