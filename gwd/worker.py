@@ -23,6 +23,7 @@ from gwd.http.server import HttpServer, Limits
 from gwd.http.tlsaccept import TlsListener
 from gwd.pipeline.gateway import Gateway
 from gwd.stores.buckets import BucketTable
+from gwd.stores.invocations import InvocationSlots
 from gwd.supervisor import HANDLED_SIGNALS, QUICK_DRAIN_TIMEOUT, WORKER_BOOT_ERROR
 from gwd.telemetry.accesslog import AccessLog
 from gwd.tls import listener_context
@@ -46,12 +47,14 @@ def run_worker(
     supervisor_pid: int,
     *,
     buckets: BucketTable,
+    invocations: InvocationSlots,
 ) -> int:
     """Serve until told to stop; return the process's exit code.
 
     Writes one byte to ``ready_fd`` once it accepts connections, then one
-    byte a heartbeat while the event loop runs.  ``buckets`` is the throttle
-    table the CLI created before the supervisor forked.
+    byte a heartbeat while the event loop runs.  ``buckets`` (the throttle
+    table) and ``invocations`` (running function invocations) are the
+    shared tables the CLI created before the supervisor forked.
     """
     setproctitle(f"gwd: worker {slot}")
     # Reloading and resizing are the supervisor's job; a worker must not die
@@ -61,7 +64,7 @@ def run_worker(
         signal.signal(signum, signal.SIG_IGN)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    worker = Worker(config, listeners, supervisor_pid, buckets)
+    worker = Worker(config, listeners, supervisor_pid, buckets, invocations)
     try:
         # One run of the loop from start to exit: uvloop listens for signals
         # only while it runs, and one that came between two runs would wait
@@ -96,13 +99,20 @@ class Worker:
         "_stop",
         "_drain_timeout",
         "_buckets",
+        "_invocations",
     )
 
     def __init__(
-        self, config: Config, listeners: dict[Address, socket.socket], supervisor_pid: int, buckets: BucketTable
+        self,
+        config: Config,
+        listeners: dict[Address, socket.socket],
+        supervisor_pid: int,
+        buckets: BucketTable,
+        invocations: InvocationSlots,
     ) -> None:
         self._config = config
         self._buckets = buckets
+        self._invocations = invocations
         self._listeners = listeners
         self._supervisor_pid = supervisor_pid
         self._access_log: AccessLog | None = None
@@ -147,7 +157,7 @@ class Worker:
         # The supervisor forked this process with its signals blocked: a stop
         # sent meanwhile is delivered now, to the handlers above.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-        self._gateway = Gateway(self._config, self._access_log, self._buckets)
+        self._gateway = Gateway(self._config, self._access_log, self._buckets, self._invocations)
         server_config = self._config.server
         tls = server_config.tls
         context = listener_context(tls.cert, tls.key, tls.client_ca, tls.client_auth) if tls is not None else None

@@ -123,6 +123,12 @@ KEYS: tuple[Key, ...] = (
             'The largest request body forwarded to a backend (see Request limits).'
         ),
     ),
+    Key("server", "function_threads", "integer", 32, low=1, high=1024,
+        meaning=(
+            'Threads per worker that run plain (not `async def`) Python function handlers: more invocations '
+            'at once than this wait for a thread (their `timeout` counts the wait).'
+        ),
+    ),
     Key("server", "header_timeout", "duration", 10.0, low=0.1, high=3600.0,
         meaning=(
             'A new connection must send its first complete request head within this.'
@@ -335,6 +341,61 @@ KEYS: tuple[Key, ...] = (
     Key("http", "tls", "custom", None, shown="the stage's `backend_tls`",
         meaning=(
             'How to speak TLS to an `https://` backend (below).'
+        ),
+    ),
+    Key("function", "type", "custom", None, shown='(required)',
+        meaning=(
+            '`"function"`.'
+        ),
+    ),
+    Key("function", "handler", "custom", None, shown='(required)',
+        meaning=(
+            'The handler: `"todos.get:handler"` (module, then function) or AWS\'s `"todos/get.handler"`; the '
+            'module is a `.py` file (or package) under `code_dir`. `gwd check` finds the file, compiles it and '
+            'looks for the function without running it: a missing module, a missing function or a syntax error '
+            'is reported with its file and line.'
+        ),
+    ),
+    Key("function", "payload_format", "custom", "2.0",
+        meaning=(
+            'The event the handler gets and the answer it gives: `"2.0"` (HTTP API) or `"1.0"` (REST API, '
+            'proxy integration). See Function integrations.'
+        ),
+    ),
+    Key("function", "name", "custom", None, shown='the handler, with `.`, `/` and `:` as `-`',
+        meaning=(
+            "The function's name (`[A-Za-z0-9_-]`, at most 64): in its context, its ARN, metrics and the log. "
+            'Routes naming the same function share its concurrency and must configure it alike.'
+        ),
+    ),
+    Key("function", "code_dir", "custom", None, shown="the config file's directory",
+        meaning=(
+            "Where the handler's module lives (put first on the workers' `sys.path`)."
+        ),
+    ),
+    Key("function", "timeout", "duration", 29.0, low=0.05, high=900.0,
+        meaning=(
+            'How long an invocation may take; past it the client gets `504 {"message":"Endpoint request timed '
+            'out"}` (`integrationError: "timeout"`). An `async def` handler is cancelled then; a plain one '
+            'cannot be stopped, and holds its concurrency slot until it returns.'
+        ),
+    ),
+    Key("function", "memory_mb", "integer", 128, low=128, high=10240,
+        meaning=(
+            "What the handler's `context.memory_limit_in_mb` and `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` say (not "
+            'enforced).'
+        ),
+    ),
+    Key("function", "concurrency", "integer", 1000, low=1, high=100000,
+        meaning=(
+            'The most invocations of the function at once in the daemon (all workers together, kept in shared '
+            'memory); one more gets `429 {"message":"Too Many Requests"}` at once.'
+        ),
+    ),
+    Key("function", "environment", "custom", {}, shown='`{}`',
+        meaning=(
+            "Environment variables the handler sees in `os.environ` (over the daemon's own) while it runs and "
+            'while its module is imported; values may use `${stageVariables.NAME}`.'
         ),
     ),
     Key("backend_tls", "client_cert", "custom", None, label='`client_cert`, `client_key`', shown='none',

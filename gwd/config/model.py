@@ -75,6 +75,7 @@ class ServerConfig:
     user: str | None  # started as root: the user to become once the sockets are bound
     worker_timeout: float  # a worker silent this long (stuck event loop) is killed; 0: never
     max_connections: int  # client connections a worker holds at once; 0: as many as its descriptors allow
+    function_threads: int  # threads per worker that run plain (not async) Python function handlers
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +219,24 @@ class BackendUri:
     query: str
 
 
-Integration = MockIntegration | HttpIntegration
+@dataclass(frozen=True, slots=True)
+class FunctionIntegration:
+    """A Lambda-style handler gwd runs itself, called with an AWS API Gateway event."""
+
+    name: str  # the function's name: metrics, logs, its ARN, and what shares a concurrency limit
+    handler: str  # as configured: "todos.get:handler" or AWS's "todos/get.handler"
+    module: str  # the module to import from code_dir: "todos.get"
+    function: str  # the callable's name in it
+    file: str  # the module's file, found at load
+    code_dir: str
+    payload_format: str  # "1.0" or "2.0"
+    timeout: float
+    memory_mb: int
+    concurrency: int  # invocations at once per daemon
+    environment: tuple[tuple[str, str], ...]  # values may hold ${stageVariables.NAME}
+
+
+Integration = MockIntegration | HttpIntegration | FunctionIntegration
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,11 @@ import pwd
 import re
 import ssl
 import tomllib
+from dataclasses import replace
 from importlib import resources
 from typing import Any, Callable, Mapping
 
+from gwd.config.handlers import handler_problem, module_file, split_handler
 from gwd.config.keys import BY_TABLE, Key
 from gwd.config.model import (
     DEFAULT_STAGE,
@@ -31,6 +33,7 @@ from gwd.config.model import (
     ClientLimit,
     Config,
     ConfigError,
+    FunctionIntegration,
     HttpIntegration,
     Integration,
     JwtAuthorizer,
@@ -68,6 +71,8 @@ _CLIENT_AUTH = ("none", "optional", "require")
 _JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256")
 _IDENTITY_SOURCE = re.compile(r"^(header|query):[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -413,6 +418,7 @@ class _ConfigReader:
             user=self._user(table),
             worker_timeout=self._worker_timeout(table, keys["worker_timeout"]),
             max_connections=table.read(keys["max_connections"]),
+            function_threads=table.read(keys["function_threads"]),
         )
         table.finish()
         return config
@@ -636,6 +642,7 @@ class _ConfigReader:
     ) -> tuple[RouteConfig, ...]:
         routes: list[RouteConfig] = []
         first_seen: dict[tuple, str] = {}
+        functions: dict[str, FunctionIntegration] = {}  # by name: routes naming one function must agree
         for table in tables:
             key = None
             if table.require("route", 'every route needs a key such as "GET /pets/{id}"'):
@@ -669,6 +676,12 @@ class _ConfigReader:
                 table.problem("route", f"{str(key)!r} duplicates {first_seen[shape]}")
                 continue
             first_seen[shape] = f"{table.key_path('route')} ({str(key)!r})"
+            if isinstance(integration, FunctionIntegration):
+                # The payload format is the route's integration's own (as on AWS); the rest is the function's.
+                first = functions.setdefault(integration.name, integration)
+                if replace(first, handler="", payload_format="") != replace(integration, handler="", payload_format=""):
+                    why = f"function {integration.name!r} is configured differently by another route: give this one its own name"
+                    table.problem("integration.name", why)
             routes.append(
                 RouteConfig(
                     key, integration, throttle, client_throttle, api_key_required, cache, cache_disabled, allow, deny, subject,
@@ -688,8 +701,10 @@ class _ConfigReader:
             return self._mock(table, stages)
         if kind == "http":
             return self._http(table, key, stages)
+        if kind == "function":
+            return self._function(table, stages)
         if kind is not None:
-            table.problem("type", f'unknown integration type {kind!r} (supported: "mock", "http")')
+            table.problem("type", f'unknown integration type {kind!r} (supported: "mock", "http", "function")')
         table.finish()
         return None
 
@@ -751,6 +766,62 @@ class _ConfigReader:
                 table.problem("tls", "applies to https:// backends only, and this one is http://")
                 return None
         return integration
+
+    def _function(self, table: _Table, stages: tuple[StageConfig, ...]) -> FunctionIntegration | None:
+        keys = BY_TABLE["function"]
+        handler = None
+        if table.require("handler", 'the handler to call, such as "app:handler" (app.py under code_dir)'):
+            handler = table.string("handler", None)
+        payload_format = table.string("payload_format", keys["payload_format"].default)
+        if payload_format not in ("1.0", "2.0"):
+            table.problem("payload_format", f'expected "1.0" or "2.0", got {payload_format!r}')
+        code_dir = table.string("code_dir", None)
+        code_dir = os.path.join(self.base_dir, os.path.expanduser(code_dir)) if code_dir is not None else self.base_dir
+        if not os.path.isdir(code_dir):
+            table.problem("code_dir", f"no such directory: {code_dir}")
+        name = table.string("name", None)
+        if name is not None and not _FUNCTION_NAME.fullmatch(name):
+            table.problem("name", f"expected letters, digits, - and _ (at most 64), got {name!r}")
+        timeout = table.read(keys["timeout"])
+        memory_mb = table.read(keys["memory_mb"])
+        concurrency = table.read(keys["concurrency"])
+        environment = table.string_map("environment")
+        for variable, value in environment.items():
+            if not _ENVIRONMENT_NAME.fullmatch(variable):
+                self.problem(f"{table.key_path('environment')}.{variable}", "not an environment variable name")
+            self._check_stage_variables(table, f"environment.{variable}", value, stages)
+        table.finish()
+        if handler is None:
+            return None
+        try:
+            module, function = split_handler(handler)
+        except ValueError as exc:
+            table.problem("handler", str(exc))
+            return None
+        if not os.path.isdir(code_dir):
+            return None
+        path = module_file(code_dir, module)
+        if path is None:
+            where = os.path.join(code_dir, *module.split("."))
+            table.problem("handler", f"no module {module!r}: neither {where}.py nor {where}/__init__.py exists")
+            return None
+        problem = handler_problem(path, function)
+        if problem is not None:
+            table.problem("handler", problem)
+            return None
+        return FunctionIntegration(
+            name=name or re.sub(r"[.:/]", "-", handler)[:64],
+            handler=handler,
+            module=module,
+            function=function,
+            file=path,
+            code_dir=code_dir,
+            payload_format=payload_format or "2.0",
+            timeout=timeout,
+            memory_mb=memory_mb,
+            concurrency=concurrency,
+            environment=tuple(environment.items()),
+        )
 
     def _backend_tls(self, parent: _Table, key: str) -> BackendTls | None:
         """``{ client_cert, client_key, ca, server_name, insecure_skip_verify }`` under ``key``, checked on disk."""

@@ -1,5 +1,6 @@
 """What answers a request once every stage has let it through, one module per integration type:
-``mock`` (a configured response) and ``proxy`` (an HTTP backend).
+``mock`` (a configured response), ``proxy`` (an HTTP backend) and
+``function`` (a Lambda handler gwd runs).
 
 The contract of an integration.  Its module has one builder, chosen by the
 type of the route's ``integration`` config (``gwd.pipeline.chain.INTEGRATIONS``)

@@ -26,7 +26,7 @@ from gwd.config.values import parse_backend_uri, substitute_stage_variables
 from gwd.http.message import BodyAborted, RequestBody, RequestBodyError, Response
 from gwd.http.upstream import UpstreamConnection, UpstreamError, UpstreamResponse, connection_options
 from gwd.pipeline.clientip import Networks, peer_in
-from gwd.pipeline.errors import GatewayError
+from gwd.pipeline.errors import BODY_TOO_LARGE, GatewayError, body_error
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.params import split_params
@@ -48,11 +48,6 @@ _RESPONSE_REPLACED = _HOP_BY_HOP | {b"content-length", b"server"}
 
 _VIA = {"1.1": b"1.1 gwd", "1.0": b"1.0 gwd"}
 
-
-BODY_TOO_LARGE = GatewayError(413, "Request Entity Too Large", close=True)
-BODY_TIMEOUT = GatewayError(408, "Request Timeout", close=True)
-BODY_MALFORMED = GatewayError(400, "Bad Request", close=True)
-_BODY_ERRORS = {413: BODY_TOO_LARGE, 408: BODY_TIMEOUT, 400: BODY_MALFORMED}
 
 # RFC 3986 pchar minus "/": what a path parameter may keep unencoded.
 _SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
@@ -155,7 +150,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
         except RequestBodyError as error:
             if connection is not None:
                 connection.close()
-            raise _BODY_ERRORS.get(error.status) or GatewayError(error.status, str(error), close=True) from None
+            raise body_error(error) from None
         except BaseException:
             # The client went away (cancellation) or something broke: the backend exchange is abandoned.
             if connection is not None:

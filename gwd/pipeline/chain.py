@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from gwd.config.model import HttpIntegration, MockIntegration, RouteConfig, StageConfig
-from gwd.integrations import mock, proxy
+from gwd.config.model import FunctionIntegration, HttpIntegration, MockIntegration, RouteConfig, StageConfig
+from gwd.integrations import function, mock, proxy
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
 from gwd.stages import apikeys, authorization, cache, policy, throttle
@@ -27,7 +27,11 @@ Integration = Callable[[RouteConfig, StageConfig, Resources], Handler]
 STAGES: tuple[Stage, ...] = (policy.build, authorization.build, apikeys.build, throttle.build, cache.build)
 """The stages that wrap the integration, outermost first."""
 
-INTEGRATIONS: dict[type, Integration] = {MockIntegration: mock.build, HttpIntegration: proxy.build}
+INTEGRATIONS: dict[type, Integration] = {
+    MockIntegration: mock.build,
+    HttpIntegration: proxy.build,
+    FunctionIntegration: function.build,
+}
 """Each integration's builder, by the type of its config."""
 
 

@@ -9,6 +9,7 @@ client sent no certificate, has none.  With ``client_auth = "optional"`` or
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,11 @@ class ClientCert:
     serial_number: str  # hex
     not_before: str  # ISO 8601, UTC
     not_after: str
+    pem: str  # the certificate itself, as a function's event carries it
+
+    def as_event(self) -> dict[str, object]:
+        """AWS's ``clientCert`` of a function's event: the log's fields and ``clientCertPem``."""
+        return {"clientCertPem": self.pem, **self.as_log()}
 
     def as_log(self) -> dict[str, object]:
         """AWS's ``requestContext.authentication.clientCert`` shape."""
@@ -56,6 +62,7 @@ def client_certificate(connection: HttpConnection) -> ClientCert | None:
             format(certificate.serial_number, "x"),
             certificate.not_valid_before_utc.isoformat(),
             certificate.not_valid_after_utc.isoformat(),
+            ssl.DER_cert_to_PEM_cert(der),
         )
     facts[_FACT] = found
     return found

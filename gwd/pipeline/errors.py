@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 
-from gwd.http.message import Response
+from gwd.http.message import RequestBodyError, Response
 
 _JSON = b"Content-Type: application/json\r\n"
 
@@ -34,3 +34,13 @@ class GatewayError(Exception):
 NOT_FOUND = GatewayError(404, "Not Found")
 INTERNAL_ERROR = GatewayError(500, "Internal Server Error")
 NOT_IMPLEMENTED = GatewayError(501, "Not Implemented")
+
+BODY_TOO_LARGE = GatewayError(413, "Request Entity Too Large", close=True)
+BODY_TIMEOUT = GatewayError(408, "Request Timeout", close=True)
+BODY_MALFORMED = GatewayError(400, "Bad Request", close=True)
+_BODY_ERRORS = {413: BODY_TOO_LARGE, 408: BODY_TIMEOUT, 400: BODY_MALFORMED}
+
+
+def body_error(error: RequestBodyError) -> GatewayError:
+    """What the client is answered when reading its request body failed (the connection closes after it)."""
+    return _BODY_ERRORS.get(error.status) or GatewayError(error.status, str(error), close=True)

@@ -44,6 +44,7 @@ class Exchange:
         "_own_request_id",
         "route_counts",
         "client_closed",
+        "function_name",
     )
 
     def __init__(self, request: Request, request_id: str, own_request_id: bool, started: float, started_clock: float) -> None:
@@ -79,6 +80,8 @@ class Exchange:
         self.route_counts: RouteCounts | None = None
         # The client went away before its response was all sent.
         self.client_closed = False
+        # The function a function integration invoked, for the access log.
+        self.function_name: str | None = None
         # (trace id, flags): the client's traceparent, or one started on first use (see trace()).
         self._trace: tuple[str, str] | None = None
 

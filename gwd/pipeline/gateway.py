@@ -16,7 +16,8 @@ from typing import Awaitable, Iterator, NamedTuple
 
 from gwd.authorizers.jwtauth import JwtVerifier
 from gwd.authorizers.requestauth import RequestAuthorizerClient
-from gwd.config.model import HTTP_METHODS, Address, Config, JwtAuthorizer
+from gwd.config.model import HTTP_METHODS, Address, Config, FunctionIntegration, JwtAuthorizer
+from gwd.functions.python import PythonRuntime
 from gwd.http.message import ClientGone, Request, Response
 from gwd.http.upstream import UpstreamPools
 from gwd.pipeline.chain import build_route_handler
@@ -30,6 +31,7 @@ from gwd.stages.apikeys import KeyCache
 from gwd.stages.cache import flush_prefixes
 from gwd.stores.buckets import BucketTable
 from gwd.stores.cachestore import MemoryStore, RedisStore
+from gwd.stores.invocations import InvocationSlots
 from gwd.stores.keystore import CacheFlush
 from gwd.stores.limiters import MemoryLimiter, RedisLimiter
 from gwd.telemetry.accesslog import AccessLog
@@ -65,10 +67,12 @@ class Gateway:
         "_stage_names",
         "_authorizers",
         "_metrics",
+        "_functions",
     )
 
-    def __init__(self, config: Config, access_log: AccessLog | None, buckets: BucketTable) -> None:
-        """``buckets`` is the daemon's shared throttle table (used unless Redis holds the buckets)."""
+    def __init__(self, config: Config, access_log: AccessLog | None, buckets: BucketTable, invocations: InvocationSlots) -> None:
+        """``buckets`` is the daemon's shared throttle table (used unless Redis holds the buckets), ``invocations``
+        its count of running function invocations."""
         self._pools = UpstreamPools(config.server.upstream_keepalive)
         caching = any(stage.cache for stage in config.stages) or any(route.cache for route in config.routes)
         self._cache_store: MemoryStore | RedisStore | None = None
@@ -92,6 +96,8 @@ class Gateway:
             else RequestAuthorizerClient(authorizer, config.server.trusted_proxies)
             for authorizer in config.authorizers
         }
+        functions = any(isinstance(route.integration, FunctionIntegration) for route in config.routes)
+        self._functions = PythonRuntime(config.server.function_threads) if functions else None
         resources = Resources(
             self._pools,
             self._limiter,
@@ -102,6 +108,8 @@ class Gateway:
             authorizers=self._authorizers,
             max_body=config.server.max_body,
             body_timeout=config.server.body_timeout,
+            functions=self._functions,
+            invocations=invocations if functions else None,
         )
         self._metrics = RequestMetrics(resources, config.metrics.per_key) if config.metrics.enabled else None
         metrics = self._metrics
@@ -148,6 +156,8 @@ class Gateway:
             await self._cache_store.close()
         for authorizer in self._authorizers.values():
             await authorizer.close()
+        if self._functions is not None:
+            self._functions.close()
 
     def _flush_cache(self, flush: CacheFlush) -> None:
         """Drop cached responses as ``gwd cache flush`` asked."""

@@ -14,8 +14,11 @@ from gwd.stores.cachestore import MemoryStore, RedisStore
 if TYPE_CHECKING:
     from gwd.authorizers.jwtauth import JwtVerifier
     from gwd.authorizers.requestauth import RequestAuthorizerClient
+    from gwd.functions.python import PythonRuntime
+    from gwd.integrations.function import FunctionCounts
     from gwd.stages.apikeys import KeyCache
     from gwd.stages.cache import CacheCounts
+    from gwd.stores.invocations import InvocationSlots
     from gwd.stores.limiters import MemoryLimiter, RedisLimiter
 
 
@@ -36,6 +39,11 @@ class Resources:
     cache_results: dict[tuple[str, str], CacheCounts] = field(default_factory=dict)
     # The config's [[authorizers]], by name: one verifier or client per worker, shared by routes.
     authorizers: Mapping[str, JwtVerifier | RequestAuthorizerClient] = field(default_factory=dict)
+    # Function integrations: the worker's imported handlers, the daemon's running-invocation counts
+    # (None when no route has one), and each function's counts since the last metrics flush, by name.
+    functions: PythonRuntime | None = None
+    invocations: InvocationSlots | None = None
+    function_counts: dict[str, FunctionCounts] = field(default_factory=dict)
 
     def injected_header_names(self, route: RouteConfig) -> frozenset[bytes]:
         """Lower-cased names of the headers the route's authorizer sets for the backend (removed from the client's)."""

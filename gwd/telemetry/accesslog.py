@@ -114,6 +114,10 @@ class AccessLog:
             fields["clientCert"] = exchange.client_cert.as_log()
         elif "clientCert" in fields:
             del fields["clientCert"]
+        if exchange.function_name is not None:
+            fields["functionName"] = exchange.function_name
+        elif "functionName" in fields:
+            del fields["functionName"]
         if exchange.client_closed:
             fields["clientClosed"] = True
         elif "clientClosed" in fields:

@@ -167,6 +167,8 @@ class RequestMetrics:
         for counts in self._dirty:
             counts.reset()
         self._dirty = []
+        for function in self._resources.function_counts.values():
+            function.reset()
         self._keys = {}
         resources = self._resources
         for labels, total in resources.throttled.items():
@@ -208,6 +210,15 @@ class RequestMetrics:
         if evictions != self._evictions_seen:
             additions.append((metrics.cache_evictions, evictions - self._evictions_seen))
         settings: list[tuple[Any, float]] = [(metrics.inflight, self.inflight)]
+        for name, function in resources.function_counts.items():
+            for outcome, count in function.outcomes.items():
+                if count:
+                    additions.append((metrics.function_invocations.labels(name, outcome), count))
+            if any(function.durations):
+                histograms.append((metrics.function_duration.labels(name), function.durations, function.duration_sum))
+            if function.cold_starts:
+                additions.append((metrics.function_cold_starts.labels(name), function.cold_starts))
+            settings.append((metrics.function_concurrency.labels(name), function.running))
         store = resources.cache_store
         if isinstance(store, MemoryStore):
             settings += [(metrics.cache_entries, len(store)), (metrics.cache_bytes, store.stored_bytes)]

@@ -189,6 +189,16 @@ class WorkerMetrics:
         self.api_key_requests = _counter("gwd_api_key_requests", "Requests by API key id ([metrics] per_key).", ("key_id",))
         self.inflight = _gauge("gwd_inflight_requests", "Requests being answered.")
         self.upstream_connections = _gauge("gwd_upstream_connections", "Open connections to backends.", ("backend",))
+        self.function_invocations = _counter(
+            "gwd_function_invocations", "Function invocations, by outcome.", ("function", "outcome")
+        )
+        self.function_duration = _histogram(
+            "gwd_function_duration_seconds", "Time a function's handler took, from its call to its answer.", ("function",)
+        )
+        self.function_cold_starts = _counter(
+            "gwd_function_cold_starts", "First invocations of a function in a worker (or a new runtime process).", ("function",)
+        )
+        self.function_concurrency = _gauge("gwd_function_concurrency", "Function invocations running now.", ("function",))
 
 
 class SupervisorMetrics:

@@ -19,6 +19,7 @@ TABLES = [  # (tables, qualified names, a default column): each of the README's 
     (("stage",), False, True),
     (("mock",), False, True),
     (("http",), False, True),
+    (("function",), False, True),
     (("backend_tls",), False, True),
     (("cache_policy",), False, True),
     (("jwt_authorizer",), False, True),
@@ -100,7 +101,7 @@ def test_the_reader_refuses_a_value_past_a_declared_range(tmp_path, key):
 
 
 def test_every_table_with_declared_keys_is_listed():
-    per_route = {"listener_tls", "stage", "mock", "http", "backend_tls", "cache_policy", "jwt_authorizer", "request_authorizer"}
+    per_route = {"listener_tls", "stage", "mock", "http", "function", "backend_tls", "cache_policy", "jwt_authorizer", "request_authorizer"}
     per_route |= {"route", "usage_plan"}
     assert set(BY_TABLE) == DAEMON_WIDE | per_route
 

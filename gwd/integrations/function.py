@@ -1,0 +1,132 @@
+"""Function integration: an AWS Lambda handler, run by gwd, answers the request.
+
+The request becomes an API Gateway event (payload 1.0 or 2.0, see
+:mod:`gwd.functions.events`), the handler runs in the worker
+(:mod:`gwd.functions.python`), and what it returns becomes the response by
+AWS's rules (:mod:`gwd.functions.responses`).  Failures answer as AWS's
+do: a handler that raised ``500 {"message":"Internal Server Error"}``, an
+answer the rules refuse ``502 {"message":"Internal server error"}``, one
+past the timeout ``504``, one over the function's concurrency ``429`` at
+once, each with ``integrationError`` set for the access log and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from gwd.authorizers.jwtauth import JwtVerifier
+from gwd.config.model import FunctionIntegration, RouteConfig, StageConfig
+from gwd.config.values import substitute_stage_variables
+from gwd.functions.context import function_environment
+from gwd.functions.events import event_builder
+from gwd.functions.python import FunctionFailed, FunctionTimedOut
+from gwd.functions.responses import MalformedResponse, version1_response, version2_response
+from gwd.http.message import RequestBodyError, Response
+from gwd.pipeline.errors import BODY_TOO_LARGE, GatewayError, body_error
+from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.handler import Handler
+from gwd.pipeline.resources import Resources
+from gwd.telemetry.prometheus import DURATION_BUCKETS
+
+log = logging.getLogger("gwd.function")
+
+TOO_MANY_REQUESTS = GatewayError(429, "Too Many Requests")
+HANDLER_FAILED = GatewayError(500, "Internal Server Error")
+MALFORMED = GatewayError(502, "Internal server error")
+TIMED_OUT = GatewayError(504, "Endpoint request timed out")
+OUTCOMES = ("success", "error", "timeout", "malformed", "throttled")
+
+
+class FunctionCounts:
+    """One function's invocations in this worker since the metrics last flushed them."""
+
+    __slots__ = ("outcomes", "durations", "duration_sum", "cold_starts", "running", "warm")
+
+    def __init__(self) -> None:
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.durations = [0] * (len(DURATION_BUCKETS) + 1)  # per bucket, the last one +Inf
+        self.duration_sum = 0.0
+        self.cold_starts = 0
+        self.running = 0  # invocations running in this worker now
+        self.warm = False  # this worker has run the function before
+
+    def observe(self, seconds: float) -> None:
+        index = 0
+        while index < len(DURATION_BUCKETS) and seconds > DURATION_BUCKETS[index]:
+            index += 1
+        self.durations[index] += 1
+        self.duration_sum += seconds
+
+    def reset(self) -> None:
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.durations = [0] * len(self.durations)
+        self.duration_sum = 0.0
+        self.cold_starts = 0
+
+
+def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handler:
+    """A handler invoking the route's function with each request's event."""
+    config = route.integration
+    assert isinstance(config, FunctionIntegration) and resources.functions is not None and resources.invocations is not None
+    configured = {name: substitute_stage_variables(value, stage) for name, value in config.environment}
+    environment = function_environment(config, configured)
+    function = resources.functions.load(config, environment)
+    authorizer = resources.authorizers.get(route.authorizer) if route.authorizer is not None else None
+    kind = None if authorizer is None else "jwt" if isinstance(authorizer, JwtVerifier) else "request"
+    make_event = event_builder(config.payload_format, route, stage, kind, resources.trusted_proxies)
+    to_response = version1_response if config.payload_format == "1.0" else version2_response
+    slots = resources.invocations
+    row = slots.row(config.name)
+    counts = resources.function_counts.setdefault(config.name, FunctionCounts())
+    name, limit, max_body = config.name, config.concurrency, resources.max_body
+
+    def done() -> None:
+        slots.give_back(row)
+        counts.running -= 1
+
+    async def invoke(exchange: Exchange) -> Response:
+        exchange.function_name = name
+        request = exchange.request
+        if (request.content_length or 0) > max_body:
+            raise BODY_TOO_LARGE
+        try:
+            body = await request.body.read_all() if request.has_body else b""
+        except RequestBodyError as error:
+            raise body_error(error) from None
+        if not slots.take(row, limit):
+            counts.outcomes["throttled"] += 1
+            exchange.integration_error = "throttled"
+            raise TOO_MANY_REQUESTS
+        counts.running += 1
+        if not counts.warm:
+            counts.warm = True
+            counts.cold_starts += 1
+        event = make_event(exchange, body)
+        started = time.perf_counter()
+        try:
+            output = await function.invoke(event, exchange.request_id, environment, done)
+        except FunctionTimedOut as exc:
+            log.warning("request %s: function %s %s", exchange.request_id, name, exc)
+            raise _failed(exchange, counts, "timeout", TIMED_OUT) from None
+        except FunctionFailed:
+            raise _failed(exchange, counts, "error", HANDLER_FAILED) from None
+        finally:
+            elapsed = time.perf_counter() - started
+            exchange.integration_latency = int(elapsed * 1_000_000) / 1000
+            counts.observe(elapsed)
+        try:
+            response = to_response(output)
+        except MalformedResponse as exc:
+            log.error("request %s: function %s: malformed Lambda proxy response: %s", exchange.request_id, name, exc)
+            raise _failed(exchange, counts, "malformed", MALFORMED) from None
+        counts.outcomes["success"] += 1
+        return response
+
+    return invoke
+
+
+def _failed(exchange: Exchange, counts: FunctionCounts, outcome: str, error: GatewayError) -> GatewayError:
+    counts.outcomes[outcome] += 1
+    exchange.integration_error = outcome
+    return error
