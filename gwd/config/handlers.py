@@ -27,10 +27,14 @@ def split_handler(text: str) -> tuple[str, str]:
     return match.group(1).replace("/", "."), match.group(2)
 
 
+SCRIPT_SUFFIXES = (".js", ".mjs", ".cjs")
+"""Handler files gwd runs with its Node.js bootstrap."""
+
+
 def module_file(code_dir: str, module: str) -> str | None:
-    """The file ``module`` is imported from under ``code_dir`` (a ``.py`` file or a package), or None."""
+    """The file ``module`` is loaded from under ``code_dir`` (a ``.py`` file, a package, or a Node.js file), or None."""
     base = os.path.join(code_dir, *module.split("."))
-    for path in (base + ".py", os.path.join(base, "__init__.py")):
+    for path in (base + ".py", os.path.join(base, "__init__.py"), *(base + suffix for suffix in SCRIPT_SUFFIXES)):
         if os.path.isfile(path):
             return path
     return None

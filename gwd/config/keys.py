@@ -392,6 +392,37 @@ KEYS: tuple[Key, ...] = (
             'memory); one more gets `429 {"message":"Too Many Requests"}` at once.'
         ),
     ),
+    Key("function", "runtime", "custom", None, shown='`"python"` for a `.py` handler, `"process"` for a `.js`, `.mjs` or `.cjs` one',
+        meaning=(
+            '`"python"`: the handler runs inside each worker. `"process"`: it runs in runtime processes '
+            '(below) that speak the AWS Lambda Runtime API, which gwd serves to each of them on 127.0.0.1.'
+        ),
+    ),
+    Key("function", "command", "custom", None, shown="by the handler's file",
+        meaning=(
+            "A runtime process's command (a list: program, then arguments), run in `code_dir` with the "
+            "function's environment, `_HANDLER` and `AWS_LAMBDA_RUNTIME_API`. By default, for a `.py` handler "
+            "AWS's own runtime interface client, `python3 -m awslambdaric MODULE.FUNCTION` (`pip install "
+            "awslambdaric`), and for a `.js`, `.mjs` or `.cjs` handler gwd's Node.js bootstrap, with the system's "
+            '`node`. Any custom runtime works; with a `command` the handler need not be a file gwd can find.'
+        ),
+    ),
+    Key("function", "min_instances", "integer", 0, low=0, high=64,
+        meaning=(
+            'Runtime processes each worker keeps running, started with the worker.'
+        ),
+    ),
+    Key("function", "max_instances", "integer", 2, low=1, high=256,
+        meaning=(
+            'Runtime processes each worker runs at most; more invocations at once wait (their `timeout` '
+            'counting) for one to be free. Each process started is a cold start.'
+        ),
+    ),
+    Key("function", "idle_timeout", "duration", 600.0, low=1.0, high=86400.0,
+        meaning=(
+            'A runtime process beyond `min_instances` that has had no invocation this long is stopped.'
+        ),
+    ),
     Key("function", "environment", "custom", {}, shown='`{}`',
         meaning=(
             "Environment variables the handler sees in `os.environ` (over the daemon's own) while it runs and "

@@ -227,13 +227,18 @@ class FunctionIntegration:
     handler: str  # as configured: "todos.get:handler" or AWS's "todos/get.handler"
     module: str  # the module to import from code_dir: "todos.get"
     function: str  # the callable's name in it
-    file: str  # the module's file, found at load
+    file: str  # the module's file, found at load ("": a runtime process's command knows its handler)
     code_dir: str
     payload_format: str  # "1.0" or "2.0"
     timeout: float
     memory_mb: int
     concurrency: int  # invocations at once per daemon
     environment: tuple[tuple[str, str], ...]  # values may hold ${stageVariables.NAME}
+    runtime: str = "python"  # "python": in the worker; "process": runtime processes speaking the Runtime API
+    command: tuple[str, ...] = ()  # a runtime process's command; empty: the default for the handler's file
+    min_instances: int = 0  # runtime processes per worker kept running
+    max_instances: int = 2  # runtime processes per worker at most
+    idle_timeout: float = 600.0  # runtime processes beyond min_instances idle this long are retired
 
 
 Integration = MockIntegration | HttpIntegration | FunctionIntegration

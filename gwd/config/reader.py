@@ -12,13 +12,14 @@ import ipaddress
 import os
 import pwd
 import re
+import shutil
 import ssl
 import tomllib
 from dataclasses import replace
 from importlib import resources
 from typing import Any, Callable, Mapping
 
-from gwd.config.handlers import handler_problem, module_file, split_handler
+from gwd.config.handlers import SCRIPT_SUFFIXES, handler_problem, module_file, split_handler
 from gwd.config.keys import BY_TABLE, Key
 from gwd.config.model import (
     DEFAULT_STAGE,
@@ -785,6 +786,20 @@ class _ConfigReader:
         timeout = table.read(keys["timeout"])
         memory_mb = table.read(keys["memory_mb"])
         concurrency = table.read(keys["concurrency"])
+        runtime = table.string("runtime", None)
+        if runtime not in (None, "python", "process"):
+            table.problem("runtime", f'expected "python" or "process", got {runtime!r}')
+            runtime = None
+        command = self._names(table, "command", lambda part: bool(part))
+        if command and runtime != "process":
+            table.problem("command", 'runs a runtime process: set runtime = "process"')
+        elif command and not (shutil.which(command[0]) or os.path.isfile(os.path.join(code_dir, command[0]))):
+            table.problem("command", f"no program {command[0]!r} on PATH (or in code_dir)")
+        min_instances = table.read(keys["min_instances"])
+        max_instances = table.read(keys["max_instances"])
+        if min_instances > max_instances:
+            table.problem("min_instances", f"is more than max_instances ({max_instances})")
+        idle_timeout = table.read(keys["idle_timeout"])
         environment = table.string_map("environment")
         for variable, value in environment.items():
             if not _ENVIRONMENT_NAME.fullmatch(variable):
@@ -801,26 +816,44 @@ class _ConfigReader:
         if not os.path.isdir(code_dir):
             return None
         path = module_file(code_dir, module)
-        if path is None:
+        if path is None and not command:
             where = os.path.join(code_dir, *module.split("."))
-            table.problem("handler", f"no module {module!r}: neither {where}.py nor {where}/__init__.py exists")
+            table.problem("handler", f"no module {module!r}: neither {where}.py nor {where}/__init__.py exists (nor .js, .mjs, .cjs)")
             return None
-        problem = handler_problem(path, function)
+        script = path is not None and path.endswith(SCRIPT_SUFFIXES)
+        if runtime is None:
+            runtime = "process" if script or command else "python"
+        if runtime == "python" and script:
+            table.problem("runtime", f'{path} is not Python: it runs as runtime = "process"')
+            return None
+        problem = handler_problem(path, function) if path is not None and not script else None
         if problem is not None:
             table.problem("handler", problem)
             return None
+        if runtime == "process" and not command:
+            if script and shutil.which("node") is None:
+                table.problem("handler", f"{path} needs Node.js: no node on PATH")
+                return None
+            if not script and not _module_exists("awslambdaric"):
+                table.problem("runtime", 'a Python handler in a runtime process needs awslambdaric (pip install awslambdaric), or a command')
+                return None
         return FunctionIntegration(
             name=name or re.sub(r"[.:/]", "-", handler)[:64],
             handler=handler,
             module=module,
             function=function,
-            file=path,
+            file=path or "",
             code_dir=code_dir,
             payload_format=payload_format or "2.0",
             timeout=timeout,
             memory_mb=memory_mb,
             concurrency=concurrency,
             environment=tuple(environment.items()),
+            runtime=runtime,
+            command=tuple(command),
+            min_instances=min_instances,
+            max_instances=max_instances,
+            idle_timeout=idle_timeout,
         )
 
     def _backend_tls(self, parent: _Table, key: str) -> BackendTls | None:

@@ -2,10 +2,12 @@
 
 The request becomes an API Gateway event (payload 1.0 or 2.0, see
 :mod:`gwd.functions.events`), the handler runs in the worker
-(:mod:`gwd.functions.python`), and what it returns becomes the response by
+(:mod:`gwd.functions.python`) or in runtime processes
+(:mod:`gwd.functions.processes`), and what it returns becomes the response by
 AWS's rules (:mod:`gwd.functions.responses`).  Failures answer as AWS's
 do: a handler that raised ``500 {"message":"Internal Server Error"}``, an
-answer the rules refuse ``502 {"message":"Internal server error"}``, one
+answer the rules refuse, or a runtime process that died holding it,
+``502 {"message":"Internal server error"}``, one
 past the timeout ``504``, one over the function's concurrency ``429`` at
 once, each with ``integrationError`` set for the access log and metrics.
 """
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from gwd.authorizers.jwtauth import JwtVerifier
 from gwd.config.model import FunctionIntegration, RouteConfig, StageConfig
 from gwd.config.values import substitute_stage_variables
 from gwd.functions.context import function_environment
 from gwd.functions.events import event_builder
+from gwd.functions.processes import ProcessDied
 from gwd.functions.python import FunctionFailed, FunctionTimedOut
 from gwd.functions.responses import MalformedResponse, version1_response, version2_response
 from gwd.http.message import RequestBodyError, Response
@@ -29,13 +33,17 @@ from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
 from gwd.telemetry.prometheus import DURATION_BUCKETS
 
+if TYPE_CHECKING:
+    from gwd.functions.runtimes import FunctionRuntimes
+
 log = logging.getLogger("gwd.function")
 
 TOO_MANY_REQUESTS = GatewayError(429, "Too Many Requests")
 HANDLER_FAILED = GatewayError(500, "Internal Server Error")
 MALFORMED = GatewayError(502, "Internal server error")
+PROCESS_DIED = GatewayError(502, "Internal server error")
 TIMED_OUT = GatewayError(504, "Endpoint request timed out")
-OUTCOMES = ("success", "error", "timeout", "malformed", "throttled")
+OUTCOMES = ("success", "error", "timeout", "malformed", "crashed", "throttled")
 
 
 class FunctionCounts:
@@ -71,7 +79,6 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
     assert isinstance(config, FunctionIntegration) and resources.functions is not None and resources.invocations is not None
     configured = {name: substitute_stage_variables(value, stage) for name, value in config.environment}
     environment = function_environment(config, configured)
-    function = resources.functions.load(config, environment)
     authorizer = resources.authorizers.get(route.authorizer) if route.authorizer is not None else None
     kind = None if authorizer is None else "jwt" if isinstance(authorizer, JwtVerifier) else "request"
     make_event = event_builder(config.payload_format, route, stage, kind, resources.trusted_proxies)
@@ -80,6 +87,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
     row = slots.row(config.name)
     counts = resources.function_counts.setdefault(config.name, FunctionCounts())
     name, limit, max_body = config.name, config.concurrency, resources.max_body
+    call = _caller(config, environment, resources.functions, counts)
 
     def done() -> None:
         slots.give_back(row)
@@ -99,31 +107,64 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
             exchange.integration_error = "throttled"
             raise TOO_MANY_REQUESTS
         counts.running += 1
-        if not counts.warm:
-            counts.warm = True
-            counts.cold_starts += 1
-        event = make_event(exchange, body)
         started = time.perf_counter()
         try:
-            output = await function.invoke(event, exchange.request_id, environment, done)
+            response = to_response(await call(make_event(exchange, body), exchange, done))
         except FunctionTimedOut as exc:
             log.warning("request %s: function %s %s", exchange.request_id, name, exc)
             raise _failed(exchange, counts, "timeout", TIMED_OUT) from None
         except FunctionFailed:
             raise _failed(exchange, counts, "error", HANDLER_FAILED) from None
+        except ProcessDied as exc:
+            log.error("request %s: function %s: %s", exchange.request_id, name, exc)
+            raise _failed(exchange, counts, "crashed", PROCESS_DIED) from None
+        except MalformedResponse as exc:
+            log.error("request %s: function %s: malformed Lambda proxy response: %s", exchange.request_id, name, exc)
+            raise _failed(exchange, counts, "malformed", MALFORMED) from None
         finally:
             elapsed = time.perf_counter() - started
             exchange.integration_latency = int(elapsed * 1_000_000) / 1000
             counts.observe(elapsed)
-        try:
-            response = to_response(output)
-        except MalformedResponse as exc:
-            log.error("request %s: function %s: malformed Lambda proxy response: %s", exchange.request_id, name, exc)
-            raise _failed(exchange, counts, "malformed", MALFORMED) from None
         counts.outcomes["success"] += 1
         return response
 
     return invoke
+
+
+Call = Callable[[dict[str, Any], Exchange, Callable[[], None]], Awaitable[Any]]
+
+
+def _caller(config: FunctionIntegration, environment: dict[str, str], runtimes: FunctionRuntimes, counts: FunctionCounts) -> Call:
+    """How one invocation runs: ``call(event, exchange, done)``, ``done`` once it has ended."""
+    if config.runtime == "python":
+        function = runtimes.python(config, environment)
+
+        async def in_worker(event: dict[str, Any], exchange: Exchange, done: Callable[[], None]) -> Any:
+            if not counts.warm:  # the module was imported at load: the first call is this worker's cold start
+                counts.warm = True
+                counts.cold_starts += 1
+            return await function.invoke(event, exchange.request_id, environment, done)
+
+        return in_worker
+
+    def started() -> None:
+        counts.cold_starts += 1
+
+    pool = runtimes.pool(config, environment, started)
+
+    async def in_process(event: dict[str, Any], exchange: Exchange, done: Callable[[], None]) -> Any:
+        try:
+            return await pool.invoke(event, exchange.request_id, _amazon_trace_id(exchange))
+        finally:
+            done()
+
+    return in_process
+
+
+def _amazon_trace_id(exchange: Exchange) -> str:
+    """The request's trace as ``Lambda-Runtime-Trace-Id`` carries it (X-Ray's ``Root=1-XXXXXXXX-...`` form)."""
+    trace_id, flags = exchange.trace()
+    return f"Root=1-{trace_id[:8]}-{trace_id[8:]};Sampled={1 if flags == '01' else 0}"
 
 
 def _failed(exchange: Exchange, counts: FunctionCounts, outcome: str, error: GatewayError) -> GatewayError:

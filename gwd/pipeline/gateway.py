@@ -17,7 +17,7 @@ from typing import Awaitable, Iterator, NamedTuple
 from gwd.authorizers.jwtauth import JwtVerifier
 from gwd.authorizers.requestauth import RequestAuthorizerClient
 from gwd.config.model import HTTP_METHODS, Address, Config, FunctionIntegration, JwtAuthorizer
-from gwd.functions.python import PythonRuntime
+from gwd.functions.runtimes import FunctionRuntimes
 from gwd.http.message import ClientGone, Request, Response
 from gwd.http.upstream import UpstreamPools
 from gwd.pipeline.chain import build_route_handler
@@ -97,7 +97,7 @@ class Gateway:
             for authorizer in config.authorizers
         }
         functions = any(isinstance(route.integration, FunctionIntegration) for route in config.routes)
-        self._functions = PythonRuntime(config.server.function_threads) if functions else None
+        self._functions = FunctionRuntimes(config.server.function_threads) if functions else None
         resources = Resources(
             self._pools,
             self._limiter,

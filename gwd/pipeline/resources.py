@@ -14,7 +14,7 @@ from gwd.stores.cachestore import MemoryStore, RedisStore
 if TYPE_CHECKING:
     from gwd.authorizers.jwtauth import JwtVerifier
     from gwd.authorizers.requestauth import RequestAuthorizerClient
-    from gwd.functions.python import PythonRuntime
+    from gwd.functions.runtimes import FunctionRuntimes
     from gwd.integrations.function import FunctionCounts
     from gwd.stages.apikeys import KeyCache
     from gwd.stages.cache import CacheCounts
@@ -41,7 +41,7 @@ class Resources:
     authorizers: Mapping[str, JwtVerifier | RequestAuthorizerClient] = field(default_factory=dict)
     # Function integrations: the worker's imported handlers, the daemon's running-invocation counts
     # (None when no route has one), and each function's counts since the last metrics flush, by name.
-    functions: PythonRuntime | None = None
+    functions: FunctionRuntimes | None = None
     invocations: InvocationSlots | None = None
     function_counts: dict[str, FunctionCounts] = field(default_factory=dict)
 

@@ -6,6 +6,7 @@ import base64
 import http.client
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -497,3 +498,31 @@ def test_gwd_check_names_a_missing_module_a_missing_function_and_a_syntax_error(
     assert "routes[4]" not in problems
     assert "routes[5].integration.name: function 'good-handler' is configured differently by another route" in problems
     assert "4 problems" in problems
+
+
+def test_a_reload_imports_changed_handler_code_and_refuses_a_broken_file(start_daemon, tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    handler = code / "version.py"
+    handler.write_text("def handler(event, context):\n    return {'version': 1}\n")
+    config = f"""
+[[routes]]
+route = "GET /version"
+integration = {{ type = "function", handler = "version:handler", code_dir = "{code}" }}
+
+[[routes]]
+route = "GET /node"
+integration = {{ type = "function", handler = "greet.hello", code_dir = "{HANDLERS}" }}
+"""
+    daemon = start_daemon(config, workers=2)
+    assert seen(daemon.get("/version")) == {"version": 1}
+    assert daemon.get("/node").status == 200
+    handler.write_text("def handler(event, context):\n    return {'version': 2}\n")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: all(seen(daemon.get("/version")) == {"version": 2} for _ in range(4)), 20, "the new code on every worker")
+    # A file that no longer compiles: the reload is refused, naming the line; the last good code serves on.
+    handler.write_text("def handler(event, context):\n    return {'version': 3\n")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "version.py, line 2: syntax error" in daemon.stderr(), 20, "the refused reload in the log")
+    assert all(seen(daemon.get("/version")) == {"version": 2} for _ in range(4))
+    assert daemon.get("/node").status == 200  # the runtime processes of the new workers serve too

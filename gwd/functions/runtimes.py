@@ -1,0 +1,48 @@
+"""A worker's functions, by name: Python handlers imported in the worker, and runtime process pools."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from gwd.config.handlers import SCRIPT_SUFFIXES
+from gwd.config.model import FunctionIntegration
+from gwd.functions.processes import BOOTSTRAP, ProcessPool
+from gwd.functions.python import PythonFunction, PythonRuntime
+
+
+def runtime_command(config: FunctionIntegration) -> list[str]:
+    """The command of the function's runtime processes: its own, else the default for its handler's file."""
+    if config.command:
+        return list(config.command)
+    if config.file.endswith(SCRIPT_SUFFIXES):
+        return ["node", BOOTSTRAP, config.file, config.function]
+    # AWS's runtime interface client takes "module.function" (the module importable from code_dir).
+    return [sys.executable, "-m", "awslambdaric", f"{config.module}.{config.function}"]
+
+
+class FunctionRuntimes:
+    """What runs a worker's functions; routes naming the same function share it."""
+
+    def __init__(self, threads: int) -> None:
+        self._python = PythonRuntime(threads)
+        self._pools: dict[str, ProcessPool] = {}
+
+    def python(self, config: FunctionIntegration, environment: dict[str, str]) -> PythonFunction:
+        return self._python.load(config, environment)
+
+    def pool(self, config: FunctionIntegration, environment: dict[str, str], on_start: Callable[[], None]) -> ProcessPool:
+        """The function's runtime processes in this worker (``min_instances`` of them started now)."""
+        pool = self._pools.get(config.name)
+        if pool is None:
+            environment = {**environment, "PYTHONPATH": config.code_dir}
+            pool = self._pools[config.name] = ProcessPool(
+                config, runtime_command(config), environment, config.min_instances, config.max_instances, config.idle_timeout, on_start
+            )
+            pool.open()
+        return pool
+
+    def close(self) -> None:
+        self._python.close()
+        for pool in self._pools.values():
+            pool.close()
