@@ -1,18 +1,28 @@
-"""Where a function integration's handler lives, checked without running it.
+"""Where a function integration's handler lives, and whether it loads.
 
 Every config load (``gwd check``, a start, a reload) finds the handler's
 file under ``code_dir``, compiles it, and looks for the function among the
-module's top-level names, all without importing it: importing runs the
-module's code, which belongs in the workers, and a module imported in the
-supervisor would be the one every later worker inherits, so a reload would
-not pick up a changed file.
+module's top-level names; then a short-lived Python process imports every
+Python handler the way a worker will (:func:`import_handler`, with its
+function's environment), so an exception at import time is a config error
+too, named with its file and line, and a daemon never starts workers that
+cannot load their code.  The supervisor itself never imports a handler: the
+module would be the one every later worker inherits, and a reload would not
+pick up a changed file.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
+import json
 import os
 import re
+import subprocess
+import sys
+import traceback
+from types import ModuleType
 
 _PYTHON_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _COLON_FORM = re.compile(rf"({_PYTHON_NAME}(?:\.{_PYTHON_NAME})*):({_PYTHON_NAME})")
@@ -76,3 +86,81 @@ def _top_level_names(body: list[ast.stmt]) -> set[str]:
         elif isinstance(statement, ast.With):
             names |= _top_level_names(statement.body)
     return names
+
+
+IMPORT_TIMEOUT = 60.0
+"""How long importing a config's Python handlers may take at load."""
+
+
+def import_handler(code_dir: str, module: str, file: str) -> ModuleType:
+    """The handler's module, imported from ``code_dir`` (first on ``sys.path``).
+
+    A top-level module of the same name loaded from another ``code_dir``
+    (every function's ``app.py``) is loaded again from this one's file, as a
+    module of its own; other modules its code imports by name are shared
+    by every function of the process.
+    """
+    if code_dir in sys.path:
+        sys.path.remove(code_dir)
+    sys.path.insert(0, code_dir)
+    loaded = sys.modules.get(module)
+    if loaded is None or os.path.realpath(getattr(loaded, "__file__", "") or "") == os.path.realpath(file):
+        return importlib.import_module(module)
+    if "." in module:
+        raise ImportError(f"{file}: module {module!r} is already loaded from {loaded.__file__}")
+    spec = importlib.util.spec_from_file_location(module, file)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def import_problems(handlers: list[tuple[str, str, str, str, dict[str, str]]]) -> list[str | None]:
+    """For each (code_dir, module, file, function, environment): what importing it says is wrong, or None.
+
+    The imports run in one new Python process, in order, as a worker runs
+    them, so that nothing they do stays in this one.
+    """
+    if not handlers:
+        return []
+    # The probe imports this module from wherever this gwd is, installed or not.
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "from gwd.config.handlers import _probe; _probe()"],
+            input=json.dumps(handlers),
+            capture_output=True,
+            text=True,
+            timeout=IMPORT_TIMEOUT,
+            cwd=handlers[0][0],
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        return [f"importing the handlers took longer than {IMPORT_TIMEOUT:g}s"] * len(handlers)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        why = (done.stderr.strip().splitlines() or ["no answer"])[-1]
+        return [f"importing the handlers failed: {why}"] * len(handlers)
+    return json.loads(lines[-1])
+
+
+def _probe() -> None:
+    """Import each handler named on stdin; write one JSON list of problems (or nulls) as the last line of stdout."""
+    answer = sys.stdout
+    sys.stdout = sys.stderr  # what the modules print must not mix with the answer
+    problems: list[str | None] = []
+    for code_dir, module, file, function, environment in json.load(sys.stdin):
+        saved = dict(os.environ)
+        os.environ.update(environment)
+        try:
+            loaded = import_handler(code_dir, module, file)
+            problems.append(None if callable(getattr(loaded, function, None)) else f"{file}: {function!r} is not a function")
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt at import time are the module's failures too
+            frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename.startswith(code_dir)]
+            where = f"{frames[-1].filename}, line {frames[-1].lineno}: " if frames else f"{file}: "
+            problems.append(f"importing it failed: {where}{type(exc).__name__}: {exc}")
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    answer.write("\n" + json.dumps(problems) + "\n")

@@ -19,7 +19,7 @@ from dataclasses import replace
 from importlib import resources
 from typing import Any, Callable, Mapping
 
-from gwd.config.handlers import SCRIPT_SUFFIXES, handler_problem, module_file, split_handler
+from gwd.config.handlers import SCRIPT_SUFFIXES, handler_problem, import_problems, module_file, split_handler
 from gwd.config.keys import BY_TABLE, Key
 from gwd.config.model import (
     DEFAULT_STAGE,
@@ -644,6 +644,7 @@ class _ConfigReader:
         routes: list[RouteConfig] = []
         first_seen: dict[tuple, str] = {}
         functions: dict[str, FunctionIntegration] = {}  # by name: routes naming one function must agree
+        to_import: list[tuple[str, FunctionIntegration]] = []  # Python handlers to import once the rest is valid
         for table in tables:
             key = None
             if table.require("route", 'every route needs a key such as "GET /pets/{id}"'):
@@ -680,7 +681,9 @@ class _ConfigReader:
             if isinstance(integration, FunctionIntegration):
                 # The payload format is the route's integration's own (as on AWS); the rest is the function's.
                 first = functions.setdefault(integration.name, integration)
-                if replace(first, handler="", payload_format="") != replace(integration, handler="", payload_format=""):
+                if first is integration and integration.runtime == "python":
+                    to_import.append((table.key_path("integration.handler"), integration))
+                elif replace(first, handler="", payload_format="") != replace(integration, handler="", payload_format=""):
                     why = f"function {integration.name!r} is configured differently by another route: give this one its own name"
                     table.problem("integration.name", why)
             routes.append(
@@ -689,7 +692,19 @@ class _ConfigReader:
                     authorizer, scopes,
                 )
             )
+        if to_import and not self.problems:
+            self._import_handlers(to_import, stages)
         return tuple(routes)
+
+    def _import_handlers(self, to_import: list[tuple[str, FunctionIntegration]], stages: tuple[StageConfig, ...]) -> None:
+        """Import the Python handlers in a throwaway process (with the first stage's environment): a failure is a problem."""
+        handlers = [
+            (f.code_dir, f.module, f.file, f.function, {k: substitute_stage_variables(v, stages[0]) for k, v in f.environment})
+            for _, f in to_import
+        ]
+        for (key_path, _), problem in zip(to_import, import_problems(handlers)):
+            if problem is not None:
+                self.problem(key_path, problem)
 
     def _integration(
         self, table: _Table, key: RouteKey | None, stages: tuple[StageConfig, ...]

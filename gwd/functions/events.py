@@ -59,6 +59,25 @@ def body_field(body: bytes, content_type: str | None) -> tuple[str, bool]:
     return base64.b64encode(body).decode("ascii"), True
 
 
+class _RequestTime:
+    """``requestTime`` (Common Log Format) for the current second, formatted once a second."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def of(self, epoch: float) -> str:
+        second = int(epoch)
+        if second != self._second:
+            self._second, self._text = second, format_clf_time(second)
+        return self._text
+
+
+_request_time = _RequestTime().of
+
+
 def _domain(exchange: Exchange) -> str:
     host = exchange.request.headers.text(b"host") or API_ID
     if host.startswith("["):
@@ -118,7 +137,7 @@ class _Version2:
             "requestId": exchange.request_id,
             "routeKey": self._route_key,
             "stage": self._stage,
-            "time": format_clf_time(int(started)),
+            "time": _request_time(started),
             "timeEpoch": int(started * 1000),
         }
         claims = exchange.claims
@@ -219,7 +238,7 @@ class _Version1:
             "path": full_path,
             "protocol": f"HTTP/{request.version}",
             "requestId": exchange.request_id,
-            "requestTime": format_clf_time(int(started)),
+            "requestTime": _request_time(started),
             "requestTimeEpoch": int(started * 1000),
             "resourceId": None,
             "resourcePath": self._resource,

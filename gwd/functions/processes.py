@@ -57,12 +57,13 @@ class ProcessDied(Exception):
 class Invocation:
     """One request's event, waiting for a process or held by one."""
 
-    __slots__ = ("request_id", "payload", "deadline_ms", "trace_id", "answer", "process")
+    __slots__ = ("request_id", "payload", "deadline_ms", "timeout", "trace_id", "answer", "process")
 
-    def __init__(self, request_id: str, payload: bytes, deadline_ms: int, trace_id: str) -> None:
+    def __init__(self, request_id: str, payload: bytes, timeout: float, trace_id: str) -> None:
         self.request_id = request_id
+        self.timeout = timeout
         self.payload = payload
-        self.deadline_ms = deadline_ms
+        self.deadline_ms = int((time.time() + timeout) * 1000)
         self.trace_id = trace_id
         self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.process: RuntimeProcess | None = None
@@ -261,17 +262,19 @@ class ProcessPool:
     async def invoke(self, event: dict[str, Any], request_id: str, trace_id: str) -> Any:
         """What the handler answered for ``event`` (decoded JSON); raises FunctionFailed, FunctionTimedOut or ProcessDied."""
         timeout = self.config.timeout
-        deadline_ms = int((time.time() + timeout) * 1000)
-        invocation = Invocation(request_id, orjson.dumps(event), deadline_ms, trace_id)
+        invocation = Invocation(request_id, orjson.dumps(event), timeout, trace_id)
         self._dispatch(invocation)
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, invocation)
         try:
-            body = await asyncio.wait_for(asyncio.shield(invocation.answer), timeout)
-        except asyncio.TimeoutError:
+            body = await invocation.answer
+        except FunctionTimedOut:
             self._abandon(invocation)
-            raise FunctionTimedOut(f"took longer than {timeout:g}s") from None
+            raise
         except asyncio.CancelledError:
             self._abandon(invocation)
             raise
+        finally:
+            timer.cancel()
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -378,6 +381,11 @@ class ProcessPool:
             if not invocation.answer.done():
                 invocation.answer.set_exception(ProcessDied("the worker is stopping"))
         self._queue.clear()
+
+
+def _expire(invocation: Invocation) -> None:
+    if not invocation.answer.done():
+        invocation.answer.set_exception(FunctionTimedOut(f"took longer than {invocation.timeout:g}s"))
 
 
 def _error_summary(body: bytes, error_type: str | None) -> str:

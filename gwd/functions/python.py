@@ -18,19 +18,19 @@ Child processes a handler starts get the process's environment only.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
-import importlib
-import importlib.util
 import inspect
 import io
 import logging
 import os
+import queue
 import sys
+import threading
 from collections.abc import Callable, Iterator, MutableMapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from types import ModuleType
 from typing import Any
 
+from gwd.config.handlers import import_handler
 from gwd.config.model import FunctionIntegration
 from gwd.functions.context import LambdaContext, function_arn, log_stream_name
 
@@ -103,16 +103,18 @@ class _LayeredEnviron(MutableMapping[str, str]):
 
 
 class _Output(io.TextIOBase):
-    """``sys.stdout``: a running handler's lines to the daemon log, anything else to the real stream."""
+    """``sys.stdout``: every line to the daemon log, a running handler's with its function and request id.
+
+    Nothing reaches the real stream, which may be the access log's (``access = "stdout"``):
+    a line printed by a thread a handler left running must not land among its JSON lines.
+    """
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
+        self._outside = Invocation("stdout", "-", {})  # what is printed outside any invocation
 
     def write(self, text: str) -> int:
-        invocation = _RUNNING.get()
-        if invocation is None:
-            return self._stream.write(text)
-        invocation.write(text)
+        (_RUNNING.get() or self._outside).write(text)
         return len(text)
 
     def flush(self) -> None:
@@ -159,15 +161,15 @@ class _Raised:
 class PythonFunction:
     """One handler, imported, and how to call it."""
 
-    __slots__ = ("config", "_handler", "_is_async", "_executor", "_arn", "_log_stream")
+    __slots__ = ("config", "_handler", "_is_async", "_threads", "_arn", "_log_stream")
 
-    def __init__(self, config: FunctionIntegration, environment: dict[str, str], executor: Callable[[], ThreadPoolExecutor]) -> None:
+    def __init__(self, config: FunctionIntegration, environment: dict[str, str], threads: _Threads) -> None:
         """Import the handler's module with ``environment`` in ``os.environ``; an import that fails raises."""
         _install()
         self.config = config
         token = _RUNNING.set(Invocation(config.name, "init", environment))
         try:
-            module = _import(config)
+            module = import_handler(config.code_dir, config.module, config.file)
         finally:
             _RUNNING.reset(token)
         handler = getattr(module, config.function, None)
@@ -175,7 +177,7 @@ class PythonFunction:
             raise TypeError(f"{config.file}: {config.function!r} is not a function")
         self._handler = handler
         self._is_async = inspect.iscoroutinefunction(handler)
-        self._executor = executor
+        self._threads = threads
         self._arn = function_arn(config.name)
         self._log_stream = log_stream_name()
 
@@ -192,27 +194,45 @@ class PythonFunction:
         try:
             if self._is_async:
                 try:
-                    outcome = await asyncio.wait_for(self._call_async(event, context), self.config.timeout)
+                    outcome = await self._await_handler(event, context)
                 finally:
                     done()
             else:
-                outcome = await self._call_in_thread(event, context, done)
-        except asyncio.TimeoutError:
-            raise FunctionTimedOut(f"took longer than {self.config.timeout:g}s") from None
+                outcome = await self._threads.run(self._call, event, context, self.config.timeout, done)
         finally:
             invocation.end()
             _RUNNING.reset(token)
+        if outcome is _EXPIRED:
+            raise FunctionTimedOut(f"took longer than {self.config.timeout:g}s")
         if isinstance(outcome, _Raised):
             error = outcome.error
             log.error("%s %s: the handler raised", self.config.name, request_id, exc_info=error)
             raise FunctionFailed(f"{type(error).__name__}: {error}")
         return outcome
 
-    async def _call_async(self, event: dict[str, Any], context: LambdaContext) -> Any:
+    async def _await_handler(self, event: dict[str, Any], context: LambdaContext) -> Any:
+        """Await an ``async def`` handler in the request's own task, cancelling it at the timeout (no task of its own)."""
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.config.timeout, expire)
         try:
             return await self._handler(event, context)
+        except asyncio.CancelledError:
+            if not expired:
+                raise  # the client went away, or the worker is stopping
+            task.uncancel()
+            return _EXPIRED
         except Exception as error:
-            return _Raised(error)
+            return _EXPIRED if expired else _Raised(error)
+        finally:
+            timer.cancel()
 
     def _call(self, event: dict[str, Any], context: LambdaContext) -> Any:
         try:
@@ -220,75 +240,135 @@ class PythonFunction:
         except Exception as error:
             return _Raised(error)
 
-    async def _call_in_thread(self, event: dict[str, Any], context: LambdaContext, done: Callable[[], None]) -> Any:
-        loop = asyncio.get_running_loop()
-        finished: asyncio.Future[Any] = loop.create_future()
-        running = self._executor().submit(contextvars.copy_context().run, self._call, event, context)
-        # One wake-up of the loop per invocation: the result and the end of the slot together.
-        running.add_done_callback(lambda future: loop.call_soon_threadsafe(_settle, finished, future, done))
-        try:
-            return await asyncio.wait_for(finished, self.config.timeout)
-        except BaseException:
-            running.cancel()  # not started yet: it never will be
-            raise
+
+_EXPIRED = object()
+"""What an invocation that ran past its timeout comes to."""
 
 
-def _settle(finished: asyncio.Future[Any], future: Future[Any], done: Callable[[], None]) -> None:
-    done()
-    if finished.done():
-        return
-    if future.cancelled():
-        finished.cancel()
-    elif future.exception() is not None:  # SystemExit and the like, which _call lets through
-        finished.set_result(_Raised(future.exception()))  # type: ignore[arg-type]
-    else:
-        finished.set_result(future.result())
+class _Job:
+    """One plain handler's call, queued for a thread; ``cancelled`` before it starts, it never will."""
+
+    __slots__ = ("context", "call", "event", "lambda_context", "finished", "done", "started", "cancelled")
+
+    def __init__(self, call: Callable[..., Any], event: Any, lambda_context: Any, finished: asyncio.Future[Any], done: Callable[[], None]) -> None:
+        self.context = contextvars.copy_context()
+        self.call = call
+        self.event = event
+        self.lambda_context = lambda_context
+        self.finished = finished
+        self.done = done
+        self.started = False
+        self.cancelled = False
 
 
-def _import(config: FunctionIntegration) -> ModuleType:
-    """The handler's module, imported from ``code_dir``.
+class _Threads:
+    """Threads for plain handlers: a C queue in, and results back to the loop in batches.
 
-    A top-level module of the same name loaded from another ``code_dir``
-    (every function's ``app.py``) is loaded again from this one's file, as a
-    module of its own; other modules its code imports by name are shared
-    by every function of the worker.
+    A result is queued and the loop woken only if no wake-up is pending
+    already, so many results that finish together cost one wake-up, not
+    one each (``concurrent.futures`` would wake the loop per call).  Threads
+    start as calls need them, up to ``most``.
     """
-    if config.code_dir in sys.path:
-        sys.path.remove(config.code_dir)
-    sys.path.insert(0, config.code_dir)
-    loaded = sys.modules.get(config.module)
-    if loaded is None or os.path.realpath(getattr(loaded, "__file__", "") or "") == os.path.realpath(config.file):
-        return importlib.import_module(config.module)
-    if "." in config.module:
-        raise ImportError(f"{config.file}: module {config.module!r} is already loaded from {loaded.__file__}")
-    spec = importlib.util.spec_from_file_location(config.module, config.file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+
+    def __init__(self, most: int) -> None:
+        self._most = most
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._results: collections.deque[tuple[_Job, Any]] = collections.deque()
+        self._wake_pending = False
+        self._threads: list[threading.Thread] = []
+        self._counts = threading.Lock()  # guards the two counts below, which threads and the loop both change
+        self._idle = 0  # threads waiting for a job
+        self._queued = 0  # jobs put and not yet taken
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self, call: Callable[..., Any], event: Any, lambda_context: Any, timeout: float, done: Callable[[], None]) -> Any:
+        """``call(event, lambda_context)`` in a thread; ``_EXPIRED`` past ``timeout`` (``done`` once it has really ended)."""
+        loop = self._loop = asyncio.get_running_loop()
+        finished: asyncio.Future[Any] = loop.create_future()
+        job = _Job(call, event, lambda_context, finished, done)
+        with self._counts:
+            self._queued += 1
+            more = self._queued > self._idle and len(self._threads) < self._most
+        if more:
+            thread = threading.Thread(target=self._serve, name=f"gwd-function-{len(self._threads) + 1}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        self._jobs.put(job)
+        timer = loop.call_later(timeout, _expire, job)
+        try:
+            return await finished
+        except asyncio.CancelledError:
+            if not job.started:
+                job.cancelled = True
+                done()
+            raise
+        finally:
+            timer.cancel()
+
+    def _serve(self) -> None:
+        jobs = self._jobs
+        while True:
+            with self._counts:
+                self._idle += 1
+            job = jobs.get()
+            with self._counts:
+                self._idle -= 1
+                self._queued -= 1
+            if job is None:
+                return
+            if job.cancelled:
+                continue
+            job.started = True
+            try:
+                result = job.context.run(job.call, job.event, job.lambda_context)
+            except BaseException as error:  # SystemExit and the like, which _call lets through
+                result = _Raised(error)
+            self._results.append((job, result))
+            if not self._wake_pending:
+                self._wake_pending = True
+                assert self._loop is not None
+                try:
+                    self._loop.call_soon_threadsafe(self._deliver)
+                except RuntimeError:
+                    return  # the loop is closed: the worker has gone
+
+    def _deliver(self) -> None:
+        self._wake_pending = False  # first: a result queued from now on wakes the loop again
+        results = self._results
+        while results:
+            job, result = results.popleft()
+            job.done()
+            if not job.finished.done():
+                job.finished.set_result(result)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
+def _expire(job: _Job) -> None:
+    """The call ran past its timeout: answer now; a call not started yet never runs."""
+    if not job.started:
+        job.cancelled = True
+        job.done()
+    if not job.finished.done():
+        job.finished.set_result(_EXPIRED)
 
 
 class PythonRuntime:
-    """A worker's Python handlers, each imported once, and the thread pool their plain handlers share."""
+    """A worker's Python handlers, each imported once, and the threads their plain handlers share."""
 
     def __init__(self, threads: int) -> None:
-        self._threads = threads
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads = _Threads(threads)
         self._functions: dict[str, PythonFunction] = {}
 
     def load(self, config: FunctionIntegration, environment: dict[str, str]) -> PythonFunction:
         """The function named by ``config``, imported on first use (with ``environment`` in ``os.environ``)."""
         function = self._functions.get(config.name)
         if function is None:
-            function = self._functions[config.name] = PythonFunction(config, environment, self._pool)
+            function = self._functions[config.name] = PythonFunction(config, environment, self._threads)
         return function
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="gwd-function")
-        return self._executor
 
     def close(self) -> None:
         """Stop taking work; handlers still running finish in their threads."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()

@@ -22,7 +22,7 @@ def handler(event, context):
             "client_context": context.client_context,
         },
         "environ": {name: os.environ.get(name) for name in ("GREETING", "TABLE", "AWS_LAMBDA_FUNCTION_NAME",
-                                                             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "_HANDLER")},
+                                                             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "_HANDLER", "_X_AMZN_TRACE_ID")},
         "imported_with": IMPORTED_WITH,
     }
     return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": json.dumps(seen)}

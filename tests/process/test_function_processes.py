@@ -60,6 +60,11 @@ integration = {function("answers:raises", runtime='"process"')}
     assert context["invoked_function_arn"].endswith(":function:echo-handler")
     assert 25_000 < context["remaining_ms"] <= 29_000
     assert got["environ"]["GREETING"] == "from a process" and got["imported_with"] == "from a process"
+    # The Runtime API's Lambda-Runtime-Trace-Id, which the runtime client exposes as AWS does.
+    trace_id = got["environ"]["_X_AMZN_TRACE_ID"]
+    assert trace_id.startswith("Root=1-") and trace_id.partition("-")[2].replace("-", "").startswith(
+        reply.headers["x-request-id"].replace("-", "")[:8]
+    )
 
     failed = daemon.get("/raises")
     assert (failed.status, failed.body) == (500, b'{"message":"Internal Server Error"}')
@@ -146,6 +151,21 @@ integration = {function("greet.crashes")}
     assert errors == [None, "crashed", None, "timeout", None, "crashed", None]
     # A process for the first request, one after the kill, one after the timeout.
     wait_for(lambda: total(scrape(daemon), "gwd_function_cold_starts_total", function="greet-slow") == 3, 10, "three cold starts")
+
+
+def test_a_runtime_that_cannot_load_its_handler_is_stopped_and_requests_get_502(start_daemon):
+    config = f"""
+[[routes]]
+route = "GET /missing"
+integration = {function("greet.no_such_export", timeout='"10s"')}
+"""
+    daemon = start_daemon(config, workers=1)
+    started = time.monotonic()
+    reply = daemon.get("/missing")
+    assert (reply.status, reply.body) == (502, b'{"message":"Internal server error"}')
+    assert time.monotonic() - started < 8  # the runtimes' init errors answer it, not the timeout
+    assert "cannot start: TypeError" in daemon.stderr() and "exports no function no_such_export" in daemon.stderr()
+    assert daemon.get("/missing").status == 502  # and again: the function does not wedge
 
 
 def test_min_and_max_instances_and_idle_retirement(start_daemon):

@@ -145,7 +145,7 @@ authorizer = "users"
     assert context["identity"] is None and context["client_context"] is None
     assert got["environ"] == {
         "GREETING": "hi", "TABLE": "items-prod", "AWS_LAMBDA_FUNCTION_NAME": "echo-handler",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "_HANDLER": "echo:handler",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "_HANDLER": "echo:handler", "_X_AMZN_TRACE_ID": None,
     }
     assert got["imported_with"] == "hi"  # the module was imported with the function's environment
 
@@ -474,9 +474,10 @@ integration = {function("hello:lambda_handler")}
     slow.join(30)
 
 
-def test_gwd_check_names_a_missing_module_a_missing_function_and_a_syntax_error(tmp_path):
+def test_gwd_check_names_a_missing_module_a_missing_function_a_syntax_error_and_an_import_error(tmp_path):
     (tmp_path / "good.py").write_text("def handler(event, context):\n    return {}\n")
     (tmp_path / "broken.py").write_text("def handler(event, context):\n    return {\n")
+    (tmp_path / "needs.py").write_text("import json\nimport not_installed_anywhere\n\ndef handler(event, context):\n    return {}\n")
     (tmp_path / "gwd.toml").write_text(
         '[[routes]]\nroute = "GET /a"\nintegration = { type = "function", handler = "nowhere:handler" }\n\n'
         '[[routes]]\nroute = "GET /b"\nintegration = { type = "function", handler = "good:absent" }\n\n'
@@ -485,6 +486,8 @@ def test_gwd_check_names_a_missing_module_a_missing_function_and_a_syntax_error(
         '[[routes]]\nroute = "GET /e"\nintegration = { type = "function", handler = "good:handler", payload_format = "1.0" }\n\n'
         '[[routes]]\nroute = "GET /f"\nintegration = { type = "function", handler = "good:handler", timeout = "3s" }\n'
     )
+    imports = tmp_path / "imports.toml"
+    imports.write_text('[[routes]]\nroute = "GET /g"\nintegration = { type = "function", handler = "needs:handler" }\n')
     done = subprocess.run(
         [sys.executable, "-m", "gwd", "check", "-c", str(tmp_path / "gwd.toml")], capture_output=True, text=True, cwd=ROOT, timeout=30
     )
@@ -498,6 +501,15 @@ def test_gwd_check_names_a_missing_module_a_missing_function_and_a_syntax_error(
     assert "routes[4]" not in problems
     assert "routes[5].integration.name: function 'good-handler' is configured differently by another route" in problems
     assert "4 problems" in problems
+    # Once everything else is valid, the handlers are imported (in a throwaway process): what fails there is named too.
+    done = subprocess.run(
+        [sys.executable, "-m", "gwd", "check", "-c", str(imports)], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode != 0
+    assert (
+        f"routes[0].integration.handler: importing it failed: {tmp_path}/needs.py, line 2: "
+        "ModuleNotFoundError: No module named 'not_installed_anywhere'"
+    ) in done.stderr
 
 
 def test_a_reload_imports_changed_handler_code_and_refuses_a_broken_file(start_daemon, tmp_path):
