@@ -45,7 +45,7 @@ STOP_GRACE = 2.0
 """How long a retired or stopped process has between SIGTERM and SIGKILL."""
 CRASH_WINDOW = 5.0
 CRASH_LIMIT = 3
-"""Processes that die within CRASH_WINDOW of their start, this many in a row: the queued invocations fail at once."""
+"""Processes that die within CRASH_WINDOW of their start without asking for work, this many in a row: the queued invocations fail at once."""
 _PDEATHSIG = shutil.which("setpriv")
 _API_LIMITS = Limits(header_timeout=10.0, keepalive_timeout=3600.0, body_timeout=30.0, max_body=MAX_PAYLOAD)
 
@@ -74,6 +74,7 @@ class RuntimeProcess:
 
     __slots__ = (
         "_pool", "_listener", "port", "_child", "current", "_waiter", "idle_since", "started", "pid", "_api_server", "_last_request_id",
+        "asked",
     )
 
     def __init__(self, pool: ProcessPool) -> None:
@@ -89,6 +90,7 @@ class RuntimeProcess:
         self._waiter: asyncio.Future[Invocation] | None = None
         self.idle_since = time.monotonic()
         self.started = time.monotonic()
+        self.asked = False  # it has asked for work: its runtime and handler loaded
 
     async def start(self, command: list[str], environment: dict[str, str], cwd: str) -> None:
         loop = asyncio.get_running_loop()
@@ -131,6 +133,9 @@ class RuntimeProcess:
 
     async def next_invocation(self) -> Response:
         """``GET .../invocation/next``: the next invocation, once there is one."""
+        if not self.asked:
+            self.asked = True
+            self._pool.started_one()
         if self.current is not None:
             # Asking for more without answering: what it held will never be answered.
             self._settle(ProcessDied("the runtime asked for the next invocation without answering this one"))
@@ -304,8 +309,10 @@ class ProcessPool:
                 return invocation
         return None
 
+    def started_one(self) -> None:
+        self._crashes = 0  # a process got as far as asking for work
+
     def waiting(self, process: RuntimeProcess) -> None:
-        self._crashes = 0  # it got as far as asking for work
         self._idle.append(process)
 
     def not_waiting(self, process: RuntimeProcess) -> None:
@@ -343,7 +350,7 @@ class ProcessPool:
             return
         if code != 0 or process.current is not None:
             log.warning("%s: runtime %d %s", self.config.name, process.pid, _exit_description(code))
-        if time.monotonic() - process.started < CRASH_WINDOW and process.idle_since <= process.started + 0.001:
+        if not process.asked and time.monotonic() - process.started < CRASH_WINDOW:
             self._crashed()
         if len(self._processes) + self._starting < max(self._min, min(self._max, len(self._queue))):
             self._spawn()

@@ -45,7 +45,7 @@ class FunctionTimedOut(Exception):
     """The handler did not finish within the function's timeout."""
 
 
-class Invocation:
+class HandlerRun:
     """One running handler: its function, request id and environment, and a line of output not yet ended."""
 
     __slots__ = ("function", "request_id", "environment", "_partial")
@@ -67,7 +67,7 @@ class Invocation:
             self.write("\n")
 
 
-_RUNNING: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("gwd_function_invocation", default=None)
+_RUNNING: contextvars.ContextVar[HandlerRun | None] = contextvars.ContextVar("gwd_function_invocation", default=None)
 
 
 class _LayeredEnviron(MutableMapping[str, str]):
@@ -111,7 +111,7 @@ class _Output(io.TextIOBase):
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
-        self._outside = Invocation("stdout", "-", {})  # what is printed outside any invocation
+        self._outside = HandlerRun("stdout", "-", {})  # what is printed outside any invocation
 
     def write(self, text: str) -> int:
         (_RUNNING.get() or self._outside).write(text)
@@ -167,7 +167,7 @@ class PythonFunction:
         """Import the handler's module with ``environment`` in ``os.environ``; an import that fails raises."""
         _install()
         self.config = config
-        token = _RUNNING.set(Invocation(config.name, "init", environment))
+        token = _RUNNING.set(HandlerRun(config.name, "init", environment))
         try:
             module = import_handler(config.code_dir, config.module, config.file)
         finally:
@@ -189,7 +189,7 @@ class PythonFunction:
         on until then.
         """
         context = LambdaContext(self.config, request_id, self._arn, self._log_stream)
-        invocation = Invocation(self.config.name, request_id, environment)
+        invocation = HandlerRun(self.config.name, request_id, environment)
         token = _RUNNING.set(invocation)
         try:
             if self._is_async:

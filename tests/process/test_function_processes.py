@@ -168,6 +168,36 @@ integration = {function("greet.no_such_export", timeout='"10s"')}
     assert daemon.get("/missing").status == 502  # and again: the function does not wedge
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+def test_the_runtime_api_serves_only_the_daemons_own_user(start_daemon):
+    daemon = start_daemon(f"""
+[[routes]]
+route = "GET /hello"
+integration = {function("greet.hello", min_instances="1")}
+""", workers=1)
+    [runtime] = wait_for(lambda: runtimes(daemon, "greet.js hello"), 15, "the runtime process")
+    environ = Path(f"/proc/{runtime}/environ").read_bytes().split(b"\0")
+    host, port = dict(item.split(b"=", 1) for item in environ if b"=" in item)[b"AWS_LAMBDA_RUNTIME_API"].decode().split(":")
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # another user asks for work
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            import http.client
+
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request("GET", "/2018-06-01/runtime/invocation/next")
+            os.write(write_fd, str(conn.getresponse().status).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    assert os.read(read_fd, 16) == b"403"
+    assert daemon.get("/hello").status == 200  # the gateway's own runtime still gets the work
+    wait_for(lambda: "Runtime API: refused a connection" in daemon.stderr(), 10, "the refusal in the log")
+
+
 def test_min_and_max_instances_and_idle_retirement(start_daemon):
     config = f"""
 [[routes]]
