@@ -18,3 +18,8 @@ async def stuck(event: dict) -> dict:
     """A bug seen in real code: blocking I/O inside a coroutine, which stops the worker's whole event loop."""
     time.sleep(30)
     return {"isAuthorized": True}
+
+
+def decide_typed(event: dict) -> dict:
+    """Allows everyone, with a context of several JSON types (a REST API's event carries them as strings)."""
+    return {"isAuthorized": True, "context": {"tenant": "acme", "tier": 3, "admin": True}, "principalId": "typed-user"}

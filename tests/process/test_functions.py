@@ -242,6 +242,31 @@ integration = {function("echo:handler", payload_format='"1.0"')}
     assert event["requestContext"]["identity"]["apiKey"] is None and "authorizer" not in event["requestContext"]
 
 
+def test_a_request_authorizers_context_reaches_both_payloads(start_daemon):
+    config = f"""
+[[authorizers]]
+name = "typed"
+type = "request"
+function = "tests.authorizer_function:decide_typed"
+identity_sources = ["header:Authorization"]
+
+[[routes]]
+route = "GET /v1"
+integration = {function("echo:handler", payload_format='"1.0"')}
+authorizer = "typed"
+
+[[routes]]
+route = "GET /v2"
+integration = {function("echo:handler")}
+authorizer = "typed"
+"""
+    daemon = start_daemon(config, workers=1)
+    v1 = seen(daemon.get("/v1", headers={"Authorization": "anything"}))["event"]["requestContext"]["authorizer"]
+    assert v1 == {"principalId": "typed-user", "tenant": "acme", "tier": "3", "admin": "true"}  # strings, as a REST API's
+    v2 = seen(daemon.get("/v2", headers={"Authorization": "anything"}))["event"]["requestContext"]["authorizer"]
+    assert v2 == {"lambda": {"tenant": "acme", "tier": 3, "admin": True}}  # as an HTTP API's simple response gives it
+
+
 def test_client_certificates_reach_the_event(start_daemon, tmp_path):
     pki = tmp_path / "pki"
     for args in (("init", str(pki)), ("issue", str(pki), "--name", "server", "--san", "127.0.0.1"),
