@@ -97,8 +97,8 @@ def _as_string(value: object) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-class _Version2:
-    """Events in payload format 2.0 (HTTP API)."""
+class _Builder:
+    """What both payload formats take from the route and stage, at config load."""
 
     __slots__ = ("_route_key", "_stage", "_variables", "_authorizer", "_trusted")
 
@@ -108,6 +108,12 @@ class _Version2:
         self._variables = dict(stage.variables) or None
         self._authorizer = authorizer_kind
         self._trusted = trusted
+
+
+class _Version2(_Builder):
+    """Events in payload format 2.0 (HTTP API)."""
+
+    __slots__ = ()
 
     def build(self, exchange: Exchange, body: bytes) -> dict[str, Any]:
         request = exchange.request
@@ -173,19 +179,16 @@ class _Version2:
         return event
 
 
-class _Version1:
+class _Version1(_Builder):
     """Events in payload format 1.0 (REST API, Lambda proxy integration)."""
 
-    __slots__ = ("_resource", "_stage", "_prefix", "_variables", "_authorizer", "_trusted")
+    __slots__ = ("_resource", "_prefix")
 
     def __init__(self, route: RouteConfig, stage: StageConfig, authorizer_kind: str | None, trusted: Networks) -> None:
-        key = str(route.key)
+        super().__init__(route, stage, authorizer_kind, trusted)
+        key = self._route_key
         self._resource = key if route.key.method == DEFAULT_ROUTE else key.partition(" ")[2]
-        self._stage = stage.name
         self._prefix = "" if stage.name == DEFAULT_STAGE else "/" + stage.name  # what the path loses in "path"
-        self._variables = dict(stage.variables) or None
-        self._authorizer = authorizer_kind
-        self._trusted = trusted
 
     def build(self, exchange: Exchange, body: bytes) -> dict[str, Any]:
         request = exchange.request
