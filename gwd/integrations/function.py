@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from gwd.authorizers.jwtauth import JwtVerifier
@@ -40,8 +41,8 @@ log = logging.getLogger("gwd.function")
 
 TOO_MANY_REQUESTS = GatewayError(429, "Too Many Requests")
 HANDLER_FAILED = GatewayError(500, "Internal Server Error")
-MALFORMED = GatewayError(502, "Internal server error")
-PROCESS_DIED = GatewayError(502, "Internal server error")
+NO_VALID_ANSWER = GatewayError(502, "Internal server error")
+"""A malformed answer, or a runtime process that died holding the invocation."""
 TIMED_OUT = GatewayError(504, "Endpoint request timed out")
 OUTCOMES = ("success", "error", "timeout", "malformed", "crashed", "throttled")
 
@@ -60,10 +61,7 @@ class FunctionCounts:
         self.warm = False  # this worker has run the function before
 
     def observe(self, seconds: float) -> None:
-        index = 0
-        while index < len(DURATION_BUCKETS) and seconds > DURATION_BUCKETS[index]:
-            index += 1
-        self.durations[index] += 1
+        self.durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
         self.duration_sum += seconds
 
     def reset(self) -> None:
@@ -102,6 +100,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
             body = await request.body.read_all() if request.has_body else b""
         except RequestBodyError as error:
             raise body_error(error) from None
+        event = make_event(exchange, body)
         if not slots.take(row, limit):
             counts.outcomes["throttled"] += 1
             exchange.integration_error = "throttled"
@@ -109,7 +108,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
         counts.running += 1
         started = time.perf_counter()
         try:
-            response = to_response(await call(make_event(exchange, body), exchange, done))
+            response = to_response(await call(event, exchange, done))
         except FunctionTimedOut as exc:
             log.warning("request %s: function %s %s", exchange.request_id, name, exc)
             raise _failed(exchange, counts, "timeout", TIMED_OUT) from None
@@ -117,10 +116,10 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
             raise _failed(exchange, counts, "error", HANDLER_FAILED) from None
         except ProcessDied as exc:
             log.error("request %s: function %s: %s", exchange.request_id, name, exc)
-            raise _failed(exchange, counts, "crashed", PROCESS_DIED) from None
+            raise _failed(exchange, counts, "crashed", NO_VALID_ANSWER) from None
         except MalformedResponse as exc:
             log.error("request %s: function %s: malformed Lambda proxy response: %s", exchange.request_id, name, exc)
-            raise _failed(exchange, counts, "malformed", MALFORMED) from None
+            raise _failed(exchange, counts, "malformed", NO_VALID_ANSWER) from None
         finally:
             elapsed = time.perf_counter() - started
             exchange.integration_latency = int(elapsed * 1_000_000) / 1000
