@@ -100,6 +100,9 @@ def import_handler(code_dir: str, module: str, file: str) -> ModuleType:
     module of its own; other modules its code imports by name are shared
     by every function of the process.
     """
+    # No bytecode is written for handlers: a file edited within the second its .pyc was
+    # written has the same mtime, and a reload would run the stale bytecode.
+    sys.dont_write_bytecode = True
     if code_dir in sys.path:
         sys.path.remove(code_dir)
     sys.path.insert(0, code_dir)

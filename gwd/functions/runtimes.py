@@ -35,7 +35,8 @@ class FunctionRuntimes:
         """The function's runtime processes in this worker (``min_instances`` of them started now)."""
         pool = self._pools.get(config.name)
         if pool is None:
-            environment = {**environment, "PYTHONPATH": config.code_dir}
+            # No .pyc for handlers, which a quick edit could leave stale (see gwd.config.handlers).
+            environment = {**environment, "PYTHONPATH": config.code_dir, "PYTHONDONTWRITEBYTECODE": "1"}
             pool = self._pools[config.name] = ProcessPool(
                 config, runtime_command(config), environment, config.min_instances, config.max_instances, config.idle_timeout, on_start
             )

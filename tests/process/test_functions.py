@@ -554,7 +554,9 @@ integration = {{ type = "function", handler = "greet.hello", code_dir = "{HANDLE
     daemon = start_daemon(config, workers=2)
     assert seen(daemon.get("/version")) == {"version": 1}
     assert daemon.get("/node").status == 200
+    # Rewritten at once, the same size: its mtime may be the second of the first import.
     handler.write_text("def handler(event, context):\n    return {'version': 2}\n")
+    assert not (code / "__pycache__").exists()  # no bytecode that could be mistaken for the new source
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: all(seen(daemon.get("/version")) == {"version": 2} for _ in range(4)), 20, "the new code on every worker")
     # A file that no longer compiles: the reload is refused, naming the line; the last good code serves on.
