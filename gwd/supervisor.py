@@ -431,6 +431,12 @@ class Supervisor:
                 worker.kill_at = float("inf")
                 self._signal_workers([worker], signal.SIGKILL)
 
+    def _not_listening_since(self, then: float) -> None:
+        """The supervisor read no heartbeats since ``then`` (loading a config, which imports handlers): that silence is its own."""
+        deaf = time.monotonic() - then
+        for worker in self._workers.values():
+            worker.heard_at += deaf
+
     def _kill_stuck_workers(self, now: float) -> None:
         """SIGKILL a worker silent too long: past ``worker_timeout`` once ready, :data:`BOOT_TIMEOUT` before."""
         for worker in self._workers.values():
@@ -481,14 +487,17 @@ class Supervisor:
             return
         log.info("SIGHUP: reloading %s", self._current.config.source)
         notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        loading = time.monotonic()
         try:
             config = self._load_config()
         except ConfigError as exc:
+            self._not_listening_since(loading)
             for problem in exc.problems:
                 log.error("%s", problem)
             log.error("reload failed: the config above has errors; still serving the previous config")
             self._report_reload(False)
             return
+        self._not_listening_since(loading)
         now = time.monotonic()
         if self._pending is not None:
             log.warning("a newer SIGHUP supersedes the reload in progress")

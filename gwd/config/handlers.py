@@ -88,8 +88,9 @@ def _top_level_names(body: list[ast.stmt]) -> set[str]:
     return names
 
 
-IMPORT_TIMEOUT = 60.0
-"""How long importing a config's Python handlers may take at load."""
+IMPORT_TIMEOUT = 20.0
+"""How long importing a config's Python handlers may take at load (the supervisor waits for it, so well
+under ``server.worker_timeout``'s default)."""
 
 
 def import_handler(code_dir: str, module: str, file: str) -> ModuleType:

@@ -565,3 +565,24 @@ integration = {{ type = "function", handler = "greet.hello", code_dir = "{HANDLE
     wait_for(lambda: "version.py, line 2: syntax error" in daemon.stderr(), 20, "the refused reload in the log")
     assert all(seen(daemon.get("/version")) == {"version": 2} for _ in range(4))
     assert daemon.get("/node").status == 200  # the runtime processes of the new workers serve too
+
+
+def test_a_reload_that_imports_slowly_is_not_taken_for_stuck_workers(start_daemon, tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "slow_import.py").write_text("import time\ntime.sleep(2.5)\n\ndef handler(event, context):\n    return 'ok'\n")
+    config = f"""
+[server]
+worker_timeout = "1s"
+
+[[routes]]
+route = "GET /slow"
+integration = {{ type = "function", handler = "slow_import:handler", code_dir = "{code}" }}
+"""
+    daemon = start_daemon(config, workers=2)
+    before = set(daemon.worker_pids())
+    daemon.signal(signal.SIGHUP)  # the supervisor spends 2.5 s importing the handler at load, hearing no heartbeat
+    wait_for(lambda: "reload complete" in daemon.stderr(), 30, "the reload to complete")
+    assert "sent no heartbeat" not in daemon.stderr()
+    wait_for(lambda: not before & set(daemon.worker_pids()), 30, "the old workers to drain")
+    assert daemon.get("/slow").body == b"ok"
