@@ -586,3 +586,29 @@ integration = {{ type = "function", handler = "slow_import:handler", code_dir = 
     assert "sent no heartbeat" not in daemon.stderr()
     wait_for(lambda: not before & set(daemon.worker_pids()), 30, "the old workers to drain")
     assert daemon.get("/slow").body == b"ok"
+
+
+def test_each_stage_gets_its_own_environment_and_bodies_are_limited(start_daemon):
+    config = f"""
+[server]
+max_body = "1KiB"
+
+[[stages]]
+name = "a"
+variables = {{ t = "table-a" }}
+
+[[stages]]
+name = "b"
+variables = {{ t = "table-b" }}
+
+[[routes]]
+route = "ANY /echo"
+integration = {function("echo:handler", environment='{ TABLE = "${stageVariables.t}" }')}
+"""
+    daemon = start_daemon(config, workers=1)
+    # One module in the worker, each stage's variables in os.environ while its invocations run.
+    assert [seen(daemon.get(f"/{stage}/echo"))["environ"]["TABLE"] for stage in ("a", "b", "a")] == ["table-a", "table-b", "table-a"]
+    too_big = send(daemon.port, "POST", "/a/echo", [("Content-Type", "application/octet-stream")], b"x" * 2048)
+    assert (too_big.status, too_big.body) == (413, b'{"message":"Request Entity Too Large"}')
+    head = send(daemon.port, "HEAD", "/a/echo")
+    assert head.status == 200 and head.body == b"" and int(head.headers["content-length"]) > 0
