@@ -74,7 +74,7 @@ class RuntimeProcess:
 
     __slots__ = (
         "_pool", "_listener", "port", "_child", "current", "_waiter", "idle_since", "started", "pid", "_api_server", "_last_request_id",
-        "asked",
+        "asked", "_handed_back",
     )
 
     def __init__(self, pool: ProcessPool) -> None:
@@ -91,6 +91,7 @@ class RuntimeProcess:
         self.idle_since = time.monotonic()
         self.started = time.monotonic()
         self.asked = False  # it has asked for work: its runtime and handler loaded
+        self._handed_back: asyncio.Future[Invocation] | None = None  # the offer already given to another process
 
     async def start(self, command: list[str], environment: dict[str, str], cwd: str) -> None:
         loop = asyncio.get_running_loop()
@@ -142,10 +143,13 @@ class RuntimeProcess:
         invocation = self._pool.queued()
         if invocation is None:
             self.idle_since = time.monotonic()
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter = asyncio.get_running_loop().create_future()
             self._pool.waiting(self)
             try:
-                invocation = await self._waiter
+                invocation = await waiter
+            except asyncio.CancelledError:
+                self._hand_back(waiter)  # the connection went just as an invocation was handed over
+                raise
             finally:
                 self._waiter = None
                 self._pool.not_waiting(self)
@@ -198,9 +202,18 @@ class RuntimeProcess:
     def exited(self, code: int) -> None:
         """The process is gone: what it held fails, its listener closes."""
         self._settle(ProcessDied(f"the runtime process exited ({_exit_description(code)})"))
-        if self._waiter is not None and not self._waiter.done():
+        if self._waiter is not None:
+            self._hand_back(self._waiter)
             self._waiter.cancel()
         self.close_listener()
+
+    def _hand_back(self, waiter: asyncio.Future[Invocation]) -> None:
+        """An invocation offered to this process that it will never take goes to another."""
+        if waiter.done() and not waiter.cancelled() and waiter is not self._handed_back:
+            self._handed_back = waiter
+            invocation = waiter.result()
+            if invocation.process is None and not invocation.answer.done():
+                self._pool.dispatch(invocation)
 
     def close_listener(self) -> None:
         if self._listener is not None:
@@ -268,7 +281,7 @@ class ProcessPool:
         """What the handler answered for ``event`` (decoded JSON); raises FunctionFailed, FunctionTimedOut or ProcessDied."""
         timeout = self.config.timeout
         invocation = Invocation(request_id, orjson.dumps(event), timeout, trace_id)
-        self._dispatch(invocation)
+        self.dispatch(invocation)
         timer = asyncio.get_running_loop().call_later(timeout, _expire, invocation)
         try:
             body = await invocation.answer
@@ -285,7 +298,8 @@ class ProcessPool:
         except orjson.JSONDecodeError:
             raise MalformedResponse(f"the runtime's answer is not JSON: {body[:60]!r}") from None
 
-    def _dispatch(self, invocation: Invocation) -> None:
+    def dispatch(self, invocation: Invocation) -> None:
+        """Give ``invocation`` to a waiting process, else queue it (starting a process if one more may run)."""
         while self._idle:
             if self._idle.popleft().offer(invocation):
                 return
