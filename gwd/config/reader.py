@@ -806,8 +806,8 @@ class _ConfigReader:
             table.problem("runtime", f'expected "python" or "process", got {runtime!r}')
             runtime = None
         command = self._names(table, "command", lambda part: bool(part))
-        if command and runtime != "process":
-            table.problem("command", 'runs a runtime process: set runtime = "process"')
+        if command and runtime == "python":
+            table.problem("command", 'runs a runtime process, not runtime = "python"')
         elif command and not (shutil.which(command[0]) or os.path.isfile(os.path.join(code_dir, command[0]))):
             table.problem("command", f"no program {command[0]!r} on PATH (or in code_dir)")
         min_instances = table.read(keys["min_instances"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -45,6 +46,10 @@ integration = {function("echo:handler", runtime='"process"', environment='{ GREE
 [[routes]]
 route = "GET /raises"
 integration = {function("answers:raises", runtime='"process"')}
+
+[[routes]]
+route = "GET /custom"
+integration = {function("hello.lambda_handler", command=f'["{sys.executable}", "-m", "awslambdaric", "hello.lambda_handler"]')}
 """
     daemon = start_daemon(config, workers=1)
     reply = request(daemon.port, "POST", "/echo/9?q=1", headers={"Cookie": "a=1", "Content-Type": "application/json"})
@@ -66,6 +71,9 @@ integration = {function("answers:raises", runtime='"process"')}
         reply.headers["x-request-id"].replace("-", "")[:8]
     )
 
+    # A runtime of one's own, as `command` (runtime = "process" follows from it).
+    custom = daemon.get("/custom")
+    assert custom.status == 200 and orjson.loads(custom.body)["message"] == "hello world"
     failed = daemon.get("/raises")
     assert (failed.status, failed.body) == (500, b'{"message":"Internal Server Error"}')
     request_id = failed.headers["x-request-id"]
