@@ -188,6 +188,10 @@ class RuntimeProcess:
             if invocation is not None and not invocation.answer.done():
                 invocation.answer.set_result(body)
 
+    def answered_too_large(self, most: int) -> None:
+        """An answer past the Runtime API's limit: the client gets a 502, as on AWS."""
+        self._settle(MalformedResponse(f"the answer is larger than {most} bytes"))
+
     def init_failed(self, body: bytes) -> None:
         """``POST .../init/error``: the runtime cannot run the handler; it is stopped."""
         log.error("%s: runtime %d cannot start: %s", self._pool.config.name, self.pid, _error_summary(body, None))

@@ -68,11 +68,13 @@ class RuntimeApi:
         return _problem(404, "NotFound", f"no such Runtime API resource: {method} {path}")
 
     async def _posted(self, request: Request, request_id: str | None, outcome: str) -> Response:
+        process = self._process
         try:
             body = await request.body.read_all()
         except RequestBodyError:
+            if request_id is not None and process.holds(request_id):
+                process.answered_too_large(MAX_PAYLOAD)
             return _problem(413, "RequestEntityTooLarge", f"answers are at most {MAX_PAYLOAD} bytes")
-        process = self._process
         if outcome == "init":
             process.init_failed(body)
             return _ACCEPTED

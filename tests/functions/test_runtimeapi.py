@@ -27,6 +27,9 @@ class HeldProcess:
     def init_failed(self, body: bytes) -> None:
         self.init_errors.append(body)
 
+    def answered_too_large(self, most: int) -> None:
+        self.answers.append((b"", True, f"larger than {most}"))
+
 
 def post(api: RuntimeApi, path: str, body: bytes, headers: list[tuple[bytes, bytes]] = ()):
     request = Request("POST", path.encode(), "1.1", Headers(list(headers)), body=RequestBody.complete(body))
@@ -46,6 +49,17 @@ def test_answers_for_the_held_invocation_are_taken_and_others_refused():
     assert len(process.answers) == 2
     init = post(api, "/2018-06-01/runtime/init/error", b'{"errorMessage": "no handler"}')
     assert init.status == 202 and process.init_errors == [b'{"errorMessage": "no handler"}']
+
+
+def test_an_answer_past_six_megabytes_is_refused_and_fails_the_invocation():
+    process = HeldProcess("req-1")
+    api = RuntimeApi(process)  # type: ignore[arg-type]
+    body = RequestBody(None, 6 * 1024 * 1024, 0.0)
+    body.feed(b"x" * (6 * 1024 * 1024 + 1))
+    request = Request("POST", b"/2018-06-01/runtime/invocation/req-1/response", "1.1", Headers(), body=body)
+    answer = asyncio.run(api.respond(request))
+    assert answer.status == 413 and orjson.loads(answer.body)["errorType"] == "RequestEntityTooLarge"
+    assert process.answers == [(b"", True, "larger than 6291456")]
 
 
 def test_unknown_resources_are_404():
