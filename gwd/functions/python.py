@@ -150,7 +150,7 @@ def _install() -> None:
 
 
 class _Raised:
-    """What a handler raised, carried past ``wait_for`` (whose own TimeoutError must not be confused with it)."""
+    """What a handler raised, carried out of its thread or await as a value: nothing it raises is taken for gwd's own signals."""
 
     __slots__ = ("error",)
 
