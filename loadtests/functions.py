@@ -7,8 +7,9 @@ and the same 100-byte JSON body from function integrations (payload 2.0):
 
   - a plain Python handler in the worker (its thread pool);
   - an ``async def`` handler in the worker (on its event loop);
-  - the plain handler in runtime processes run by AWS's awslambdaric,
-    two per worker (min_instances = max_instances = 2);
+  - the plain handler in runtime processes (runtime = "process"): gwd's
+    Python bootstrap, the default, and AWS's awslambdaric as a command,
+    two processes per worker each (min_instances = max_instances = 2);
   - a Node.js handler in gwd's bootstrap, two processes per worker.
 
 Each row is ``wrk -t1 -c64`` for ``--seconds`` after a warm-up, rounds
@@ -25,6 +26,7 @@ import sys
 from harness import ROOT, Target, load_test_parser, measure, paired_ratio, print_table, report, require_tools, running_gwd
 
 CODE = ROOT / "loadtests" / "functions"
+AWSLAMBDARIC = f'["{sys.executable}", "-m", "awslambdaric", "bench.handler"]'
 BODY = '{"message": "hello from a function", "items": [1, 2, 3], "padding": "' + "x" * 29 + '"}'  # as bench.py's
 
 
@@ -47,8 +49,12 @@ route = "GET /async"
 integration = {{ type = "function", handler = "bench:async_handler", code_dir = "{CODE}" }}
 
 [[routes]]
+route = "GET /process"
+integration = {{ type = "function", handler = "bench:handler", code_dir = "{CODE}", name = "bench-process", {processes} }}
+
+[[routes]]
 route = "GET /awslambdaric"
-integration = {{ type = "function", handler = "bench:handler", code_dir = "{CODE}", name = "bench-ric", {processes} }}
+integration = {{ type = "function", handler = "bench:handler", code_dir = "{CODE}", name = "bench-ric", {processes}, command = {AWSLAMBDARIC} }}
 
 [[routes]]
 route = "GET /node"
@@ -65,6 +71,7 @@ def main() -> int:
             "gwd mock route": Target(port, "/mock"),
             "gwd python, in worker": Target(port, "/python"),
             "gwd python async, worker": Target(port, "/async"),
+            "gwd python process x2": Target(port, "/process"),
             "gwd awslambdaric x2": Target(port, "/awslambdaric"),
             "gwd node bootstrap x2": Target(port, "/node"),
         }
@@ -76,7 +83,7 @@ def main() -> int:
     checks = [
         ("python handler in the worker >= 0.8x the mock route", paired_ratio(summaries["gwd python, in worker"], mock), 0.8, True),
         ("async handler in the worker >= 0.8x the mock route", paired_ratio(summaries["gwd python async, worker"], mock), 0.8, True),
-        ("awslambdaric, 2 processes per worker >= 0.25x the mock route", paired_ratio(summaries["gwd awslambdaric x2"], mock), 0.25, True),
+        ("python in runtime processes, 2 per worker >= 0.25x the mock route", paired_ratio(summaries["gwd python process x2"], mock), 0.25, True),
     ]
     return report(summaries, checks)
 

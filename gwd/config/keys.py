@@ -401,10 +401,11 @@ KEYS: tuple[Key, ...] = (
     Key("function", "command", "custom", None, shown="by the handler's file",
         meaning=(
             "A runtime process's command (a list: program, then arguments), run in `code_dir` with the "
-            "function's environment, `_HANDLER` and `AWS_LAMBDA_RUNTIME_API`. By default, for a `.py` handler "
-            "AWS's own runtime interface client, `python3 -m awslambdaric MODULE.FUNCTION` (`pip install "
-            "awslambdaric`), and for a `.js`, `.mjs` or `.cjs` handler gwd's Node.js bootstrap, with the system's "
-            '`node`. Any custom runtime works; with a `command` the handler need not be a file gwd can find.'
+            "function's environment, `_HANDLER` and `AWS_LAMBDA_RUNTIME_API`. By default gwd's own bootstraps: "
+            "for a `.py` handler its Python runtime (with gwd's interpreter), for a `.js`, `.mjs` or `.cjs` one its "
+            "Node.js runtime (with the system's `node`). AWS's own Python client is `[\"python3\", \"-m\", "
+            '\"awslambdaric\", \"MODULE.FUNCTION\"]` (`pip install awslambdaric`). Any custom runtime works; with a '
+            '`command` the handler need not be a file gwd can find.'
         ),
     ),
     Key("function", "min_instances", "integer", 0, low=0, high=64,

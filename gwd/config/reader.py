@@ -849,9 +849,6 @@ class _ConfigReader:
             if script and shutil.which("node") is None:
                 table.problem("handler", f"{path} needs Node.js: no node on PATH")
                 return None
-            if not script and not _module_exists("awslambdaric"):
-                table.problem("runtime", 'a Python handler in a runtime process needs awslambdaric (pip install awslambdaric), or a command')
-                return None
         return FunctionIntegration(
             name=name or re.sub(r"[.:/]", "-", handler)[:64],
             handler=handler,

@@ -1,8 +1,8 @@
 """Runtime processes: a function's handler run by any program that speaks the Lambda Runtime API.
 
 Each worker keeps, per function, a pool of processes running the
-function's ``command`` (AWS's ``awslambdaric`` for a Python handler, gwd's
-Node.js bootstrap for a ``.js`` or ``.mjs`` one, or any custom runtime).
+function's ``command`` (gwd's Python or Node.js bootstrap by default, AWS's
+``awslambdaric`` or any custom runtime as a ``command``).
 An invocation goes to a process waiting for work, else waits in the
 worker's queue while a new process starts (up to ``max_instances``; each
 start is a cold start).  A process that dies is replaced; the invocation it
@@ -38,8 +38,10 @@ from gwd.http.server import HttpServer, Limits
 
 log = logging.getLogger("gwd.function")
 
-BOOTSTRAP = os.path.join(os.path.dirname(__file__), "bootstrap.mjs")
-"""gwd's Node.js runtime for ``.js`` and ``.mjs`` handlers."""
+NODE_BOOTSTRAP = os.path.join(os.path.dirname(__file__), "bootstrap.mjs")
+"""gwd's Node.js runtime for ``.js``, ``.mjs`` and ``.cjs`` handlers."""
+PYTHON_BOOTSTRAP = os.path.join(os.path.dirname(__file__), "bootstrap.py")
+"""gwd's Python runtime for ``.py`` handlers in runtime processes."""
 RETIRE_CHECK_INTERVAL = 1.0
 STOP_GRACE = 2.0
 """How long a retired or stopped process has between SIGTERM and SIGKILL."""

@@ -7,7 +7,7 @@ from typing import Callable
 
 from gwd.config.handlers import SCRIPT_SUFFIXES
 from gwd.config.model import FunctionIntegration
-from gwd.functions.processes import BOOTSTRAP, ProcessPool
+from gwd.functions.processes import NODE_BOOTSTRAP, PYTHON_BOOTSTRAP, ProcessPool
 from gwd.functions.python import PythonFunction, PythonRuntime
 
 
@@ -16,9 +16,8 @@ def runtime_command(config: FunctionIntegration) -> list[str]:
     if config.command:
         return list(config.command)
     if config.file.endswith(SCRIPT_SUFFIXES):
-        return ["node", BOOTSTRAP, config.file, config.function]
-    # AWS's runtime interface client takes "module.function" (the module importable from code_dir).
-    return [sys.executable, "-m", "awslambdaric", f"{config.module}.{config.function}"]
+        return ["node", NODE_BOOTSTRAP, config.file, config.function]
+    return [sys.executable, PYTHON_BOOTSTRAP, config.module, config.function]
 
 
 class FunctionRuntimes:
