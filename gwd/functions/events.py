@@ -21,7 +21,7 @@ from gwd.authorizers.jwtauth import scopes_of
 from gwd.config.model import DEFAULT_ROUTE, DEFAULT_STAGE, RouteConfig, StageConfig
 from gwd.pipeline.clientip import Networks, client_address
 from gwd.pipeline.exchange import Exchange
-from gwd.telemetry.accesslog import format_clf_time
+from gwd.telemetry.accesslog import clf_time
 
 ACCOUNT_ID = "000000000000"
 """AWS's twelve-digit account id, which a self-hosted gateway has none of."""
@@ -57,25 +57,6 @@ def body_field(body: bytes, content_type: str | None) -> tuple[str, bool]:
         except UnicodeDecodeError:
             pass
     return base64.b64encode(body).decode("ascii"), True
-
-
-class _RequestTime:
-    """``requestTime`` (Common Log Format) for the current second, formatted once a second."""
-
-    __slots__ = ("_second", "_text")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._text = ""
-
-    def of(self, epoch: float) -> str:
-        second = int(epoch)
-        if second != self._second:
-            self._second, self._text = second, format_clf_time(second)
-        return self._text
-
-
-_request_time = _RequestTime().of
 
 
 def _domain(exchange: Exchange) -> str:
@@ -143,7 +124,7 @@ class _Version2(_Builder):
             "requestId": exchange.request_id,
             "routeKey": self._route_key,
             "stage": self._stage,
-            "time": _request_time(started),
+            "time": clf_time(started),
             "timeEpoch": int(started * 1000),
         }
         claims = exchange.claims
@@ -241,7 +222,7 @@ class _Version1(_Builder):
             "path": full_path,
             "protocol": f"HTTP/{request.version}",
             "requestId": exchange.request_id,
-            "requestTime": _request_time(started),
+            "requestTime": clf_time(started),
             "requestTimeEpoch": int(started * 1000),
             "resourceId": None,
             "resourcePath": self._resource,

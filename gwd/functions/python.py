@@ -163,7 +163,7 @@ class PythonFunction:
 
     __slots__ = ("config", "_handler", "_is_async", "_threads", "_arn", "_log_stream")
 
-    def __init__(self, config: FunctionIntegration, environment: dict[str, str], threads: _Threads) -> None:
+    def __init__(self, config: FunctionIntegration, environment: dict[str, str], threads: Threads) -> None:
         """Import the handler's module with ``environment`` in ``os.environ``; an import that fails raises."""
         _install()
         self.config = config
@@ -261,7 +261,7 @@ class _Job:
         self.cancelled = False
 
 
-class _Threads:
+class Threads:
     """Threads for plain handlers: a C queue in, and results back to the loop in batches.
 
     A result is queued and the loop woken only if no wake-up is pending
@@ -353,22 +353,3 @@ def _expire(job: _Job) -> None:
         job.done()
     if not job.finished.done():
         job.finished.set_result(_EXPIRED)
-
-
-class PythonRuntime:
-    """A worker's Python handlers, each imported once, and the threads their plain handlers share."""
-
-    def __init__(self, threads: int) -> None:
-        self._threads = _Threads(threads)
-        self._functions: dict[str, PythonFunction] = {}
-
-    def load(self, config: FunctionIntegration, environment: dict[str, str]) -> PythonFunction:
-        """The function named by ``config``, imported on first use (with ``environment`` in ``os.environ``)."""
-        function = self._functions.get(config.name)
-        if function is None:
-            function = self._functions[config.name] = PythonFunction(config, environment, self._threads)
-        return function
-
-    def close(self) -> None:
-        """Stop taking work; handlers still running finish in their threads."""
-        self._threads.close()

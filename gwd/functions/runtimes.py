@@ -8,7 +8,7 @@ from typing import Callable
 from gwd.config.handlers import SCRIPT_SUFFIXES
 from gwd.config.model import FunctionIntegration
 from gwd.functions.processes import NODE_BOOTSTRAP, PYTHON_BOOTSTRAP, ProcessPool
-from gwd.functions.python import PythonFunction, PythonRuntime
+from gwd.functions.python import PythonFunction, Threads
 
 
 def runtime_command(config: FunctionIntegration) -> list[str]:
@@ -24,11 +24,16 @@ class FunctionRuntimes:
     """What runs a worker's functions; routes naming the same function share it."""
 
     def __init__(self, threads: int) -> None:
-        self._python = PythonRuntime(threads)
+        self._threads = Threads(threads)  # what plain Python handlers run on
+        self._python: dict[str, PythonFunction] = {}
         self._pools: dict[str, ProcessPool] = {}
 
     def python(self, config: FunctionIntegration, environment: dict[str, str]) -> PythonFunction:
-        return self._python.load(config, environment)
+        """The function's Python handler, imported in this worker on first use (with ``environment`` in ``os.environ``)."""
+        function = self._python.get(config.name)
+        if function is None:
+            function = self._python[config.name] = PythonFunction(config, environment, self._threads)
+        return function
 
     def pool(self, config: FunctionIntegration, environment: dict[str, str], on_start: Callable[[], None]) -> ProcessPool:
         """The function's runtime processes in this worker (``min_instances`` of them started now)."""
@@ -43,6 +48,6 @@ class FunctionRuntimes:
         return pool
 
     def close(self) -> None:
-        self._python.close()
+        self._threads.close()  # handlers still running finish in their threads
         for pool in self._pools.values():
             pool.close()

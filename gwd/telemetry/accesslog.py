@@ -40,8 +40,6 @@ class AccessLog:
         "_chunk_limit",
         "_pending",
         "_flush_handle",
-        "_clf_second",
-        "_clf_text",
         "_failing",
         "_fields",
     )
@@ -53,8 +51,6 @@ class AccessLog:
         # Lines waiting for the next write, appended in place: no object per line to keep until then.
         self._pending = bytearray()
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._clf_second = -1
-        self._clf_text = ""
         self._failing = False
         # One line's fields, refilled for every line: making a dict of them per request costs more.
         self._fields: dict[str, object] = {}
@@ -83,15 +79,11 @@ class AccessLog:
 
     def record(self, exchange: Exchange, status: int, response_length: int, started: float, finished: float) -> None:
         """Queue the line for one finished request (times from ``time.time()``)."""
-        second = int(started)
-        if second != self._clf_second:
-            self._clf_second = second
-            self._clf_text = format_clf_time(second)
         fields = self._fields
         fields["requestId"] = exchange.request_id
         request = exchange.request
         fields["ip"] = request.remote
-        fields["requestTime"] = self._clf_text
+        fields["requestTime"] = clf_time(started)
         fields["requestTimeEpoch"] = int(started * 1000)
         fields["httpMethod"] = exchange.method
         fields["routeKey"] = exchange.route_key
@@ -162,6 +154,26 @@ class AccessLog:
             chunks.append(view[start:end])
             start = end
         return chunks
+
+
+class _ClfTime:
+    """The Common Log Format time of the current second, formatted once a second (the access log and function events share it)."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def of(self, epoch: float) -> str:
+        second = int(epoch)
+        if second != self._second:
+            self._second, self._text = second, format_clf_time(second)
+        return self._text
+
+
+clf_time = _ClfTime().of
+"""``requestTime`` for a time from ``time.time()``."""
 
 
 def format_clf_time(epoch_second: int) -> str:
