@@ -104,8 +104,11 @@ def test_each_layer_knows_nothing_of_the_layers_above_it():
             package = name.rsplit(".", 1)[0]
             assert not {m for m in graph[name] if m.startswith(package + ".")}, name
         if name.startswith("gwd.config"):
-            # Config is data: reading it starts nothing (TLS files are checked with gwd.tls).
-            assert reached <= {m for m in graph if m.startswith("gwd.config")} | {"gwd.tls"}, name
+            # Config is data: reading it starts nothing (TLS files are checked with gwd.tls, templates compiled with gwd.mapping.vtl).
+            assert reached <= {m for m in graph if m.startswith("gwd.config")} | {"gwd.tls", "gwd.mapping.vtl"}, name
+        if name.startswith("gwd.mapping"):
+            # Templates are text in, text out: they know nothing of requests, stages or processes.
+            assert not {m for m in reached if m.startswith("gwd.") and not m.startswith("gwd.mapping")}, name
         if name.startswith("gwd.stores"):
             # Stores keep state; a stage turns what they answer into a response.
             assert not {m for m in reached if m.startswith(("gwd.http", "gwd.pipeline", "gwd.stages", "gwd.integrations"))}, name

@@ -430,6 +430,117 @@ KEYS: tuple[Key, ...] = (
             'while its module is imported; values may use `${stageVariables.NAME}`.'
         ),
     ),
+    Key("aws", "type", "custom", None, shown='(required)',
+        meaning=(
+            '`"aws"`.'
+        ),
+    ),
+    Key("aws", "service", "custom", None, shown='(required)',
+        meaning=(
+            "The service as botocore names it (`\"dynamodb\"`, `\"sqs\"`, `\"sns\"`, `\"kinesis\"`, `\"s3\"`, ...). "
+            "Its protocol comes from botocore's model: JSON services get `X-Amz-Target` and "
+            '`Content-Type: application/x-amz-json-1.0` (or 1.1), query services a form body with `Action` and '
+            '`Version`, REST services (S3) a path and method.'
+        ),
+    ),
+    Key("aws", "action", "custom", None, shown='(required for JSON and query services)',
+        meaning=(
+            'The operation (`"PutItem"`, `"Query"`): checked against the service\'s model at load. The '
+            "request template's output is its input."
+        ),
+    ),
+    Key("aws", "path", "custom", None, shown='(required for REST services)',
+        meaning=(
+            'A REST service\'s request path, with the route\'s `{param}` slots: `"/my-bucket/{key}"` for S3.'
+        ),
+    ),
+    Key("aws", "method", "custom", "GET",
+        meaning=(
+            "The HTTP method for `path` (actions are always `POST`)."
+        ),
+    ),
+    Key("aws", "region", "custom", None, shown='`AWS_REGION`, else `"us-east-1"`',
+        meaning=(
+            'The region in the signature (and in the default endpoint).'
+        ),
+    ),
+    Key("aws", "endpoint", "custom", None, shown="the service's AWS endpoint for the region",
+        meaning=(
+            '`scheme://host[:port]`: a local emulator, DynamoDB Local, ScyllaDB Alternator, MinIO, or any '
+            'compatible service.'
+        ),
+    ),
+    Key("aws", "credentials", "custom", "env",
+        meaning=(
+            '`"env"` (the daemon\'s `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), '
+            '`"profile:NAME"` (the shared credentials and config files), or `{ access_key_id_env = "...", '
+            'secret_access_key_env = "...", session_token_env = "..." }` (the names of variables holding them). '
+            "Checked at load; signed with botocore's Signature Version 4 signer. Keys never reach the log."
+        ),
+    ),
+    Key("aws", "timeout", "duration", 29.0, low=0.05, high=3600.0,
+        meaning=(
+            'How long the service may take to answer (then `504`).'
+        ),
+    ),
+    Key("aws", "connect_timeout", "duration", 5.0, low=0.05, high=600.0,
+        meaning=(
+            'How long connecting to the endpoint may take (then `504`).'
+        ),
+    ),
+    Key("aws", "tls", "custom", None, shown='none',
+        meaning=(
+            'Backend TLS for an https endpoint, as `http`\'s.'
+        ),
+    ),
+    Key("mapping", "request_templates", "custom", {}, shown='`{}`',
+        meaning=(
+            'VTL templates by the request\'s media type (`{ "application/json" = "..." }`, or `"@file.vtl"` '
+            "relative to the config): the output is the integration's request body (a function's event). A "
+            'request with no `Content-Type` counts as `application/json`.'
+        ),
+    ),
+    Key("mapping", "passthrough_behavior", "custom", "when_no_match",
+        meaning=(
+            'A request whose media type has no template: `"when_no_match"` passes its body through, '
+            '`"when_no_templates"` passes it only when no template is configured at all, `"never"` refuses it; '
+            'refused is `415 {"message":"Unsupported Media Type"}`.'
+        ),
+    ),
+    Key("mapping", "response_templates", "custom", {}, shown='`{}`',
+        meaning=(
+            "VTL templates for the integration's answer, by media type: the default integration response's "
+            "templates. The one named by the client's `Accept` is used, else the first; it sets `Content-Type`."
+        ),
+    ),
+    Key("mapping", "responses", "custom", (), shown='`[]`',
+        meaning=(
+            'Integration responses, tried in order (below); an entry without `selection_pattern` is the '
+            'default.'
+        ),
+    ),
+    Key("integration_response", "selection_pattern", "custom", None, shown='none (the default entry)',
+        meaning=(
+            "A regular expression the whole status of an `http`, `aws` or `mock` answer (`\"4\\\\d{2}\"`), or "
+            "a function error's `errorMessage` (`\"NotFound.*\"`), must match."
+        ),
+    ),
+    Key("integration_response", "status", "custom", None, shown="the integration's own",
+        meaning=(
+            "The client's status."
+        ),
+    ),
+    Key("integration_response", "templates", "custom", {}, shown='`{}`',
+        meaning=(
+            'Response templates by media type, as `response_templates`; none: the body passes through.'
+        ),
+    ),
+    Key("integration_response", "headers", "custom", {}, shown='`{}`',
+        meaning=(
+            "Headers of the client's response: `{ \"X-Source\" = \"'gwd'\" }` (a quoted literal) or "
+            '`"integration.response.header.NAME"` (the integration\'s header).'
+        ),
+    ),
     Key("backend_tls", "client_cert", "custom", None, label='`client_cert`, `client_key`', shown='none',
         meaning=(
             'The certificate (PEM, chain allowed) and private key gwd presents to a backend that asks for '

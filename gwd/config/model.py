@@ -191,11 +191,39 @@ class RouteKey:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateSource:
+    """A mapping template's text, and where it came from (a file, or the config key holding it) for messages."""
+
+    text: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationResponse:
+    """How a non-proxy integration's answer becomes the client's response (AWS's integration response)."""
+
+    selection_pattern: str | None  # a regex the whole status (a function's errorMessage) must match; None: the default
+    status: int | None  # the client's status; None: the integration's own
+    templates: tuple[tuple[str, TemplateSource], ...]  # (content type, template)
+    headers: tuple[tuple[str, str], ...]  # (header, "'literal'" or "integration.response.header.NAME")
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationMapping:
+    """What makes an integration non-proxy: request templates and integration responses."""
+
+    request_templates: tuple[tuple[str, TemplateSource], ...]  # (content type, template)
+    passthrough_behavior: str  # "when_no_match", "when_no_templates" or "never"
+    responses: tuple[IntegrationResponse, ...]  # in order; at most one default (no selection_pattern)
+
+
+@dataclass(frozen=True, slots=True)
 class MockIntegration:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: str
     delay: float
+    mapping: IntegrationMapping | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +234,7 @@ class HttpIntegration:
     connect_timeout: float
     preserve_host: bool
     tls: BackendTls | None = None  # overrides the stage's backend_tls
+    mapping: IntegrationMapping | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +268,42 @@ class FunctionIntegration:
     min_instances: int = 0  # runtime processes per worker kept running
     max_instances: int = 2  # runtime processes per worker at most
     idle_timeout: float = 600.0  # runtime processes beyond min_instances idle this long are retired
+    mapping: IntegrationMapping | None = None  # set: a non-proxy integration (the event is the request template's output)
 
 
-Integration = MockIntegration | HttpIntegration | FunctionIntegration
+@dataclass(frozen=True, slots=True)
+class AwsCredentials:
+    """Where an AWS integration's keys come from; the keys themselves are read by the integration, never kept here."""
+
+    source: str  # "env" (the daemon's AWS_* variables), "profile" (a shared-credentials profile) or "variables"
+    profile: str | None = None
+    access_key_id_env: str | None = None  # "variables": the names of the variables holding them
+    secret_access_key_env: str | None = None
+    session_token_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AwsIntegration:
+    """A call to an AWS service (or a compatible one) signed with Signature Version 4."""
+
+    service: str  # botocore's name: "dynamodb", "sqs", "s3", ...
+    action: str | None  # an operation of a JSON or query protocol service ("PutItem")
+    path: str | None  # a REST protocol service's (S3's) path, with {param} slots
+    method: str  # the HTTP method for ``path``; POST for actions
+    region: str
+    endpoint: str  # scheme://host[:port]; "": the service's own AWS endpoint for the region
+    credentials: AwsCredentials
+    timeout: float
+    connect_timeout: float
+    protocol: str  # the service's: "json", "query", "rest-json" or "rest-xml"
+    target: str  # "json": the X-Amz-Target prefix ("DynamoDB_20120810"); "query": the API version
+    json_version: str  # "json": the Content-Type's version ("1.0")
+    signing_name: str  # the service name in the signature's scope
+    tls: BackendTls | None = None
+    mapping: IntegrationMapping | None = None
+
+
+Integration = MockIntegration | HttpIntegration | FunctionIntegration | AwsIntegration
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,10 @@ from dataclasses import replace
 from importlib import resources
 from typing import Any, Callable, Mapping
 
+from gwd.config.aws import PROTOCOLS, default_region, read_credentials, read_endpoint, read_target, service_model
 from gwd.config.handlers import SCRIPT_SUFFIXES, handler_problem, import_problems, module_file, split_handler
 from gwd.config.keys import BY_TABLE, Key
+from gwd.config.mapping import read_mapping
 from gwd.config.model import (
     DEFAULT_STAGE,
     HTTP_METHODS,
@@ -28,6 +30,7 @@ from gwd.config.model import (
     Address,
     AdminConfig,
     Authorizer,
+    AwsIntegration,
     BackendTls,
     CacheConfig,
     CachePolicy,
@@ -683,7 +686,9 @@ class _ConfigReader:
                 first = functions.setdefault(integration.name, integration)
                 if first is integration and integration.runtime == "python":
                     to_import.append((table.key_path("integration.handler"), integration))
-                elif replace(first, handler="", payload_format="") != replace(integration, handler="", payload_format=""):
+                elif replace(first, handler="", payload_format="", mapping=None) != replace(
+                    integration, handler="", payload_format="", mapping=None
+                ):
                     why = f"function {integration.name!r} is configured differently by another route: give this one its own name"
                     table.problem("integration.name", why)
             routes.append(
@@ -719,8 +724,10 @@ class _ConfigReader:
             return self._http(table, key, stages)
         if kind == "function":
             return self._function(table, stages)
+        if kind == "aws":
+            return self._aws(table, key)
         if kind is not None:
-            table.problem("type", f'unknown integration type {kind!r} (supported: "mock", "http", "function")')
+            table.problem("type", f'unknown integration type {kind!r} (supported: "mock", "http", "function", "aws")')
         table.finish()
         return None
 
@@ -740,11 +747,12 @@ class _ConfigReader:
         body = table.read(keys["body"])
         delay = table.read(keys["delay"])
         self._check_stage_variables(table, "body", body, stages)
+        mapping = read_mapping(table, self.base_dir)
         table.finish()
         lowered = {name.lower() for name in headers}
         if "content-type" not in lowered:
             headers["content-type"] = "application/json"
-        return MockIntegration(status=status, headers=tuple(headers.items()), body=body, delay=delay)
+        return MockIntegration(status=status, headers=tuple(headers.items()), body=body, delay=delay, mapping=mapping)
 
     def _http(self, table: _Table, key: RouteKey | None, stages: tuple[StageConfig, ...]) -> HttpIntegration | None:
         uri = None
@@ -760,6 +768,7 @@ class _ConfigReader:
             connect_timeout=table.read(BY_TABLE["http"]["connect_timeout"]),
             preserve_host=table.read(BY_TABLE["http"]["preserve_host"]),
             tls=self._backend_tls(table, "tls"),
+            mapping=read_mapping(table, self.base_dir),
         )
         table.finish()
         if uri is None or not self._check_stage_variables(table, "uri", uri, stages):
@@ -820,6 +829,7 @@ class _ConfigReader:
             if not _ENVIRONMENT_NAME.fullmatch(variable):
                 self.problem(f"{table.key_path('environment')}.{variable}", "not an environment variable name")
             self._check_stage_variables(table, f"environment.{variable}", value, stages)
+        mapping = read_mapping(table, self.base_dir)
         table.finish()
         if handler is None:
             return None
@@ -866,6 +876,53 @@ class _ConfigReader:
             min_instances=min_instances,
             max_instances=max_instances,
             idle_timeout=idle_timeout,
+            mapping=mapping,
+        )
+
+    def _aws(self, table: _Table, key: RouteKey | None) -> AwsIntegration | None:
+        keys = BY_TABLE["aws"]
+        name = table.string("service", None) if table.require("service", 'the AWS service to call, such as "dynamodb"') else None
+        model = service_model(name) if name is not None else None
+        if isinstance(model, str):
+            table.problem("service", model)
+            model = None
+        elif model is not None and model.protocol not in PROTOCOLS:
+            table.problem("service", f"{name} speaks the {model.protocol} protocol, which gwd does not")
+            model = None
+        action, path, method = read_target(table, model) if model is not None else (None, None, "POST")
+        if path is not None and key is not None:
+            known = set(key.param_names)
+            for slot in sorted(set(re.findall(r"\{([^{}]*)\}", path)) - known):
+                table.problem("path", f"{{{slot}}} is not a path parameter of the route")
+        region = table.string("region", None) or default_region()
+        endpoint = read_endpoint(table)
+        credentials = read_credentials(table)
+        timeout = table.read(keys["timeout"])
+        connect_timeout = table.read(keys["connect_timeout"])
+        tls = self._backend_tls(table, "tls")
+        mapping = read_mapping(table, self.base_dir)
+        table.finish()
+        if model is None or credentials is None or (action is None and path is None):
+            return None
+        if tls is not None and not endpoint.startswith("https://"):
+            table.problem("tls", "applies to an https:// endpoint only")
+            return None
+        return AwsIntegration(
+            service=model.name,
+            action=action,
+            path=path,
+            method=method,
+            region=region,
+            endpoint=endpoint or f"https://{model.endpoint_prefix}.{region}.amazonaws.com",
+            credentials=credentials,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            protocol=model.protocol,
+            target=model.target,
+            json_version=model.json_version,
+            signing_name=model.signing_name,
+            tls=tls,
+            mapping=mapping,
         )
 
     def _backend_tls(self, parent: _Table, key: str) -> BackendTls | None:

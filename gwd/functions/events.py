@@ -41,6 +41,11 @@ def event_builder(payload_format: str, route: RouteConfig, stage: StageConfig, a
     return _Version2(route, stage, authorizer_kind, trusted).build
 
 
+def rest_request_context(route: RouteConfig, stage: StageConfig, authorizer_kind: str | None, trusted: Networks) -> Callable[[Exchange], dict[str, Any]]:
+    """What builds a REST API's ``requestContext`` for one route (``$context`` of its mapping templates)."""
+    return _Version1(route, stage, authorizer_kind, trusted).request_context
+
+
 def is_text(content_type: str | None) -> bool:
     """Whether a body of this type travels as text (else base64), by AWS's rule for HTTP APIs."""
     if not content_type:
@@ -190,6 +195,26 @@ class _Version1(_Builder):
         path = full_path
         if self._prefix and full_path.startswith(self._prefix):
             path = full_path[len(self._prefix) :] or "/"
+        text, encoded = body_field(body, request.headers.text(b"content-type")) if body else (None, False)
+        return {
+            "version": "1.0",
+            "resource": self._resource,
+            "path": path,
+            "httpMethod": exchange.method,
+            "headers": headers or None,
+            "multiValueHeaders": multi_headers or None,
+            "queryStringParameters": query or None,
+            "multiValueQueryStringParameters": multi_query or None,
+            "requestContext": self.request_context(exchange),
+            "pathParameters": exchange.path_params or None,
+            "stageVariables": self._variables,
+            "body": text,
+            "isBase64Encoded": encoded,
+        }
+
+    def request_context(self, exchange: Exchange) -> dict[str, Any]:
+        """The event's ``requestContext``: what a REST API knows of the request besides its content."""
+        request = exchange.request
         started = exchange.started
         domain = _domain(exchange)
         api_key = exchange.api_key
@@ -219,7 +244,7 @@ class _Version1(_Builder):
             "extendedRequestId": exchange.request_id,
             "httpMethod": exchange.method,
             "identity": identity,
-            "path": full_path,
+            "path": request.decoded_path(),
             "protocol": f"HTTP/{request.version}",
             "requestId": exchange.request_id,
             "requestTime": clf_time(started),
@@ -233,19 +258,4 @@ class _Version1(_Builder):
             context["authorizer"] = {"claims": claims, "scopes": _scopes(claims)}
         elif self._authorizer == "request" and claims is not None:
             context["authorizer"] = {"principalId": exchange.principal_id, **{k: _as_string(v) for k, v in claims.items()}}
-        text, encoded = body_field(body, request.headers.text(b"content-type")) if body else (None, False)
-        return {
-            "version": "1.0",
-            "resource": self._resource,
-            "path": path,
-            "httpMethod": exchange.method,
-            "headers": headers or None,
-            "multiValueHeaders": multi_headers or None,
-            "queryStringParameters": query or None,
-            "multiValueQueryStringParameters": multi_query or None,
-            "requestContext": context,
-            "pathParameters": exchange.path_params or None,
-            "stageVariables": self._variables,
-            "body": text,
-            "isBase64Encoded": encoded,
-        }
+        return context

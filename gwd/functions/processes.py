@@ -180,10 +180,10 @@ class RuntimeProcess:
     def answered(self, body: bytes, failed: bool, error_type: str | None) -> None:
         """``POST .../response`` or ``.../error`` for the invocation held."""
         if failed:
-            summary = _error_summary(body, error_type)
+            failure = _failure(body, error_type)
             held = self.current.request_id if self.current is not None else "-"
-            log.error("%s %s: the handler failed: %s", self._pool.config.name, held, summary)
-            self._settle(FunctionFailed(summary))
+            log.error("%s %s: the handler failed: %s", self._pool.config.name, held, failure)
+            self._settle(failure)
         else:
             invocation = self.current
             self.current = None
@@ -196,7 +196,7 @@ class RuntimeProcess:
 
     def init_failed(self, body: bytes) -> None:
         """``POST .../init/error``: the runtime cannot run the handler; it is stopped."""
-        log.error("%s: runtime %d cannot start: %s", self._pool.config.name, self.pid, _error_summary(body, None))
+        log.error("%s: runtime %d cannot start: %s", self._pool.config.name, self.pid, _failure(body, None))
         self.kill()
 
     def _settle(self, error: Exception) -> None:
@@ -415,20 +415,18 @@ def _expire(invocation: Invocation) -> None:
         invocation.answer.set_exception(FunctionTimedOut(f"took longer than {invocation.timeout:g}s"))
 
 
-def _error_summary(body: bytes, error_type: str | None) -> str:
-    """``errorType: errorMessage`` of a runtime's error document, and its stack trace's last line."""
+def _failure(body: bytes, error_type: str | None) -> FunctionFailed:
+    """A runtime's error document as FunctionFailed (its str: type, message and the stack trace's last line)."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return (error_type or "Error") + ": " + body[:200].decode("utf-8", "replace")
+        return FunctionFailed(error_type or "Error", body[:200].decode("utf-8", "replace"))
     if not isinstance(document, dict):
-        return f"{error_type or 'Error'}: {document!r:.200}"
-    kind = document.get("errorType") or error_type or "Error"
-    summary = f"{kind}: {document.get('errorMessage', '')}"
+        return FunctionFailed(error_type or "Error", f"{document!r:.200}")
+    kind = str(document.get("errorType") or error_type or "Error")
     trace = document.get("stackTrace")
-    if isinstance(trace, list) and trace:
-        summary += " (" + str(trace[-1]).strip() + ")"
-    return summary
+    detail = " (" + str(trace[-1]).strip() + ")" if isinstance(trace, list) and trace else ""
+    return FunctionFailed(kind, str(document.get("errorMessage", "")), detail)
 
 
 def _exit_description(code: int) -> str:

@@ -38,7 +38,17 @@ log = logging.getLogger("gwd.function")
 
 
 class FunctionFailed(Exception):
-    """The handler raised (its traceback is in the daemon log with the request id)."""
+    """The handler raised (its traceback is in the daemon log with the request id).
+
+    ``error_type`` and ``error_message`` are what AWS reports as
+    ``errorType`` and ``errorMessage``: what a non-proxy integration's
+    ``selection_pattern`` is matched against.
+    """
+
+    def __init__(self, error_type: str, error_message: str, detail: str = "") -> None:
+        super().__init__(f"{error_type}: {error_message}{detail}")
+        self.error_type = error_type
+        self.error_message = error_message
 
 
 class FunctionTimedOut(Exception):
@@ -207,7 +217,7 @@ class PythonFunction:
         if isinstance(outcome, _Raised):
             error = outcome.error
             log.error("%s %s: the handler raised", self.config.name, request_id, exc_info=error)
-            raise FunctionFailed(f"{type(error).__name__}: {error}")
+            raise FunctionFailed(type(error).__name__, str(error))
         return outcome
 
     async def _await_handler(self, event: dict[str, Any], context: LambdaContext) -> Any:

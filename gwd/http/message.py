@@ -135,6 +135,21 @@ class Request:
         self.connection = connection
         self.context: object = None
 
+    def with_body(self, body: bytes, headers: Headers | None = None, query: str | None = None) -> Request:
+        """This request with a body that is all here (a mapping template's output), and new headers or query if given."""
+        copy = Request.__new__(Request)
+        for name in Request.__slots__:
+            setattr(copy, name, getattr(self, name))
+        copy.body = RequestBody.complete(body)
+        copy.content_length = len(body)
+        copy.chunked = False
+        copy.expect_continue = False
+        if headers is not None:
+            copy.headers = headers
+        if query is not None:
+            copy.query = query
+        return copy
+
     @property
     def remote(self) -> str:
         return self.connection.remote if self.connection is not None else ""

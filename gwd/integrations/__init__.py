@@ -1,6 +1,8 @@
 """What answers a request once every stage has let it through, one module per integration type:
-``mock`` (a configured response), ``proxy`` (an HTTP backend) and
-``function`` (a Lambda handler gwd runs).
+``mock`` (a configured response), ``proxy`` (an HTTP backend),
+``function`` (a Lambda handler gwd runs) and ``aws`` (a signed call to an
+AWS service).  A non-proxy integration (one with mapping keys) gets its
+request through :mod:`gwd.stages.mapping` and answers it the same way.
 
 The contract of an integration.  Its module has one builder, chosen by the
 type of the route's ``integration`` config (``gwd.pipeline.chain.INTEGRATIONS``)

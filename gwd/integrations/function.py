@@ -10,6 +10,13 @@ answer the rules refuse, or a runtime process that died holding it,
 ``502 {"message":"Internal server error"}``, one
 past the timeout ``504``, one over the function's concurrency ``429`` at
 once, each with ``integrationError`` set for the access log and metrics.
+
+With mapping keys the integration is non-proxy (AWS's ``AWS`` type): the
+event is the request's body as JSON (a request template's output), the
+answer is the handler's return value as JSON with status 200, and a handler
+that raised answers 200 with AWS's ``{"errorMessage", "errorType",
+"stackTrace"}``, its ``errorMessage`` left on the exchange for the route's
+integration responses to select by.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import time
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from gwd.authorizers.jwtauth import JwtVerifier
+import orjson
+
 from gwd.config.model import FunctionIntegration, RouteConfig, StageConfig
 from gwd.config.values import substitute_stage_variables
 from gwd.functions.context import function_environment
@@ -44,6 +52,8 @@ HANDLER_FAILED = GatewayError(500, "Internal Server Error")
 NO_VALID_ANSWER = GatewayError(502, "Internal server error")
 """A malformed answer, or a runtime process that died holding the invocation."""
 TIMED_OUT = GatewayError(504, "Endpoint request timed out")
+NOT_JSON = GatewayError(400, "Could not parse request body into json")
+_JSON_LINES = b"Content-Type: application/json\r\n"
 OUTCOMES = ("success", "error", "timeout", "malformed", "crashed", "throttled")
 
 
@@ -77,10 +87,10 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
     assert isinstance(config, FunctionIntegration) and resources.functions is not None and resources.invocations is not None
     configured = {name: substitute_stage_variables(value, stage) for name, value in config.environment}
     environment = function_environment(config, configured)
-    authorizer = resources.authorizers.get(route.authorizer) if route.authorizer is not None else None
-    kind = None if authorizer is None else "jwt" if isinstance(authorizer, JwtVerifier) else "request"
-    make_event = event_builder(config.payload_format, route, stage, kind, resources.trusted_proxies)
-    to_response = version1_response if config.payload_format == "1.0" else version2_response
+    kind = resources.authorizer_kind(route)
+    proxy = config.mapping is None
+    make_event = event_builder(config.payload_format, route, stage, kind, resources.trusted_proxies) if proxy else _plain_event
+    to_response = (version1_response if config.payload_format == "1.0" else version2_response) if proxy else _plain_response
     slots = resources.invocations
     row = slots.row(config.name)
     counts = resources.function_counts.setdefault(config.name, FunctionCounts())
@@ -112,8 +122,13 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
         except FunctionTimedOut as exc:
             log.warning("request %s: function %s %s", exchange.request_id, name, exc)
             raise _failed(exchange, counts, "timeout", TIMED_OUT) from None
-        except FunctionFailed:
-            raise _failed(exchange, counts, "error", HANDLER_FAILED) from None
+        except FunctionFailed as failure:
+            if proxy:
+                raise _failed(exchange, counts, "error", HANDLER_FAILED) from None
+            _failed(exchange, counts, "error", HANDLER_FAILED)
+            exchange.function_error = failure.error_message
+            document = {"errorMessage": failure.error_message, "errorType": failure.error_type, "stackTrace": []}
+            return Response(200, _JSON_LINES, orjson.dumps(document))
         except ProcessDied as exc:
             log.error("request %s: function %s: %s", exchange.request_id, name, exc)
             raise _failed(exchange, counts, "crashed", NO_VALID_ANSWER) from None
@@ -128,6 +143,25 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
         return response
 
     return invoke
+
+
+def _plain_event(exchange: Exchange, body: bytes) -> Any:
+    """A non-proxy function's event: the (templated) body as JSON, ``{}`` when empty."""
+    if not body.strip():
+        return {}
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        log.info("request %s: the function's event is not JSON: %s", exchange.request_id, exc)
+        raise NOT_JSON from None
+
+
+def _plain_response(result: Any) -> Response:
+    """A non-proxy function's answer: its return value as JSON."""
+    try:
+        return Response(200, _JSON_LINES, orjson.dumps(result))
+    except TypeError as exc:
+        raise MalformedResponse(f"the return value is not JSON: {exc}") from None
 
 
 Call = Callable[[dict[str, Any], Exchange, Callable[[], None]], Awaitable[Any]]

@@ -4,7 +4,7 @@ The integration answers; the stages wrap it, outermost first, in the order
 the request meets them:
 
     resource policy / request limits -> authorization -> API key
-    -> throttle and quota -> response cache -> integration
+    -> throttle and quota -> response cache -> mapping -> integration
 
 What a stage and an integration promise is written in :mod:`gwd.stages`
 and :mod:`gwd.integrations`.  Route matching, request ids, error rendering,
@@ -15,22 +15,23 @@ from __future__ import annotations
 
 from typing import Callable
 
-from gwd.config.model import FunctionIntegration, HttpIntegration, MockIntegration, RouteConfig, StageConfig
-from gwd.integrations import function, mock, proxy
+from gwd.config.model import AwsIntegration, FunctionIntegration, HttpIntegration, MockIntegration, RouteConfig, StageConfig
+from gwd.integrations import aws, function, mock, proxy
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
-from gwd.stages import apikeys, authorization, cache, policy, throttle
+from gwd.stages import apikeys, authorization, cache, mapping, policy, throttle
 
 Stage = Callable[[RouteConfig, StageConfig, Resources, Handler], Handler]
 Integration = Callable[[RouteConfig, StageConfig, Resources], Handler]
 
-STAGES: tuple[Stage, ...] = (policy.build, authorization.build, apikeys.build, throttle.build, cache.build)
+STAGES: tuple[Stage, ...] = (policy.build, authorization.build, apikeys.build, throttle.build, cache.build, mapping.build)
 """The stages that wrap the integration, outermost first."""
 
 INTEGRATIONS: dict[type, Integration] = {
     MockIntegration: mock.build,
     HttpIntegration: proxy.build,
     FunctionIntegration: function.build,
+    AwsIntegration: aws.build,
 }
 """Each integration's builder, by the type of its config."""
 

@@ -45,6 +45,8 @@ class Exchange:
         "route_counts",
         "client_closed",
         "function_name",
+        "function_error",
+        "validation_error",
     )
 
     def __init__(self, request: Request, request_id: str, own_request_id: bool, started: float, started_clock: float) -> None:
@@ -82,6 +84,10 @@ class Exchange:
         self.client_closed = False
         # The function a function integration invoked, for the access log.
         self.function_name: str | None = None
+        # A non-proxy function's errorMessage, which its integration responses are selected by.
+        self.function_error: str | None = None
+        # Why a request validator refused the request, for the access log.
+        self.validation_error: str | None = None
         # (trace id, flags): the client's traceparent, or one started on first use (see trace()).
         self._trace: tuple[str, str] | None = None
 

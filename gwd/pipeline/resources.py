@@ -45,6 +45,12 @@ class Resources:
     invocations: InvocationSlots | None = None
     function_counts: dict[str, FunctionCounts] = field(default_factory=dict)
 
+    def authorizer_kind(self, route: RouteConfig) -> str | None:
+        """What the route's authorizer is, as events and templates show it: "jwt", "request", or None."""
+        if route.authorizer is None:
+            return None
+        return "jwt" if isinstance(self.authorizers[route.authorizer].config, JwtAuthorizer) else "request"
+
     def injected_header_names(self, route: RouteConfig) -> frozenset[bytes]:
         """Lower-cased names of the headers the route's authorizer sets for the backend (removed from the client's)."""
         if route.authorizer is None:

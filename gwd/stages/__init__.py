@@ -2,7 +2,9 @@
 
 ``policy`` (resource policy, client certificate subject) -> ``authorization``
 (JWT or request authorizer, :mod:`gwd.authorizers`) -> ``apikeys`` ->
-``throttle`` (buckets and quotas) -> ``cache`` (response cache).
+``throttle`` (buckets and quotas) -> ``cache`` (response cache) ->
+``mapping`` (request templates and integration responses, round a
+non-proxy integration).
 
 The contract of a stage.  A stage module has one builder, run once per
 route and stage at config load by :mod:`gwd.pipeline.chain`::
@@ -17,7 +19,8 @@ route and stage at config load by :mod:`gwd.pipeline.chain`::
   :class:`~gwd.pipeline.exchange.Exchange` (``exchange.request`` is gwd's
   own parsed request: a test makes one without a socket) and records what
   it learned there (``api_key``, ``claims``, header lines for the response
-  or the backend).
+  or the backend); ``mapping`` alone replaces ``exchange.request`` (with
+  its template's output as the body) and maps the response it gets back.
 - It refuses by raising :class:`~gwd.pipeline.errors.GatewayError`, built
   at config load; the gateway renders, logs and counts it.  Otherwise it
   calls ``next_handler`` and returns what that returned.
