@@ -541,6 +541,24 @@ KEYS: tuple[Key, ...] = (
             '`"integration.response.header.NAME"` (the integration\'s header).'
         ),
     ),
+    Key("gateway_response", "status", "custom", None, shown="the error's own",
+        meaning=(
+            "The status of the response."
+        ),
+    ),
+    Key("gateway_response", "headers", "custom", {}, shown='`{}`',
+        meaning=(
+            "Headers added to the error's own (`Retry-After`, `WWW-Authenticate`, ...)."
+        ),
+    ),
+    Key("gateway_response", "template", "custom", None, shown="the error's own body",
+        meaning=(
+            'A VTL template for the body (inline or `"@file.vtl"`), sent as `application/json`: '
+            '`$context.error.message`, `$context.error.messageString` (the message as a JSON string, quotes '
+            'included), `$context.error.responseType`, `$context.requestId`, `httpMethod`, `path`, '
+            '`resourcePath`, `stage`, `identity.sourceIp`, and `$stageVariables`.'
+        ),
+    ),
     Key("backend_tls", "client_cert", "custom", None, label='`client_cert`, `client_key`', shown='none',
         meaning=(
             'The certificate (PEM, chain allowed) and private key gwd presents to a backend that asks for '
@@ -755,6 +773,25 @@ KEYS: tuple[Key, ...] = (
             "A regular expression the whole subject of the client's verified certificate must match (RFC "
             '4514, as `"CN=billing,O=Example"`), else `403 {"message":"Forbidden"}`. Needs `[server] tls` '
             'with `client_auth` `"optional"` or `"require"`.'
+        ),
+    ),
+    Key("route", "request_validator", "custom", None,
+        meaning=(
+            'What is checked before the integration: `"params"` (`required_parameters`), `"body"` (the body '
+            'against `request_model`) or `"all"`. Failures: `400 {"message":"Invalid request body"}` and `400 '
+            '{"message":"Missing required request parameters: [q, x-tenant]"}`, the detail in the access log\'s '
+            '`validationError`; nothing reaches the integration (see Request validation).'
+        ),
+    ),
+    Key("route", "request_model", "custom", None,
+        meaning=(
+            'The `[models]` entry each request media type\'s body must match: `{ "application/json" = "Pet" }`; '
+            '`"$default"` for any other type.'
+        ),
+    ),
+    Key("route", "required_parameters", "custom", None,
+        meaning=(
+            'Parameters the request must carry: `["querystring.q", "header.x-tenant", "path.id"]`.'
         ),
     ),
     Key("route", "route", "custom", None,

@@ -59,13 +59,13 @@ def _templates(table: _Table, key: str, base_dir: str) -> tuple[tuple[str, Templ
         if not _CONTENT_TYPE.match(content_type):
             table.problem(where, "expected a media type such as application/json")
             continue
-        source = _template_source(table, where, text, base_dir)
+        source = template_source(table, where, text, base_dir)
         if source is not None:
             templates.append((content_type.lower(), source))
     return tuple(templates)
 
 
-def _template_source(table: _Table, where: str, text: str, base_dir: str) -> TemplateSource | None:
+def template_source(table: _Table, where: str, text: str, base_dir: str) -> TemplateSource | None:
     """The template's text (read from its file for ``"@path"``), compiled once to check it."""
     source = table.key_path(where)
     if text.startswith("@"):

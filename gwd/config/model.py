@@ -307,6 +307,35 @@ Integration = MockIntegration | HttpIntegration | FunctionIntegration | AwsInteg
 
 
 @dataclass(frozen=True, slots=True)
+class Model:
+    """A JSON Schema (draft 4) from ``[models]``, as canonical JSON text."""
+
+    name: str
+    schema: str
+    source: str  # its file, or the config key holding it
+
+
+@dataclass(frozen=True, slots=True)
+class RequestValidation:
+    """What a route's request validator checks before the integration."""
+
+    body: bool  # against the model for the request's media type
+    params: bool  # the required parameters are there
+    models: tuple[tuple[str, Model], ...]  # (media type or "$default", model)
+    required: tuple[tuple[str, str], ...]  # ("querystring" | "header" | "path", name)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayResponseConfig:
+    """``[gateway_responses.TYPE]``: the API's own answer for one type of gateway error."""
+
+    response_type: str
+    status: int | None  # None: the error's own
+    headers: tuple[tuple[str, str], ...]
+    template: TemplateSource | None  # None: the error's own body
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     key: RouteKey
     integration: Integration
@@ -320,6 +349,7 @@ class RouteConfig:
     client_cert_subject: str | None = None  # a regex the verified client certificate's subject must match
     authorizer: str | None = None  # the name of an [[authorizers]] entry
     scopes: tuple[str, ...] = ()  # a JWT authorizer's token must grant all of these
+    validation: RequestValidation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +413,7 @@ class Config:
     authorizers: tuple[Authorizer, ...]
     metrics: MetricsConfig
     admin: AdminConfig
+    gateway_responses: tuple[GatewayResponseConfig, ...] = ()
 
     @property
     def listen_addresses(self) -> tuple[Address, ...]:

@@ -46,6 +46,7 @@ from gwd.config.model import (
     LogConfig,
     MetricsConfig,
     MockIntegration,
+    Model,
     Networks,
     Quota,
     RequestAuthorizer,
@@ -56,6 +57,7 @@ from gwd.config.model import (
     ThrottleConfig,
     UsagePlan,
 )
+from gwd.config.validation import read_gateway_responses, read_models, read_validation
 from gwd.config.values import (
     STAGE_VARIABLE,
     parse_address,
@@ -136,6 +138,10 @@ class _Table:
             self.problem(key, f"expected {what}, got {_describe(value)}")
             return default
         return value
+
+    def names(self) -> list[str]:
+        """The keys this table holds, in order."""
+        return list(self._data)
 
     def has(self, key: str) -> bool:
         return key in self._data
@@ -271,7 +277,9 @@ class _ConfigReader:
         cache_table.finish()
         stages = self._stages(root.tables("stages"), server.listen)
         authorizers = self._authorizers(root.tables("authorizers"))
-        routes = self._routes(root.tables("routes"), stages, {authorizer.name: authorizer for authorizer in authorizers})
+        models = read_models(root.table("models"), self.base_dir)
+        routes = self._routes(root.tables("routes"), stages, {authorizer.name: authorizer for authorizer in authorizers}, models)
+        gateway_responses = read_gateway_responses(root.table("gateway_responses"), self.base_dir)
         if not data.get("routes"):
             # An empty or truncated file would otherwise serve nothing (and a reload to it replace a working config).
             self.problem("routes", "missing: a config serves at least one [[routes]] entry (an empty or truncated file?)")
@@ -290,7 +298,7 @@ class _ConfigReader:
             raise ConfigError(self.problems)
         return Config(
             self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings), authorizers,
-            metrics, admin,
+            metrics, admin, gateway_responses,
         )
 
     def _admin(self, table: _Table, server: ServerConfig) -> AdminConfig:
@@ -642,7 +650,7 @@ class _ConfigReader:
         return tuple(mapping.items())
 
     def _routes(
-        self, tables: list[_Table], stages: tuple[StageConfig, ...], authorizers: Mapping[str, Authorizer]
+        self, tables: list[_Table], stages: tuple[StageConfig, ...], authorizers: Mapping[str, Authorizer], models: dict[str, Model]
     ) -> tuple[RouteConfig, ...]:
         routes: list[RouteConfig] = []
         first_seen: dict[tuple, str] = {}
@@ -672,6 +680,7 @@ class _ConfigReader:
                     table.problem("client_cert_subject", f"not a regular expression: {exc}")
                 if not self._client_certs:
                     table.problem("client_cert_subject", 'needs [server] tls with client_auth = "optional" or "require"')
+            validation = read_validation(table, models)
             table.finish()
             if key is None or integration is None:
                 continue
@@ -694,7 +703,7 @@ class _ConfigReader:
             routes.append(
                 RouteConfig(
                     key, integration, throttle, client_throttle, api_key_required, cache, cache_disabled, allow, deny, subject,
-                    authorizer, scopes,
+                    authorizer, scopes, validation,
                 )
             )
         if to_import and not self.problems:

@@ -40,6 +40,8 @@ from gwd.pipeline.resources import Resources
 
 log = logging.getLogger("gwd.aws")
 
+TIMED_OUT = GatewayError(504, "Endpoint request timed out", response_type="INTEGRATION_TIMEOUT")
+BAD_GATEWAY = GatewayError(502, "Bad Gateway", response_type="INTEGRATION_FAILURE")
 MAX_RESPONSE = 10 * 1024 * 1024
 """The most bytes of a service's answer gwd reads (AWS's own payload limit); more is a 502."""
 _SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
@@ -140,8 +142,8 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
             exchange.integration_error = error.kind
             log.warning("request %s: %s failed: %s", exchange.request_id, what, error)
             if error.kind == "timeout":
-                raise GatewayError(504, "Endpoint request timed out") from None
-            raise GatewayError(502, "Bad Gateway") from None
+                raise TIMED_OUT from None
+            raise BAD_GATEWAY from None
         except BaseException:
             if connection is not None:
                 connection.close()

@@ -48,11 +48,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("gwd.function")
 
 TOO_MANY_REQUESTS = GatewayError(429, "Too Many Requests")
-HANDLER_FAILED = GatewayError(500, "Internal Server Error")
-NO_VALID_ANSWER = GatewayError(502, "Internal server error")
+HANDLER_FAILED = GatewayError(500, "Internal Server Error", response_type="INTEGRATION_FAILURE")
+NO_VALID_ANSWER = GatewayError(502, "Internal server error", response_type="INTEGRATION_FAILURE")
 """A malformed answer, or a runtime process that died holding the invocation."""
-TIMED_OUT = GatewayError(504, "Endpoint request timed out")
-NOT_JSON = GatewayError(400, "Could not parse request body into json")
+TIMED_OUT = GatewayError(504, "Endpoint request timed out", response_type="INTEGRATION_TIMEOUT")
+NOT_JSON = GatewayError(400, "Could not parse request body into json", response_type="BAD_REQUEST_BODY")
 _JSON_LINES = b"Content-Type: application/json\r\n"
 OUTCOMES = ("success", "error", "timeout", "malformed", "crashed", "throttled")
 

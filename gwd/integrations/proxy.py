@@ -38,6 +38,10 @@ log = logging.getLogger("gwd.proxy")
 BUFFER_LIMIT = 64 * 1024
 """Responses up to this size with a known length are sent in one piece."""
 
+TIMED_OUT = GatewayError(504, "Endpoint request timed out", response_type="INTEGRATION_TIMEOUT")
+BAD_GATEWAY = GatewayError(502, "Bad Gateway", response_type="INTEGRATION_FAILURE")
+NO_DESCRIPTORS = GatewayError(503, "Service Unavailable")
+
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 # Framing (Content-Length, Transfer-Encoding) is recomputed for each hop; the
@@ -167,10 +171,10 @@ def _failure(exchange: Exchange, connection: UpstreamConnection | None, error: U
     exchange.integration_error = error.kind
     log.warning("request %s: backend failed: %s", exchange.request_id, error)
     if error.kind == "timeout":
-        return GatewayError(504, "Endpoint request timed out")
+        return TIMED_OUT
     if error.kind == "descriptors":
-        return GatewayError(503, "Service Unavailable")
-    return GatewayError(502, "Bad Gateway")
+        return NO_DESCRIPTORS
+    return BAD_GATEWAY
 
 
 def _request_head(

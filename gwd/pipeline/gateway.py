@@ -24,6 +24,7 @@ from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.clientcert import client_certificate
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, NOT_IMPLEMENTED, GatewayError
 from gwd.pipeline.exchange import Exchange
+from gwd.pipeline.gatewayresponses import GatewayResponses
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
 from gwd.pipeline.routing import ExactPaths, Router, StageResolver, UnsafePath, split_path
@@ -132,6 +133,7 @@ class Gateway:
         # Request ids look like UUIDs: a random prefix per gateway (so per worker and
         # per reload) and a counter, which costs far less than uuid4()'s syscall.
         ids = (str(uuid.uuid4())[:24], itertools.count())
+        gateway_responses = GatewayResponses(config)
         self._entries = {
             address: Entry(
                 {name: routers[name] for name in config.stages_served_on(address)},
@@ -140,6 +142,7 @@ class Gateway:
                 client_certs,
                 ids,
                 config.metrics.server_timing,
+                gateway_responses,
             )
             for address in config.listen_addresses
         }
@@ -180,7 +183,7 @@ class Entry:
     answered at once, inside the connection's read; any other gets a task.
     """
 
-    __slots__ = ("_stages", "_exact_paths", "_access_log", "_metrics", "_client_certs", "_ids", "_server_timing")
+    __slots__ = ("_stages", "_exact_paths", "_access_log", "_metrics", "_client_certs", "_ids", "_server_timing", "_errors")
 
     def __init__(
         self,
@@ -190,6 +193,7 @@ class Entry:
         client_certs: bool,
         ids: tuple[str, Iterator[int]],
         server_timing: bool,
+        gateway_responses: GatewayResponses,
     ) -> None:
         self._stages = StageResolver({name: (name, router) for name, router in routers.items()})
         self._exact_paths = ExactPaths(routers)
@@ -198,6 +202,7 @@ class Entry:
         self._client_certs = client_certs  # the listener verifies client certificates
         self._ids = ids  # request ids: a prefix and a counter shared by all entries
         self._server_timing = server_timing  # responses say how long gwd and the backend took
+        self._errors = gateway_responses  # how gateway errors are answered
 
     def respond(self, request: Request) -> Response | Awaitable[Response]:
         """The request's response, or an awaitable of it; errors become their responses here."""
@@ -210,14 +215,14 @@ class Entry:
             if target is not None:
                 answer = target.handler(exchange)
             elif exchange.method in HTTP_METHODS:
-                answer = NOT_FOUND.render()
+                answer = self._errors.render(NOT_FOUND, exchange)
             else:
-                answer = NOT_IMPLEMENTED.render()  # a method no route takes (RFC 9110 §9.1)
+                answer = self._errors.render(NOT_IMPLEMENTED, exchange)  # a method no route takes (RFC 9110 §9.1)
         except GatewayError as error:
-            answer = error.render()
+            answer = self._errors.render(error, exchange)
         except Exception:
             log.exception("request %s %s %s failed", exchange.request_id, request.method, request.path)
-            answer = INTERNAL_ERROR.render()
+            answer = self._errors.render(INTERNAL_ERROR, exchange)
         if isinstance(answer, Response):
             return self._stamp(exchange, answer)
         return self._later(exchange, answer)
@@ -226,12 +231,12 @@ class Entry:
         try:
             response = await answer
         except GatewayError as error:
-            response = error.render()
+            response = self._errors.render(error, exchange)
         except (asyncio.CancelledError, ClientGone):
             raise  # the client went away, or the worker gave up on the request: see finished()
         except Exception:
             log.exception("request %s %s %s failed", exchange.request_id, exchange.method, exchange.raw_path)
-            response = INTERNAL_ERROR.render()
+            response = self._errors.render(INTERNAL_ERROR, exchange)
         return self._stamp(exchange, response)
 
     def finished(self, request: Request, response: Response | None, body_bytes: int, client_closed: bool) -> None:

@@ -24,7 +24,7 @@ from gwd.stores.keystore import ApiKey, CacheFlush, KeyStore, hash_value
 log = logging.getLogger("gwd.apikeys")
 
 POLL_INTERVAL = 0.25
-FORBIDDEN = GatewayError(403, "Forbidden")
+FORBIDDEN = GatewayError(403, "Forbidden", response_type="INVALID_API_KEY")
 
 
 class KeyCache:

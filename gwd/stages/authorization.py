@@ -29,10 +29,10 @@ from gwd.pipeline.resources import Resources
 
 log = logging.getLogger("gwd.authorizer")
 
-UNAUTHORIZED = GatewayError(401, "Unauthorized", {"WWW-Authenticate": "Bearer"})
-FORBIDDEN = GatewayError(403, "Forbidden")
-UNAVAILABLE = GatewayError(503, "Service Unavailable")
-FAILED = GatewayError(500, "Internal Server Error")
+UNAUTHORIZED = GatewayError(401, "Unauthorized", {"WWW-Authenticate": "Bearer"}, response_type="UNAUTHORIZED")
+FORBIDDEN = GatewayError(403, "Forbidden", response_type="ACCESS_DENIED")
+UNAVAILABLE = GatewayError(503, "Service Unavailable", response_type="AUTHORIZER_FAILURE")
+FAILED = GatewayError(500, "Internal Server Error", response_type="AUTHORIZER_FAILURE")
 
 
 def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_handler: Handler) -> Handler:

@@ -39,9 +39,9 @@ from gwd.pipeline.resources import Resources
 
 log = logging.getLogger("gwd.mapping")
 
-UNSUPPORTED_MEDIA_TYPE = GatewayError(415, "Unsupported Media Type")
+UNSUPPORTED_MEDIA_TYPE = GatewayError(415, "Unsupported Media Type", response_type="UNSUPPORTED_MEDIA_TYPE")
 TEMPLATE_FAILED = GatewayError(500, "Internal server error")
-NO_VALID_ANSWER = GatewayError(502, "Bad Gateway")
+NO_VALID_ANSWER = GatewayError(502, "Bad Gateway", response_type="INTEGRATION_FAILURE")
 MAX_ANSWER = 10 * 1024 * 1024
 """The most bytes of an integration's streamed answer read for its integration response."""
 DEFAULT_MEDIA_TYPE = "application/json"

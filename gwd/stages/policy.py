@@ -22,7 +22,7 @@ from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
 
-FORBIDDEN = GatewayError(403, "Forbidden")
+FORBIDDEN = GatewayError(403, "Forbidden", response_type="ACCESS_DENIED")
 
 
 def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_handler: Handler) -> Handler:

@@ -30,7 +30,7 @@ from gwd.stores.limiters import LimitsUnavailable
 CLIENT_KEY_CACHE = 1024
 """Client identities whose bucket keys each route's throttle keeps ready."""
 CACHED_IDENTITY_LENGTH = 64
-QUOTA_EXCEEDED = GatewayError(429, "Limit Exceeded")
+QUOTA_EXCEEDED = GatewayError(429, "Limit Exceeded", response_type="QUOTA_EXCEEDED")
 UNAVAILABLE = GatewayError(503, "Service Unavailable")
 REFUSALS_KEPT = 64
 """429 answers each bucket keeps ready, by their policy and ``Retry-After`` (a flood gets the same few)."""
@@ -70,6 +70,7 @@ class _Bucket:
                     "RateLimit-Policy": policy,
                     "RateLimit": f'"{self.name}";r=0;t={seconds}',
                 },
+                response_type="THROTTLED",
             )
         return refusal
 

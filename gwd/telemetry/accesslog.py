@@ -110,6 +110,10 @@ class AccessLog:
             fields["functionName"] = exchange.function_name
         elif "functionName" in fields:
             del fields["functionName"]
+        if exchange.validation_error is not None:
+            fields["validationError"] = exchange.validation_error
+        elif "validationError" in fields:
+            del fields["validationError"]
         if exchange.client_closed:
             fields["clientClosed"] = True
         elif "clientClosed" in fields:

@@ -23,6 +23,7 @@ TABLES = [  # (tables, qualified names, a default column): each of the README's 
     (("mapping",), False, True),
     (("integration_response",), False, True),
     (("aws",), False, True),
+    (("gateway_response",), False, True),
     (("backend_tls",), False, True),
     (("cache_policy",), False, True),
     (("jwt_authorizer",), False, True),
@@ -105,7 +106,7 @@ def test_the_reader_refuses_a_value_past_a_declared_range(tmp_path, key):
 
 def test_every_table_with_declared_keys_is_listed():
     per_route = {"listener_tls", "stage", "mock", "http", "function", "backend_tls", "cache_policy", "jwt_authorizer", "request_authorizer"}
-    per_route |= {"route", "usage_plan", "aws", "mapping", "integration_response"}
+    per_route |= {"route", "usage_plan", "aws", "mapping", "integration_response", "gateway_response"}
     assert set(BY_TABLE) == DAEMON_WIDE | per_route
 
 
