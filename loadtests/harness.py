@@ -218,9 +218,10 @@ class WrkResult:
     errors: int
 
 
-def run_wrk(url: str, seconds: int, connections: int = 64, threads: int = 1) -> WrkResult:
+def run_wrk(url: str, seconds: int, connections: int = 64, threads: int = 1, script: str | None = None) -> WrkResult:
+    """One wrk run; ``script`` is a wrk Lua script's path (a POST body, headers)."""
     output = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *(["-s", script] if script else []), url],
         capture_output=True,
         text=True,
         check=True,
@@ -263,11 +264,12 @@ class Summary:
 
 
 class Target(NamedTuple):
-    """What one row of a benchmark drives: a port, a path, and wrk's connection count."""
+    """What one row of a benchmark drives: a port, a path, wrk's connection count, and a wrk Lua script (or None)."""
 
     port: int
     path: str = "/hello"
     connections: int = 64
+    script: str | None = None
 
 
 def measure(ports: dict[str, int | Target], seconds: int, rounds: int, path: str = "/hello") -> dict[str, Summary]:
@@ -280,14 +282,15 @@ def measure(ports: dict[str, int | Target], seconds: int, rounds: int, path: str
     """
     targets = {name: target if isinstance(target, Target) else Target(target, path) for name, target in ports.items()}
     for target in targets.values():
-        run_wrk(f"http://127.0.0.1:{target.port}{target.path}", 2, target.connections)
+        run_wrk(f"http://127.0.0.1:{target.port}{target.path}", 2, target.connections, script=target.script)
     summaries = {name: Summary(name, []) for name in targets}
     for round_number in range(rounds):
         order = list(targets.items())
         if round_number % 2:
             order.reverse()
         for name, target in order:
-            summaries[name].rounds.append(run_wrk(f"http://127.0.0.1:{target.port}{target.path}", seconds, target.connections))
+            url = f"http://127.0.0.1:{target.port}{target.path}"
+            summaries[name].rounds.append(run_wrk(url, seconds, target.connections, script=target.script))
         print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
     return summaries
 

@@ -138,16 +138,19 @@ class Request:
     def with_body(self, body: bytes, headers: Headers | None = None, query: str | None = None) -> Request:
         """This request with a body that is all here (a mapping template's output), and new headers or query if given."""
         copy = Request.__new__(Request)
-        for name in Request.__slots__:
-            setattr(copy, name, getattr(self, name))
-        copy.body = RequestBody.complete(body)
+        copy.method = self.method
+        copy.target = self.target
+        copy.path = self.path
+        copy.query = self.query if query is None else query
+        copy.version = self.version
+        copy.headers = self.headers if headers is None else headers
+        copy.keep_alive = self.keep_alive
         copy.content_length = len(body)
         copy.chunked = False
         copy.expect_continue = False
-        if headers is not None:
-            copy.headers = headers
-        if query is not None:
-            copy.query = query
+        copy.body = RequestBody.complete(body)
+        copy.connection = self.connection
+        copy.context = self.context
         return copy
 
     @property
@@ -206,8 +209,9 @@ class RequestBody:
         """A body that is all here already (in-process requests, tests)."""
         body = cls(None, len(data), 0.0)
         if data:
-            body.feed(data)
-        body.finish()
+            body._chunks.append(data)
+            body.received = body.buffered = len(data)
+        body.done = True
         return body
 
     def expect_continue(self) -> None:
@@ -267,8 +271,22 @@ class RequestBody:
             self._connection.body_drained()
         return data
 
+    def take_complete(self) -> bytes | None:
+        """The whole body when all of it is here already (a small one usually is), else None: then :meth:`read_all`."""
+        if not self.done or self._failure is not None or self._continue:
+            return None
+        data = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
+        self._chunks.clear()
+        self.buffered = 0
+        if self._connection is not None:
+            self._connection.body_drained()
+        return data
+
     async def read_all(self) -> bytes:
         """The whole body (for consumers that need it at once: authorizers, functions)."""
+        complete = self.take_complete()
+        if complete is not None:
+            return complete
         parts = []
         while (chunk := await self.read()) is not None:
             parts.append(chunk)

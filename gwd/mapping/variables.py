@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote_plus, unquote_plus
 
 import orjson
@@ -26,18 +27,42 @@ _INDEFINITE = ("*", "..", "?(", ",", ":")
 """What makes a JSONPath select a list of matches rather than one value (Jayway's "indefinite" paths)."""
 
 
+_SIMPLE_PATH = re.compile(r"\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)")
+_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+
+
 @lru_cache(maxsize=1024)
-def _compiled(path: str) -> tuple[JSONPath, bool]:
-    """A JSONPath parsed, and whether it is definite (one value, not a list of matches)."""
+def _compiled(path: str) -> tuple[JSONPath | None, bool, tuple[str | int, ...]]:
+    """A JSONPath parsed: (expression, definite, steps).
+
+    A plain path of fields and indexes (``$.a.b[0]``) is walked by its
+    ``steps`` without jsonpath-ng, which answers it the same way, slower;
+    anything else is jsonpath-ng's, ``definite`` when it selects one value
+    rather than a list of matches.
+    """
+    simple = _SIMPLE_PATH.fullmatch(path.strip())
+    if simple is not None:
+        steps = tuple(int(index) if index else field for field, index in _STEP.findall(simple.group(1)))
+        return None, True, steps
     try:
-        return parse_jsonpath(path), not any(mark in path for mark in _INDEFINITE)
+        return parse_jsonpath(path), not any(mark in path for mark in _INDEFINITE), ()
     except (JsonPathLexerError, JsonPathParserError, Exception) as exc:
         raise ValueError(f"invalid JSONPath {path!r}: {exc}") from None
 
 
 def select(document: Any, path: str) -> Any:
     """What ``path`` selects in ``document``: one value (None when nothing matches) or, for a wildcard path, a list."""
-    expression, definite = _compiled(path)
+    expression, definite, steps = _compiled(path)
+    if expression is None:
+        value = document
+        for step in steps:
+            if isinstance(step, int):
+                if not isinstance(value, list) or step >= len(value):
+                    return None
+            elif not isinstance(value, dict) or step not in value:
+                return None
+            value = value[step]
+        return value
     matches = [match.value for match in expression.find(document)]
     if definite:
         return matches[0] if matches else None
@@ -71,7 +96,8 @@ class Input:
 
     __slots__ = ("body", "_document", "_params")
 
-    def __init__(self, body: str, params: Params) -> None:
+    def __init__(self, body: str, params: Params | Callable[[], Params]) -> None:
+        """``params`` may be a function making them, called on first use (most templates never ask)."""
         self.body = body
         self._document: Any = _UNSET
         self._params = params
@@ -91,9 +117,10 @@ class Input:
         return orjson.dumps(self.path(path)).decode()
 
     def params(self, name: str | None = None) -> Any:
-        if name is None:
-            return self._params.as_map()
-        return self._params.find(name)
+        params = self._params
+        if not isinstance(params, Params):
+            params = self._params = params()
+        return params.as_map() if name is None else params.find(name)
 
 
 class Util:

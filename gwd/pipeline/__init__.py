@@ -1,8 +1,9 @@
 """The request pipeline: what a worker does with a parsed request until its response is written.
 
 - ``gateway.py``: the entry, around every route: request id, route match
-  (``routing.py``), the route's handler, errors rendered as responses,
-  access log and metrics.
+  (``routing.py``), the route's handler, errors rendered as responses
+  (by the config's gateway responses, ``gatewayresponses.py``), access log
+  and metrics.
 - ``chain.py``: each route's handler, assembled at config load from the
   stages (:mod:`gwd.stages`) and its integration (:mod:`gwd.integrations`).
 - What stages and integrations share: ``exchange.py`` (one request and what

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from functools import partial
+from typing import Any, Awaitable, Callable, Iterator
 from urllib.parse import urlencode
 
 from gwd.config.model import IntegrationResponse, RouteConfig, StageConfig
@@ -89,30 +90,47 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     stage_variables = dict(stage.variables)
     max_body = resources.max_body
 
-    async def mapped(exchange: Exchange) -> Response:
+    def mapped(exchange: Exchange) -> Response | Awaitable[Response]:
+        """At once when the body is all here and nothing maps the response, else as a coroutine."""
         request = exchange.request
         if (request.content_length or 0) > max_body:
             raise BODY_TOO_LARGE
+        body = request.body.take_complete() if request.has_body else b""
+        if body is None:
+            return read_then_map(exchange)
+        return map_request(exchange, body)
+
+    async def read_then_map(exchange: Exchange) -> Response:
         try:
-            body = await request.body.read_all() if request.has_body else b""
+            body = await exchange.request.body.read_all()
         except RequestBodyError as error:
             raise body_error(error) from None
-        params = _params(exchange)
-        context = request_context(exchange)
-        context["responseOverride"] = {"status": None, "header": {}}
-        context["requestOverride"] = {"header": {}, "querystring": {}, "path": {}}
+        answer = map_request(exchange, body)
+        return answer if isinstance(answer, Response) else await answer
+
+    def map_request(exchange: Exchange, body: bytes) -> Response | Awaitable[Response]:
+        request = exchange.request
+        params = partial(_params, exchange)
+        context = _Context(request_context, exchange)
         names: dict[str, Any] = {"context": context, "stageVariables": stage_variables, "util": UTIL}
         media = _media_type(request.headers.text(b"content-type")) or DEFAULT_MEDIA_TYPE
         template = request_templates.get(media)
         if template is not None:
             names["input"] = Input(body.decode("utf-8", "replace"), params)
             output = _render(exchange, template, names).encode()
-            exchange.request = _overridden(exchange, request, output, context["requestOverride"])
+            exchange.request = _overridden(exchange, request, output, context.override("requestOverride"))
         elif refuse_unmatched:
             raise UNSUPPORTED_MEDIA_TYPE
         else:
             exchange.request = request.with_body(body)
         answer = next_handler(exchange)
+        if not selections:
+            return answer
+        return map_response(exchange, request, answer, names, params)
+
+    async def map_response(
+        exchange: Exchange, request: Request, answer: Response | Awaitable[Response], names: dict[str, Any], params: Callable[[], Params]
+    ) -> Response:
         response = answer if isinstance(answer, Response) else await answer
         key = exchange.function_error if exchange.function_error is not None else str(response.status)
         selection = next((s for s in matching if s.pattern.fullmatch(key)), default)  # type: ignore[union-attr]
@@ -123,8 +141,78 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     return mapped
 
 
+_AT_HAND = {
+    "requestId": lambda exchange: exchange.request_id,
+    "extendedRequestId": lambda exchange: exchange.request_id,
+    "httpMethod": lambda exchange: exchange.method,
+    "stage": lambda exchange: exchange.stage,
+}
+"""``$context`` fields a plain template gets without the whole context being built."""
+
+
+class _Context(dict):
+    """``$context``: the REST request context, built when a template first looks into it (many never do).
+
+    A plain template asking only for the fields in ``_AT_HAND`` never has it built.
+    """
+
+    __slots__ = ("_build", "_exchange")
+
+    def __init__(self, build: Callable[[Exchange], dict[str, Any]], exchange: Exchange) -> None:
+        super().__init__()
+        self._build: Callable[[Exchange], dict[str, Any]] | None = build
+        self._exchange = exchange
+
+    def _fill(self) -> None:
+        build, self._build = self._build, None
+        if build is not None:
+            self.update(build(self._exchange))
+            self["responseOverride"] = {"status": None, "header": {}}
+            self["requestOverride"] = {"header": {}, "querystring": {}, "path": {}}
+
+    def override(self, name: str) -> dict[str, Any]:
+        """``requestOverride`` or ``responseOverride`` as a template left it (empty when none looked into $context)."""
+        return {} if self._build is not None else super().get(name) or {}
+
+    def __getitem__(self, key: Any) -> Any:
+        self._fill()
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if self._build is not None:
+            at_hand = _AT_HAND.get(key)
+            if at_hand is not None:
+                return at_hand(self._exchange)
+            self._fill()
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._fill()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._fill()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._fill()
+        return super().__len__()
+
+    def keys(self) -> Any:
+        self._fill()
+        return super().keys()
+
+    def items(self) -> Any:
+        self._fill()
+        return super().items()
+
+    def values(self) -> Any:
+        self._fill()
+        return super().values()
+
+
 async def _selected(
-    exchange: Exchange, request: Request, response: Response, selection: _Selection, names: dict[str, Any], params: Params
+    exchange: Exchange, request: Request, response: Response, selection: _Selection, names: dict[str, Any], params: Callable[[], Params]
 ) -> Response:
     """The client's response from the integration's, by one integration response."""
     status = selection.status or response.status
@@ -137,7 +225,7 @@ async def _selected(
         names["input"] = Input(body.decode("utf-8", "replace"), params)
         body = _render(exchange, template, names).encode()
         lines = _without(lines, b"content-type") + f"Content-Type: {media}\r\n".encode()
-        override = names["context"]["responseOverride"]
+        override = names["context"].override("responseOverride")
         if override.get("status") is not None:
             try:
                 status = int(override["status"])

@@ -16,7 +16,7 @@ call; a route that only checks parameters needs no task and reads no body.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import fastjsonschema
 import orjson
@@ -65,29 +65,40 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
 
         return parameters_checked
 
-    async def validated(exchange: Exchange) -> Response:
+    def check_body(exchange: Exchange, check: Callable[[Any], Any], body: bytes) -> Response | Awaitable[Response]:
+        try:
+            check(orjson.loads(body))
+        except orjson.JSONDecodeError as exc:
+            exchange.validation_error = f"the body is not JSON: {exc}"
+            raise INVALID_BODY from None
+        except fastjsonschema.JsonSchemaValueException as exc:
+            exchange.validation_error = exc.message
+            raise INVALID_BODY from None
+        exchange.request = exchange.request.with_body(body)
+        return next_handler(exchange)
+
+    async def read_then_check(exchange: Exchange, check: Callable[[Any], Any]) -> Response:
+        try:
+            body = await exchange.request.body.read_all()
+        except RequestBodyError as error:
+            raise body_error(error) from None
+        answer = check_body(exchange, check, body)
+        return answer if isinstance(answer, Response) else await answer
+
+    def validated(exchange: Exchange) -> Response | Awaitable[Response]:
+        """Checked at once when the body is all here (no task of its own), else once it has come."""
         if required:
             missing_parameters(exchange)
         request = exchange.request
         media = (request.headers.text(b"content-type") or "application/json").partition(";")[0].strip().lower()
         check = models.get(media) or models.get(DEFAULT_MODEL)
-        if check is not None:
-            if (request.content_length or 0) > max_body:
-                raise BODY_TOO_LARGE
-            try:
-                body = await request.body.read_all() if request.has_body else b""
-            except RequestBodyError as error:
-                raise body_error(error) from None
-            try:
-                check(orjson.loads(body))
-            except orjson.JSONDecodeError as exc:
-                exchange.validation_error = f"the body is not JSON: {exc}"
-                raise INVALID_BODY from None
-            except fastjsonschema.JsonSchemaValueException as exc:
-                exchange.validation_error = exc.message
-                raise INVALID_BODY from None
-            exchange.request = request.with_body(body)
-        answer = next_handler(exchange)
-        return answer if isinstance(answer, Response) else await answer
+        if check is None:
+            return next_handler(exchange)
+        if (request.content_length or 0) > max_body:
+            raise BODY_TOO_LARGE
+        body = request.body.take_complete() if request.has_body else b""
+        if body is None:
+            return read_then_check(exchange, check)
+        return check_body(exchange, check, body)
 
     return validated

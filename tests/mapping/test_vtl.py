@@ -199,3 +199,17 @@ def test_escape_javascript_matches_java() -> None:
     assert escape_javascript("plain") == "plain"
     assert escape_javascript("\x01\x7f\u20ac\U0001F600") == "\\u0001\x7f\\u20AC\\uD83D\\uDE00"
     assert escape_javascript("\\") == "\\\\"
+
+
+@pytest.mark.parametrize("text", [case[1] for case in CASES], ids=[case[0] for case in CASES])
+def test_a_plain_template_renders_as_the_engine_does(text: str) -> None:
+    template = vtl.MappingTemplate(text, "case")
+    assert template.render(variables()) == template.render_with_engine(variables())
+
+
+def test_plain_templates_are_recognised() -> None:
+    plain = [case[0] for case in CASES if vtl.MappingTemplate(case[1], "case").plain]
+    assert len(plain) >= 20, plain
+    assert vtl.MappingTemplate("a $input.path('$.x') ${context.stage}.", "t").plain
+    for text in ("#set($a = 1)", "$input.path('$.x').size()", "$util.base64Encode('a')", "$context.keys", "a\\$b"):
+        assert not vtl.MappingTemplate(text, "t").plain, text
