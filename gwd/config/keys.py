@@ -513,6 +513,12 @@ KEYS: tuple[Key, ...] = (
             "templates. The one named by the client's `Accept` is used, else the first; it sets `Content-Type`."
         ),
     ),
+    Key("mapping", "content_handling", "custom", None, shown="the body as it is",
+        meaning=(
+            "The request body before its template: `\"convert_to_text\"` base64-encodes a body of one of the "
+            "API's `binary_media_types`, `\"convert_to_binary\"` decodes a base64 body to bytes (not base64: `400`)."
+        ),
+    ),
     Key("mapping", "responses", "custom", (), shown='`[]`',
         meaning=(
             'Integration responses, tried in order (below); an entry without `selection_pattern` is the '
@@ -533,6 +539,12 @@ KEYS: tuple[Key, ...] = (
     Key("integration_response", "templates", "custom", {}, shown='`{}`',
         meaning=(
             'Response templates by media type, as `response_templates`; none: the body passes through.'
+        ),
+    ),
+    Key("integration_response", "content_handling", "custom", None, shown="the body as it is",
+        meaning=(
+            "An answer sent without a template: `\"convert_to_binary\"` decodes the integration's base64 body to bytes "
+            "(not base64: `502`), `\"convert_to_text\"` base64-encodes it."
         ),
     ),
     Key("integration_response", "headers", "custom", {}, shown='`{}`',

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from gwd.config.reader import _Table
 
 PASSTHROUGH = ("when_no_match", "when_no_templates", "never")
-MAPPING_KEYS = ("request_templates", "response_templates", "passthrough_behavior", "responses")
+MAPPING_KEYS = ("request_templates", "response_templates", "passthrough_behavior", "responses", "content_handling")
+CONTENT_HANDLING = ("convert_to_text", "convert_to_binary")
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+*-]+$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _HEADER_SOURCE = re.compile(r"^('.*'|integration\.response\.header\.[!#$%&'*+.^_`|~0-9A-Za-z-]+)$", re.S)
@@ -34,6 +35,7 @@ def read_mapping(table: _Table, base_dir: str) -> IntegrationMapping | None:
     passthrough = table.string("passthrough_behavior", "when_no_match")
     if passthrough not in PASSTHROUGH:
         table.problem("passthrough_behavior", f"expected one of {', '.join(map(repr, PASSTHROUGH))}, got {passthrough!r}")
+    content_handling = _content_handling(table)
     responses = [_response(entry, base_dir) for entry in table.tables("responses")]
     defaults = [entry for entry in responses if entry is not None and entry.selection_pattern is None]
     if len(defaults) > 1:
@@ -42,14 +44,24 @@ def read_mapping(table: _Table, base_dir: str) -> IntegrationMapping | None:
         if defaults and defaults[0].templates:
             table.problem("response_templates", "the default entry of responses has templates of its own")
         elif defaults:
-            responses[responses.index(defaults[0])] = IntegrationResponse(None, defaults[0].status, response_templates, defaults[0].headers)
+            entry = defaults[0]
+            responses[responses.index(entry)] = IntegrationResponse(None, entry.status, response_templates, entry.headers, entry.content_handling)
         else:
             responses.append(IntegrationResponse(None, None, response_templates, ()))
     return IntegrationMapping(
         request_templates=request_templates,
         passthrough_behavior=passthrough or "when_no_match",
         responses=tuple(entry for entry in responses if entry is not None),
+        content_handling=content_handling,
     )
+
+
+def _content_handling(table: _Table) -> str | None:
+    value = table.string("content_handling", None)
+    if value is not None and value not in CONTENT_HANDLING:
+        table.problem("content_handling", f"expected one of {', '.join(map(repr, CONTENT_HANDLING))}, got {value!r}")
+        return None
+    return value
 
 
 def _templates(table: _Table, key: str, base_dir: str) -> tuple[tuple[str, TemplateSource], ...]:
@@ -108,5 +120,6 @@ def _response(table: _Table, base_dir: str) -> IntegrationResponse | None:
             why = "expected a quoted literal (\"'text'\") or integration.response.header.NAME"
             table.problem(f"headers.{name}", why)
             ok = False
+    content_handling = _content_handling(table)
     table.finish()
-    return IntegrationResponse(pattern, status, templates, tuple(headers.items())) if ok else None
+    return IntegrationResponse(pattern, status, templates, tuple(headers.items()), content_handling) if ok else None

@@ -206,6 +206,7 @@ class IntegrationResponse:
     status: int | None  # the client's status; None: the integration's own
     templates: tuple[tuple[str, TemplateSource], ...]  # (content type, template)
     headers: tuple[tuple[str, str], ...]  # (header, "'literal'" or "integration.response.header.NAME")
+    content_handling: str | None = None  # "convert_to_text" (bytes to base64) or "convert_to_binary"; None: as it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,7 @@ class IntegrationMapping:
     request_templates: tuple[tuple[str, TemplateSource], ...]  # (content type, template)
     passthrough_behavior: str  # "when_no_match", "when_no_templates" or "never"
     responses: tuple[IntegrationResponse, ...]  # in order; at most one default (no selection_pattern)
+    content_handling: str | None = None  # the request body: "convert_to_text", "convert_to_binary", or None: as it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +416,7 @@ class Config:
     metrics: MetricsConfig
     admin: AdminConfig
     gateway_responses: tuple[GatewayResponseConfig, ...] = ()
+    binary_media_types: tuple[str, ...] = ()  # media types the API treats as bytes ("image/*", ...)
 
     @property
     def listen_addresses(self) -> tuple[Address, ...]:

@@ -79,6 +79,7 @@ _IDENTITY_SOURCE = re.compile(r"^(header|query):[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BINARY_TYPE = re.compile(r"^([A-Za-z0-9!#$&^_.+-]+|\*)/([A-Za-z0-9!#$&^_.+-]+|\*)$")
 
 
 def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -280,6 +281,7 @@ class _ConfigReader:
         models = read_models(root.table("models"), self.base_dir)
         routes = self._routes(root.tables("routes"), stages, {authorizer.name: authorizer for authorizer in authorizers}, models)
         gateway_responses = read_gateway_responses(root.table("gateway_responses"), self.base_dir)
+        binary_media_types = tuple(self._names(root, "binary_media_types", lambda media: bool(_BINARY_TYPE.match(media))))
         if not data.get("routes"):
             # An empty or truncated file would otherwise serve nothing (and a reload to it replace a working config).
             self.problem("routes", "missing: a config serves at least one [[routes]] entry (an empty or truncated file?)")
@@ -298,7 +300,7 @@ class _ConfigReader:
             raise ConfigError(self.problems)
         return Config(
             self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings), authorizers,
-            metrics, admin, gateway_responses,
+            metrics, admin, gateway_responses, binary_media_types,
         )
 
     def _admin(self, table: _Table, server: ServerConfig) -> AdminConfig:

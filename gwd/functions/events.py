@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 from gwd.authorizers.jwtauth import scopes_of
 from gwd.config.model import DEFAULT_ROUTE, DEFAULT_STAGE, RouteConfig, StageConfig
+from gwd.mapping.binary import BinaryTypes
 from gwd.pipeline.clientip import Networks, client_address
 from gwd.pipeline.exchange import Exchange
 from gwd.telemetry.accesslog import clf_time
@@ -34,10 +35,23 @@ EventBuilder = Callable[[Exchange, bytes], dict[str, Any]]
 _TEXT_TYPES = frozenset({"application/json", "application/javascript", "application/xml", "application/x-javascript"})
 
 
-def event_builder(payload_format: str, route: RouteConfig, stage: StageConfig, authorizer_kind: str | None, trusted: Networks) -> EventBuilder:
-    """What builds one route's events under one stage: ``authorizer_kind`` is "jwt", "request" or None."""
+def event_builder(
+    payload_format: str,
+    route: RouteConfig,
+    stage: StageConfig,
+    authorizer_kind: str | None,
+    trusted: Networks,
+    binary: BinaryTypes | None = None,
+) -> EventBuilder:
+    """What builds one route's events under one stage: ``authorizer_kind`` is "jwt", "request" or None.
+
+    With the API's ``binary`` media types, a payload 1.0 body is base64 when
+    its type is one of them and text otherwise, as a REST API sends it.
+    """
     if payload_format == "1.0":
-        return _Version1(route, stage, authorizer_kind, trusted).build
+        builder = _Version1(route, stage, authorizer_kind, trusted)
+        builder.binary = binary if binary else None
+        return builder.build
     return _Version2(route, stage, authorizer_kind, trusted).build
 
 
@@ -57,6 +71,16 @@ def is_text(content_type: str | None) -> bool:
 def body_field(body: bytes, content_type: str | None) -> tuple[str, bool]:
     """The body as the event carries it, and whether that is base64."""
     if is_text(content_type):
+        try:
+            return body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(body).decode("ascii"), True
+
+
+def _rest_body_field(body: bytes, binary: bool) -> tuple[str, bool]:
+    """A REST API's body field: base64 for a binary media type, else text (base64 still when it is not UTF-8)."""
+    if not binary:
         try:
             return body.decode("utf-8"), False
         except UnicodeDecodeError:
@@ -168,10 +192,11 @@ class _Version2(_Builder):
 class _Version1(_Builder):
     """Events in payload format 1.0 (REST API, Lambda proxy integration)."""
 
-    __slots__ = ("_resource", "_prefix")
+    __slots__ = ("_resource", "_prefix", "binary")
 
     def __init__(self, route: RouteConfig, stage: StageConfig, authorizer_kind: str | None, trusted: Networks) -> None:
         super().__init__(route, stage, authorizer_kind, trusted)
+        self.binary: BinaryTypes | None = None
         key = self._route_key
         self._resource = key if route.key.method == DEFAULT_ROUTE else key.partition(" ")[2]
         self._prefix = "" if stage.name == DEFAULT_STAGE else "/" + stage.name  # what the path loses in "path"
@@ -195,7 +220,13 @@ class _Version1(_Builder):
         path = full_path
         if self._prefix and full_path.startswith(self._prefix):
             path = full_path[len(self._prefix) :] or "/"
-        text, encoded = body_field(body, request.headers.text(b"content-type")) if body else (None, False)
+        content_type = request.headers.text(b"content-type")
+        if not body:
+            text, encoded = None, False
+        elif self.binary is not None:
+            text, encoded = _rest_body_field(body, self.binary.matches(content_type))
+        else:
+            text, encoded = body_field(body, content_type)
         return {
             "version": "1.0",
             "resource": self._resource,

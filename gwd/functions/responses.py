@@ -31,8 +31,12 @@ class MalformedResponse(Exception):
     """The handler's answer breaks the payload format's rules; the message says how."""
 
 
-def version1_response(output: Any) -> Response:
-    """Payload 1.0: ``{statusCode, headers, multiValueHeaders, body, isBase64Encoded}`` and nothing else."""
+def version1_response(output: Any, decode_base64: bool = True) -> Response:
+    """Payload 1.0: ``{statusCode, headers, multiValueHeaders, body, isBase64Encoded}`` and nothing else.
+
+    ``decode_base64`` False (a REST API whose client does not accept a
+    binary media type) sends a base64 body as the text it is.
+    """
     if not isinstance(output, dict):
         raise MalformedResponse(f"expected a JSON object, got {_kind(output)}")
     unexpected = sorted(set(output) - _VERSION1_KEYS)
@@ -52,7 +56,7 @@ def version1_response(output: Any) -> Response:
     for name, value in _headers(output).items():
         if (name.lower(), value) not in seen:  # a pair in both is sent once
             pairs.append((name, value))
-    return _response(status, pairs, _body(output))
+    return _response(status, pairs, _body(output, decode_base64))
 
 
 def version2_response(output: Any) -> Response:
@@ -102,7 +106,7 @@ def _header_value(name: object, value: object) -> str:
     return value
 
 
-def _body(output: dict[str, Any]) -> bytes:
+def _body(output: dict[str, Any], decode_base64: bool = True) -> bytes:
     body = output.get("body")
     if body is None:
         return b""
@@ -111,7 +115,7 @@ def _body(output: dict[str, Any]) -> bytes:
     encoded = output.get("isBase64Encoded", False)
     if not isinstance(encoded, bool):
         raise MalformedResponse(f"isBase64Encoded is {_kind(encoded)}, not true or false")
-    if not encoded:
+    if not encoded or not decode_base64:
         return body.encode("utf-8", "surrogateescape")
     try:
         return base64.b64decode(body, validate=True)

@@ -36,6 +36,7 @@ from gwd.functions.processes import ProcessDied
 from gwd.functions.python import FunctionFailed, FunctionTimedOut
 from gwd.functions.responses import MalformedResponse, version1_response, version2_response
 from gwd.http.message import RequestBodyError, Response
+from gwd.mapping.binary import BinaryTypes
 from gwd.pipeline.errors import BODY_TOO_LARGE, GatewayError, body_error
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.handler import Handler
@@ -89,8 +90,12 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
     environment = function_environment(config, configured)
     kind = resources.authorizer_kind(route)
     proxy = config.mapping is None
-    make_event = event_builder(config.payload_format, route, stage, kind, resources.trusted_proxies) if proxy else _plain_event
-    to_response = (version1_response if config.payload_format == "1.0" else version2_response) if proxy else _plain_response
+    binary = resources.binary_types
+    if proxy:
+        make_event = event_builder(config.payload_format, route, stage, kind, resources.trusted_proxies, binary)
+    else:
+        make_event = _plain_event
+    to_response = _response_rules(config.payload_format if proxy else None, binary)
     slots = resources.invocations
     row = slots.row(config.name)
     counts = resources.function_counts.setdefault(config.name, FunctionCounts())
@@ -118,7 +123,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
         counts.running += 1
         started = time.perf_counter()
         try:
-            response = to_response(await call(event, exchange, done))
+            response = to_response(await call(event, exchange, done), exchange)
         except FunctionTimedOut as exc:
             log.warning("request %s: function %s %s", exchange.request_id, name, exc)
             raise _failed(exchange, counts, "timeout", TIMED_OUT) from None
@@ -143,6 +148,23 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
         return response
 
     return invoke
+
+
+def _response_rules(payload_format: str | None, binary: BinaryTypes) -> Callable[[Any, Exchange], Response]:
+    """How a handler's answer becomes the response: payload 2.0's rules, 1.0's, or (None) a non-proxy one's.
+
+    Payload 1.0 in an API with ``binary_media_types`` follows AWS's REST
+    rule: a base64 body is decoded only for a client whose ``Accept`` names
+    a binary type first, and is sent as its text otherwise.
+    """
+    if payload_format is None:
+        return lambda result, exchange: _plain_response(result)
+    if payload_format == "2.0":
+        return lambda result, exchange: version2_response(result)
+    if not binary:
+        return lambda result, exchange: version1_response(result)
+    accept = b"accept"
+    return lambda result, exchange: version1_response(result, binary.accepted(exchange.request.headers.text(accept)))
 
 
 def _plain_event(exchange: Exchange, body: bytes) -> Any:

@@ -20,6 +20,7 @@ from gwd.config.model import HTTP_METHODS, Address, Config, FunctionIntegration,
 from gwd.functions.runtimes import FunctionRuntimes
 from gwd.http.message import ClientGone, Request, Response
 from gwd.http.upstream import UpstreamPools
+from gwd.mapping.binary import BinaryTypes
 from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.clientcert import client_certificate
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, NOT_IMPLEMENTED, GatewayError
@@ -111,6 +112,7 @@ class Gateway:
             body_timeout=config.server.body_timeout,
             functions=self._functions,
             invocations=invocations if functions else None,
+            binary_types=BinaryTypes(config.binary_media_types),
         )
         self._metrics = RequestMetrics(resources, config.metrics.per_key) if config.metrics.enabled else None
         metrics = self._metrics

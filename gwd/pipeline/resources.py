@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from gwd.config.model import JwtAuthorizer, RouteConfig, UsagePlan
 from gwd.http.upstream import UpstreamPools
+from gwd.mapping.binary import BinaryTypes
 from gwd.pipeline.clientip import Networks
 from gwd.stores.cachestore import MemoryStore, RedisStore
 
@@ -44,6 +45,8 @@ class Resources:
     functions: FunctionRuntimes | None = None
     invocations: InvocationSlots | None = None
     function_counts: dict[str, FunctionCounts] = field(default_factory=dict)
+    # The API's binary_media_types, compiled (empty: none declared).
+    binary_types: BinaryTypes = field(default_factory=lambda: BinaryTypes(()))
 
     def authorizer_kind(self, route: RouteConfig) -> str | None:
         """What the route's authorizer is, as events and templates show it: "jwt", "request", or None."""

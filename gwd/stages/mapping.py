@@ -22,6 +22,8 @@ daemon log, as AWS does.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 from functools import partial
@@ -43,6 +45,7 @@ log = logging.getLogger("gwd.mapping")
 UNSUPPORTED_MEDIA_TYPE = GatewayError(415, "Unsupported Media Type", response_type="UNSUPPORTED_MEDIA_TYPE")
 TEMPLATE_FAILED = GatewayError(500, "Internal server error")
 NO_VALID_ANSWER = GatewayError(502, "Bad Gateway", response_type="INTEGRATION_FAILURE")
+NOT_BASE64 = GatewayError(400, "Bad Request", response_type="BAD_REQUEST_BODY")
 MAX_ANSWER = 10 * 1024 * 1024
 """The most bytes of an integration's streamed answer read for its integration response."""
 DEFAULT_MEDIA_TYPE = "application/json"
@@ -52,11 +55,12 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 class _Selection:
     """One integration response, compiled."""
 
-    __slots__ = ("pattern", "status", "templates", "literal_lines", "copied_headers")
+    __slots__ = ("pattern", "status", "templates", "literal_lines", "copied_headers", "content_handling")
 
     def __init__(self, entry: IntegrationResponse) -> None:
         self.pattern = re.compile(entry.selection_pattern, re.S) if entry.selection_pattern is not None else None
         self.status = entry.status
+        self.content_handling = entry.content_handling
         self.templates = {media: MappingTemplate(source.text, source.source) for media, source in entry.templates}
         literal = [(name, value[1:-1]) for name, value in entry.headers if value.startswith("'")]
         self.literal_lines = b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in literal)
@@ -89,6 +93,8 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     request_context = rest_request_context(route, stage, resources.authorizer_kind(route), resources.trusted_proxies)
     stage_variables = dict(stage.variables)
     max_body = resources.max_body
+    content_handling = mapping.content_handling
+    binary = resources.binary_types
 
     def mapped(exchange: Exchange) -> Response | Awaitable[Response]:
         """At once when the body is all here and nothing maps the response, else as a coroutine."""
@@ -110,6 +116,8 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
 
     def map_request(exchange: Exchange, body: bytes) -> Response | Awaitable[Response]:
         request = exchange.request
+        if content_handling is not None:
+            body = _converted(body, content_handling, binary.matches(request.headers.text(b"content-type")), NOT_BASE64)
         params = partial(_params, exchange)
         context = _Context(request_context, exchange)
         names: dict[str, Any] = {"context": context, "stageVariables": stage_variables, "util": UTIL}
@@ -238,6 +246,12 @@ async def _selected(
             lines = _without(lines, str(name).lower().encode()) + _header_line(str(name), value)
     elif response.stream is not None:
         body = await _whole(exchange, response)
+    if selection.content_handling is not None and chosen is None:
+        try:
+            body = _converted(body, selection.content_handling, True, NO_VALID_ANSWER)
+        except GatewayError:
+            log.error("request %s: the integration's answer is not base64 (content_handling = convert_to_binary)", exchange.request_id)
+            raise
     if selection.copied_headers:
         for name, source in selection.copied_headers:
             value = response.header_value(source)
@@ -271,6 +285,16 @@ async def _whole(exchange: Exchange, response: Response) -> bytes:
         source.close(complete)
     response.stream = None
     return b"".join(parts)
+
+
+def _converted(body: bytes, handling: str, binary: bool, failure: GatewayError) -> bytes:
+    """``content_handling``: bytes to base64 text (only for a binary body), or base64 text to bytes."""
+    if handling == "convert_to_text":
+        return base64.b64encode(body) if binary else body
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise failure from None
 
 
 def _render(exchange: Exchange, template: MappingTemplate, names: dict[str, Any]) -> str:

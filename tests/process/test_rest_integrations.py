@@ -7,6 +7,7 @@ recording backend by recomputing the signature with botocore.
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 from typing import Iterator
@@ -307,3 +308,46 @@ def test_a_template_file_with_a_syntax_error_names_the_file_and_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "gwd", "check", "-c", str(config)], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode != 0
     assert f"{template}: VTL syntax error at line 3" in result.stderr, result.stderr
+
+
+def test_binary_media_types_carry_bytes_as_a_rest_api_does(start_daemon):
+    pixel = (HANDLERS / "pixel.png").read_bytes()
+    with Backend() as backend:
+        config = f"""
+binary_media_types = ["image/*", "application/octet-stream"]
+
+[[routes]]
+route = "GET /logo"
+integration = {{ type = "function", handler = "pictures:logo", code_dir = "{HANDLERS}", payload_format = "1.0" }}
+
+[[routes]]
+route = "POST /upload"
+integration = {{ type = "function", handler = "pictures:upload", code_dir = "{HANDLERS}", payload_format = "1.0" }}
+
+[[routes]]
+route = "POST /decode"
+[routes.integration]
+type = "http"
+uri = "{backend.url}/mirror"
+[[routes.integration.responses]]
+content_handling = "convert_to_binary"
+
+[[routes]]
+route = "POST /encode"
+integration = {{ type = "http", uri = "{backend.url}/mirror", content_handling = "convert_to_text" }}
+"""
+        daemon = start_daemon(config, workers=1)
+        image = send(daemon.port, "GET", "/logo", [("Accept", "image/png")])
+        assert image.status == 200 and image.headers["content-type"] == "image/png"
+        assert image.body == pixel  # the original bytes, byte for byte
+        text = send(daemon.port, "GET", "/logo", [("Accept", "application/json")])
+        assert text.body == base64.b64encode(pixel)  # a client that does not accept a binary type gets the base64 text
+        sent = orjson.loads(send(daemon.port, "POST", "/upload", [("Content-Type", "image/png")], pixel).body)
+        assert sent == {"body": base64.b64encode(pixel).decode(), "isBase64Encoded": True}
+        typed = orjson.loads(send(daemon.port, "POST", "/upload", [("Content-Type", "text/csv")], b"a,b").body)
+        assert typed == {"body": "a,b", "isBase64Encoded": False}
+        decoded = send(daemon.port, "POST", "/decode", [("Content-Type", "text/plain")], base64.b64encode(pixel))
+        assert decoded.status == 200 and decoded.body == pixel
+        encoded = send(daemon.port, "POST", "/encode", [("Content-Type", "application/octet-stream")], pixel)
+        assert encoded.body == base64.b64encode(pixel)
+        assert backend.received[-1].body == base64.b64encode(pixel)

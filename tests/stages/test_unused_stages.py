@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gwd.config.reader import load_config
+from gwd.mapping.binary import BinaryTypes
 from gwd.stages import mapping, validation
 
 
@@ -31,6 +32,7 @@ class _Resources:
 
     max_body = 1024
     trusted_proxies = ()
+    binary_types = BinaryTypes(())
 
     def authorizer_kind(self, route):
         return None
