@@ -343,6 +343,20 @@ KEYS: tuple[Key, ...] = (
             'How to speak TLS to an `https://` backend (below).'
         ),
     ),
+    Key("http", "request_parameters", "custom", {}, shown='`{}`',
+        meaning=(
+            'Parameter mapping for the backend request (see Parameter mapping): `{ "append:header.X-User" = '
+            '"$context.authorizer.claims.sub", "overwrite:path" = "/v2/$request.path.id", '
+            '"remove:header.cookie" = "" }`, or REST\'s `"integration.request.header.X-User" = '
+            '"context.authorizer.claims.sub"`.'
+        ),
+    ),
+    Key("http", "response_parameters", "custom", {}, shown='`{}`',
+        meaning=(
+            'Parameter mapping for the response: `append:`, `overwrite:` or `remove:` `header.NAME`, and '
+            '`overwrite:statuscode`.'
+        ),
+    ),
     Key("function", "type", "custom", None, shown='(required)',
         meaning=(
             '`"function"`.'

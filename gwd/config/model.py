@@ -220,6 +220,22 @@ class IntegrationMapping:
 
 
 @dataclass(frozen=True, slots=True)
+class ParameterRule:
+    """One parameter mapping: what to do to which parameter, with what value."""
+
+    action: str  # "append", "overwrite" or "remove"
+    kind: str  # "header", "querystring", "path" (the whole path, or with ``name`` a path parameter) or "statuscode"
+    name: str
+    value: tuple[str, ...]  # literal text, and "$source" parts ("$request.header.x", "$context.requestId", ...)
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterMapping:
+    request: tuple[ParameterRule, ...]
+    response: tuple[ParameterRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MockIntegration:
     status: int
     headers: tuple[tuple[str, str], ...]
@@ -237,6 +253,7 @@ class HttpIntegration:
     preserve_host: bool
     tls: BackendTls | None = None  # overrides the stage's backend_tls
     mapping: IntegrationMapping | None = None
+    parameters: ParameterMapping | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ from gwd.config.model import (
     ThrottleConfig,
     UsagePlan,
 )
+from gwd.config.parameters import read_parameters
 from gwd.config.validation import read_gateway_responses, read_models, read_validation
 from gwd.config.values import (
     STAGE_VARIABLE,
@@ -780,6 +781,7 @@ class _ConfigReader:
             preserve_host=table.read(BY_TABLE["http"]["preserve_host"]),
             tls=self._backend_tls(table, "tls"),
             mapping=read_mapping(table, self.base_dir),
+            parameters=read_parameters(table),
         )
         table.finish()
         if uri is None or not self._check_stage_variables(table, "uri", uri, stages):

@@ -137,6 +137,15 @@ class Request:
 
     def with_body(self, body: bytes, headers: Headers | None = None, query: str | None = None) -> Request:
         """This request with a body that is all here (a mapping template's output), and new headers or query if given."""
+        copy = self.with_head(headers, query)
+        copy.content_length = len(body)
+        copy.chunked = False
+        copy.expect_continue = False
+        copy.body = RequestBody.complete(body)
+        return copy
+
+    def with_head(self, headers: Headers | None = None, query: str | None = None) -> Request:
+        """This request with new headers or query string (parameter mapping), its body still its own."""
         copy = Request.__new__(Request)
         copy.method = self.method
         copy.target = self.target
@@ -145,10 +154,10 @@ class Request:
         copy.version = self.version
         copy.headers = self.headers if headers is None else headers
         copy.keep_alive = self.keep_alive
-        copy.content_length = len(body)
-        copy.chunked = False
-        copy.expect_continue = False
-        copy.body = RequestBody.complete(body)
+        copy.content_length = self.content_length
+        copy.chunked = self.chunked
+        copy.expect_continue = self.expect_continue
+        copy.body = self.body
         copy.connection = self.connection
         copy.context = self.context
         return copy
@@ -401,6 +410,12 @@ class _DateLine:
 
 date_line = _DateLine().current
 """``Date: ...\\r\\n`` for now."""
+
+
+def lines_without(lines: bytes, lowered: bytes) -> bytes:
+    """Encoded header lines less those named ``lowered`` (for the rare paths that rewrite a response's headers)."""
+    kept = [line for line in lines.split(b"\r\n") if line and line.partition(b":")[0].strip().lower() != lowered]
+    return b"".join(line + b"\r\n" for line in kept)
 
 
 def closing_response(status: int, reason: str, message: str, extra_header_lines: bytes = b"") -> bytes:

@@ -75,7 +75,9 @@ class ProxyTarget:
 
     def request_target(self, exchange: Exchange) -> str:
         parts = self.path_parts
-        if len(parts) == 1:
+        if exchange.integration_path is not None:
+            path = exchange.integration_path
+        elif len(parts) == 1:
             path = parts[0]
         else:
             params = exchange.path_params

@@ -47,6 +47,7 @@ class Exchange:
         "function_name",
         "function_error",
         "validation_error",
+        "integration_path",
     )
 
     def __init__(self, request: Request, request_id: str, own_request_id: bool, started: float, started_clock: float) -> None:
@@ -88,6 +89,8 @@ class Exchange:
         self.function_error: str | None = None
         # Why a request validator refused the request, for the access log.
         self.validation_error: str | None = None
+        # The backend request's path when parameter mapping overwrote it (else the uri's own).
+        self.integration_path: str | None = None
         # (trace id, flags): the client's traceparent, or one started on first use (see trace()).
         self._trace: tuple[str, str] | None = None
 

@@ -2,9 +2,10 @@
 
 ``policy`` (resource policy, client certificate subject) -> ``authorization``
 (JWT or request authorizer, :mod:`gwd.authorizers`) -> ``apikeys`` ->
-``throttle`` (buckets and quotas) -> ``cache`` (response cache) ->
-``mapping`` (request templates and integration responses, round a
-non-proxy integration).
+``throttle`` (buckets and quotas) -> ``validation`` (required
+parameters, body models) -> ``cache`` (response cache) -> ``mapping``
+(request templates and integration responses, round a non-proxy
+integration) -> ``parameters`` (parameter mapping).
 
 The contract of a stage.  A stage module has one builder, run once per
 route and stage at config load by :mod:`gwd.pipeline.chain`::

@@ -32,7 +32,7 @@ from urllib.parse import urlencode
 
 from gwd.config.model import IntegrationResponse, RouteConfig, StageConfig
 from gwd.functions.events import rest_request_context
-from gwd.http.message import BodyAborted, Headers, Request, RequestBodyError, Response
+from gwd.http.message import BodyAborted, Headers, Request, RequestBodyError, Response, lines_without
 from gwd.mapping.variables import UTIL, Input, Params
 from gwd.mapping.vtl import MappingTemplate, RenderError
 from gwd.pipeline.errors import BODY_TOO_LARGE, GatewayError, body_error
@@ -232,7 +232,7 @@ async def _selected(
         media, template = chosen
         names["input"] = Input(body.decode("utf-8", "replace"), params)
         body = _render(exchange, template, names).encode()
-        lines = _without(lines, b"content-type") + f"Content-Type: {media}\r\n".encode()
+        lines = lines_without(lines, b"content-type") + f"Content-Type: {media}\r\n".encode()
         override = names["context"].override("responseOverride")
         if override.get("status") is not None:
             try:
@@ -243,7 +243,7 @@ async def _selected(
                 log.error("request %s: $context.responseOverride.status is not a status: %r", exchange.request_id, override["status"])
                 raise TEMPLATE_FAILED
         for name, value in (override.get("header") or {}).items():
-            lines = _without(lines, str(name).lower().encode()) + _header_line(str(name), value)
+            lines = lines_without(lines, str(name).lower().encode()) + _header_line(str(name), value)
     elif response.stream is not None:
         body = await _whole(exchange, response)
     if selection.content_handling is not None and chosen is None:
@@ -256,7 +256,7 @@ async def _selected(
         for name, source in selection.copied_headers:
             value = response.header_value(source)
             if value is not None:
-                lines = _without(lines, name.lower().encode()) + name.encode("latin-1") + b": " + value + b"\r\n"
+                lines = lines_without(lines, name.lower().encode()) + name.encode("latin-1") + b": " + value + b"\r\n"
     if selection.literal_lines:
         lines += selection.literal_lines
     mapped = Response(status, lines, body)
@@ -345,9 +345,3 @@ def _header_value(value: Any) -> bytes:
 def _header_line(name: str, value: Any) -> bytes:
     """A header line a template asked for (none when its name is not a header name)."""
     return name.encode("latin-1") + b": " + _header_value(value) + b"\r\n" if _TOKEN.match(name) else b""
-
-
-def _without(lines: bytes, lowered: bytes) -> bytes:
-    """Header lines less those named ``lowered``."""
-    kept = [line for line in lines.split(b"\r\n") if line and line.partition(b":")[0].strip().lower() != lowered]
-    return b"".join(line + b"\r\n" for line in kept)

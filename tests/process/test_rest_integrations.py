@@ -351,3 +351,54 @@ integration = {{ type = "http", uri = "{backend.url}/mirror", content_handling =
         encoded = send(daemon.port, "POST", "/encode", [("Content-Type", "application/octet-stream")], pixel)
         assert encoded.body == base64.b64encode(pixel)
         assert backend.received[-1].body == base64.b64encode(pixel)
+
+
+def test_parameter_mapping_changes_the_backend_request_and_the_response(start_daemon):
+    with Backend() as backend:
+        config = f"""
+[[stages]]
+name = "prod"
+variables = {{ team = "blue" }}
+
+[[routes]]
+route = "GET /users/{{id}}"
+[routes.integration]
+type = "http"
+uri = "{backend.url}/users/{{id}}"
+request_parameters = {{ "append:header.X-Caller" = "ip=$context.identity.sourceIp", "overwrite:path" = "/v2/users/$request.path.id", "append:querystring.src" = "gwd", "overwrite:querystring.page" = "$request.header.x-page", "remove:header.cookie" = "", "integration.request.header.X-Team" = "stageVariables.team" }}
+response_parameters = {{ "overwrite:statuscode" = "202", "append:header.X-Backend-Status" = "$response.statuscode", "overwrite:header.Content-Type" = "text/x-mapped" }}
+
+[[routes]]
+route = "GET /items/{{item}}"
+integration = {{ type = "http", uri = "{backend.url}/items/{{item}}", request_parameters = {{ "integration.request.path.item" = "'fixed'" }} }}
+"""
+        daemon = start_daemon(config, workers=1)
+        reply = send(daemon.port, "GET", "/prod/users/7?page=1&keep=yes", [("Cookie", "secret=1"), ("X-Page", "3")])
+        received = backend.received[-1]
+        assert reply.status == 202, reply.body
+        assert reply.headers["x-backend-status"] == "200" and reply.headers["content-type"] == "text/x-mapped"
+        assert received.raw_path == "/v2/users/7?keep=yes&src=gwd&page=3"
+        assert received.header("X-Caller") == "ip=127.0.0.1" and received.header("X-Team") == "blue"
+        assert received.header("Cookie") is None
+        send(daemon.port, "GET", "/prod/items/anything")
+        assert backend.received[-1].raw_path == "/items/fixed"
+
+
+@pytest.mark.parametrize(
+    "parameters, problem",
+    [
+        ('request_parameters = { "append:body.x" = "1" }', "not a parameter to map"),
+        ('request_parameters = { "overwrite:header.Host" = "x" }', "set by gwd itself"),
+        ('request_parameters = { "append:path" = "/x" }', "can only be overwritten"),
+        ('request_parameters = { "overwrite:header.X" = "$request.body.a" }', "not a variable gwd maps"),
+        ('response_parameters = { "overwrite:statuscode" = "abc" }', "between 100 and 599"),
+        ('request_parameters = { "overwrite:statuscode" = "200" }', "cannot be mapped on the request side"),
+    ],
+)
+def test_bad_parameter_mapping_is_a_config_error(tmp_path, parameters, problem):
+    config = tmp_path / "gwd.toml"
+    config.write_text(f'[[routes]]\nroute = "GET /x"\nintegration = {{ type = "http", uri = "http://127.0.0.1:9/", {parameters} }}\n')
+    result = subprocess.run([sys.executable, "-m", "gwd", "check", "-c", str(config)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "routes[0].integration." in line and "_parameters." in line]
+    assert lines and problem in lines[0], result.stderr
