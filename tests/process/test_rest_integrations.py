@@ -402,3 +402,40 @@ def test_bad_parameter_mapping_is_a_config_error(tmp_path, parameters, problem):
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if "routes[0].integration." in line and "_parameters." in line]
     assert lines and problem in lines[0], result.stderr
+
+
+def test_query_and_rest_protocol_services_are_called_by_their_protocol(start_daemon, moto_server, aws_keys):
+    """SNS (query protocol: Action, Version and the template's form fields) and S3 (REST: a path and a method)."""
+    session = get_session()
+    options = {"endpoint_url": moto_server, "region_name": "us-east-1", "aws_access_key_id": KEY_ID, "aws_secret_access_key": SECRET_KEY}
+    s3 = session.create_client("s3", **options)
+    s3.create_bucket(Bucket="files")
+    sns = session.create_client("sns", **options)
+    aws = f'type = "aws", region = "us-east-1", endpoint = "{moto_server}", credentials = {CREDENTIALS}'
+    topic = toml_string("Name=$util.urlEncode($input.path('$.name'))")
+    config = f"""
+[[routes]]
+route = "POST /topics"
+integration = {{ {aws}, service = "sns", action = "CreateTopic", request_templates = {{ "application/json" = {topic} }} }}
+
+[[routes]]
+route = "PUT /files/{{key}}"
+integration = {{ {aws}, service = "s3", path = "/files/{{key}}", method = "PUT" }}
+
+[[routes]]
+route = "GET /files/{{key}}"
+integration = {{ {aws}, service = "s3", path = "/files/{{key}}" }}
+"""
+    daemon = start_daemon(config, workers=1)
+    created = send(daemon.port, "POST", "/topics", [("Content-Type", "application/json")], b'{"name": "orders"}')
+    assert created.status == 200, created.body
+    assert b"<CreateTopicResponse" in created.body and b"orders" in created.body
+    assert [t["TopicArn"].rsplit(":", 1)[1] for t in sns.list_topics()["Topics"]] == ["orders"]
+    pixel = (HANDLERS / "pixel.png").read_bytes()
+    stored = send(daemon.port, "PUT", "/files/pixel.png", [("Content-Type", "image/png")], pixel)
+    assert stored.status == 200, stored.body
+    assert s3.get_object(Bucket="files", Key="pixel.png")["Body"].read() == pixel
+    fetched = send(daemon.port, "GET", "/files/pixel.png")
+    assert fetched.status == 200 and fetched.body == pixel
+    missing = send(daemon.port, "GET", "/files/nothing")
+    assert missing.status == 404 and b"NoSuchKey" in missing.body  # the service's own error, as it came
