@@ -30,9 +30,9 @@ from botocore.session import Session
 
 from gwd.config.model import AwsCredentials, AwsIntegration, RouteConfig, StageConfig
 from gwd.config.values import parse_backend_uri
-from gwd.http.message import RequestBodyError, Response
+from gwd.http.message import Response
 from gwd.http.upstream import UpstreamConnection, UpstreamError
-from gwd.pipeline.errors import BODY_TOO_LARGE, GatewayError, body_error
+from gwd.pipeline.errors import GatewayError, whole_body
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.params import split_params
@@ -106,13 +106,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
         return b"".join(lines)
 
     async def call(exchange: Exchange) -> Response:
-        request = exchange.request
-        if (request.content_length or 0) > max_body:
-            raise BODY_TOO_LARGE
-        try:
-            body = await request.body.read_all() if request.has_body else b""
-        except RequestBodyError as error:
-            raise body_error(error) from None
+        body = await whole_body(exchange.request, max_body)
         if config.protocol == "query":
             body = query_prefix + b"&" + body if body else query_prefix
         head = signed_head(exchange, body)

@@ -35,9 +35,9 @@ from gwd.functions.events import event_builder
 from gwd.functions.processes import ProcessDied
 from gwd.functions.python import FunctionFailed, FunctionTimedOut
 from gwd.functions.responses import MalformedResponse, version1_response, version2_response
-from gwd.http.message import RequestBodyError, Response
+from gwd.http.message import Response
 from gwd.mapping.binary import BinaryTypes
-from gwd.pipeline.errors import BODY_TOO_LARGE, GatewayError, body_error
+from gwd.pipeline.errors import GatewayError, whole_body
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
@@ -108,13 +108,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
 
     async def invoke(exchange: Exchange) -> Response:
         exchange.function_name = name
-        request = exchange.request
-        if (request.content_length or 0) > max_body:
-            raise BODY_TOO_LARGE
-        try:
-            body = await request.body.read_all() if request.has_body else b""
-        except RequestBodyError as error:
-            raise body_error(error) from None
+        body = await whole_body(exchange.request, max_body)
         event = make_event(exchange, body)
         if not slots.take(row, limit):
             counts.outcomes["throttled"] += 1

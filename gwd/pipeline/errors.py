@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 
-from gwd.http.message import RequestBodyError, Response
+from gwd.http.message import Request, RequestBodyError, Response
 
 _JSON = b"Content-Type: application/json\r\n"
 
@@ -48,6 +48,18 @@ BODY_TOO_LARGE = GatewayError(413, "Request Entity Too Large", close=True, respo
 BODY_TIMEOUT = GatewayError(408, "Request Timeout", close=True)
 BODY_MALFORMED = GatewayError(400, "Bad Request", close=True)
 _BODY_ERRORS = {413: BODY_TOO_LARGE, 408: BODY_TIMEOUT, 400: BODY_MALFORMED}
+
+
+async def whole_body(request: Request, max_body: int) -> bytes:
+    """The request's whole body, for an integration that needs it at once; its failures as the client's answer."""
+    if (request.content_length or 0) > max_body:
+        raise BODY_TOO_LARGE
+    if not request.has_body:
+        return b""
+    try:
+        return await request.body.read_all()
+    except RequestBodyError as error:
+        raise body_error(error) from None
 
 
 def body_error(error: RequestBodyError) -> GatewayError:

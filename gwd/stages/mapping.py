@@ -32,10 +32,10 @@ from urllib.parse import urlencode
 
 from gwd.config.model import IntegrationResponse, RouteConfig, StageConfig
 from gwd.functions.events import rest_request_context
-from gwd.http.message import BodyAborted, Headers, Request, RequestBodyError, Response, lines_without
+from gwd.http.message import BodyAborted, Headers, Request, Response, lines_without
 from gwd.mapping.variables import UTIL, Input, Params
 from gwd.mapping.vtl import MappingTemplate, RenderError
-from gwd.pipeline.errors import BODY_TOO_LARGE, GatewayError, body_error
+from gwd.pipeline.errors import BODY_TOO_LARGE, GatewayError, whole_body
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
@@ -107,10 +107,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         return map_request(exchange, body)
 
     async def read_then_map(exchange: Exchange) -> Response:
-        try:
-            body = await exchange.request.body.read_all()
-        except RequestBodyError as error:
-            raise body_error(error) from None
+        body = await whole_body(exchange.request, max_body)
         answer = map_request(exchange, body)
         return answer if isinstance(answer, Response) else await answer
 

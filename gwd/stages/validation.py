@@ -23,8 +23,8 @@ import orjson
 
 from gwd.config.model import RouteConfig, StageConfig
 from gwd.config.validation import compile_model
-from gwd.http.message import RequestBodyError, Response
-from gwd.pipeline.errors import BODY_TOO_LARGE, GatewayError, body_error
+from gwd.http.message import Response
+from gwd.pipeline.errors import BODY_TOO_LARGE, GatewayError, whole_body
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
@@ -78,10 +78,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         return next_handler(exchange)
 
     async def read_then_check(exchange: Exchange, check: Callable[[Any], Any]) -> Response:
-        try:
-            body = await exchange.request.body.read_all()
-        except RequestBodyError as error:
-            raise body_error(error) from None
+        body = await whole_body(exchange.request, max_body)
         answer = check_body(exchange, check, body)
         return answer if isinstance(answer, Response) else await answer
 
