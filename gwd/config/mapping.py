@@ -13,6 +13,7 @@ import re
 from typing import TYPE_CHECKING
 
 from gwd.config.model import IntegrationMapping, IntegrationResponse, TemplateSource
+from gwd.config.values import HEADER_NAME, TOKEN
 from gwd.mapping.vtl import MappingTemplate, TemplateProblem
 
 if TYPE_CHECKING:
@@ -22,8 +23,7 @@ PASSTHROUGH = ("when_no_match", "when_no_templates", "never")
 MAPPING_KEYS = ("request_templates", "response_templates", "passthrough_behavior", "responses", "content_handling")
 CONTENT_HANDLING = ("convert_to_text", "convert_to_binary")
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+*-]+$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_HEADER_SOURCE = re.compile(r"^('.*'|integration\.response\.header\.[!#$%&'*+.^_`|~0-9A-Za-z-]+)$", re.S)
+_HEADER_SOURCE = re.compile(rf"^('[^\r\n]*'|integration\.response\.header\.{TOKEN})$")
 
 
 def read_mapping(table: _Table, base_dir: str) -> IntegrationMapping | None:
@@ -113,7 +113,7 @@ def _response(table: _Table, base_dir: str) -> IntegrationResponse | None:
     templates = _templates(table, "templates", base_dir)
     headers = table.string_map("headers")
     for name, value in headers.items():
-        if not _HEADER_NAME.match(name):
+        if not HEADER_NAME.match(name):
             table.problem(f"headers.{name}", "not a header name")
             ok = False
         elif not _HEADER_SOURCE.match(value):

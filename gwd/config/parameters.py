@@ -23,13 +23,13 @@ import re
 from typing import TYPE_CHECKING
 
 from gwd.config.model import RESERVED_BACKEND_HEADERS, ParameterMapping, ParameterRule
+from gwd.config.values import TOKEN
 
 if TYPE_CHECKING:
     from gwd.config.reader import _Table
 
-_HEADER = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_HTTP_KEY = re.compile(rf"^(append|overwrite|remove):(?:(header|querystring)\.({_HEADER})|(path)|(statuscode))$")
-_REST_KEY = re.compile(rf"^integration\.request\.(header|querystring|path)\.({_HEADER})$")
+_HTTP_KEY = re.compile(rf"^(append|overwrite|remove):(?:(header|querystring)\.({TOKEN})|(path)|(statuscode))$")
+_REST_KEY = re.compile(rf"^integration\.request\.(header|querystring|path)\.({TOKEN})$")
 _REFERENCE = re.compile(
     r"\$(?:\{)?(request\.(?:header|querystring|path)\.[!#%&'*+.^_`|~0-9A-Za-z-]+|request\.path|"
     r"response\.header\.[!#%&'*+.^_`|~0-9A-Za-z-]+|response\.statuscode|"

@@ -60,6 +60,7 @@ from gwd.config.model import (
 from gwd.config.parameters import read_parameters
 from gwd.config.validation import read_gateway_responses, read_models, read_validation
 from gwd.config.values import (
+    HEADER_NAME,
     STAGE_VARIABLE,
     parse_address,
     parse_backend_uri,
@@ -77,7 +78,6 @@ _INVALIDATION = ("require_key", "allow", "ignore")
 _CLIENT_AUTH = ("none", "optional", "require")
 _JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256")
 _IDENTITY_SOURCE = re.compile(r"^(header|query):[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BINARY_TYPE = re.compile(r"^([A-Za-z0-9!#$&^_.+-]+|\*)/([A-Za-z0-9!#$&^_.+-]+|\*)$")
@@ -333,7 +333,7 @@ class _ConfigReader:
         ttl = table.read(keys["ttl"])
         key = table.table("key")
         query = tuple(self._names(key, "query", lambda name: bool(name)))
-        headers = tuple(name.lower() for name in self._names(key, "headers", _HEADER_NAME.match))
+        headers = tuple(name.lower() for name in self._names(key, "headers", HEADER_NAME.match))
         key.finish()
         listed = self._names(table, "statuses", lambda code: 200 <= code <= 599, kind=int)
         statuses = frozenset(listed or keys["statuses"].default)
@@ -598,7 +598,7 @@ class _ConfigReader:
         keys = BY_TABLE["jwt_authorizer"]
         leeway = table.read(keys["leeway"])
         header = table.string("header", keys["header"].default)
-        if not _HEADER_NAME.match(header):
+        if not HEADER_NAME.match(header):
             table.problem("header", f"not a header name: {header!r}")
         claim_headers = self._header_map(table, "claim_headers")
         if issuer is None or not audience:
@@ -647,7 +647,7 @@ class _ConfigReader:
     def _header_map(self, table: _Table, key: str) -> tuple[tuple[str, str], ...]:
         mapping = table.string_map(key)
         for source, header in mapping.items():
-            if not _HEADER_NAME.match(header) or header.lower() in RESERVED_BACKEND_HEADERS:
+            if not HEADER_NAME.match(header) or header.lower() in RESERVED_BACKEND_HEADERS:
                 why = f"{header!r} cannot carry it (not a header name, or one gwd sets)"
                 self.problem(f"{table.key_path(key)}.{source}", why)
         return tuple(mapping.items())

@@ -20,6 +20,7 @@ import orjson
 
 from gwd.config.mapping import template_source
 from gwd.config.model import GatewayResponseConfig, Model, RequestValidation
+from gwd.config.values import HEADER_NAME
 
 if TYPE_CHECKING:
     from gwd.config.reader import _Table
@@ -33,7 +34,6 @@ RESPONSE_TYPES = (
     "UNSUPPORTED_MEDIA_TYPE", "INTEGRATION_FAILURE", "INTEGRATION_TIMEOUT", "AUTHORIZER_FAILURE", "WAF_FILTERED",
 )
 """The AWS gateway response types a config may set (WAF_FILTERED is accepted; gwd has no WAF that raises it)."""
-_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _MEDIA_TYPE = re.compile(r"^([A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+*-]+|\$default)$")
 
 
@@ -97,7 +97,7 @@ def read_validation(table: _Table, models: dict[str, Model]) -> RequestValidatio
     required = []
     for entry in table.get("required_parameters", list, [], "an array of strings"):
         kind, _, name = entry.partition(".") if isinstance(entry, str) else ("", "", "")
-        if kind not in PARAMETER_KINDS or not _NAME.match(name):
+        if kind not in PARAMETER_KINDS or not HEADER_NAME.match(name):
             table.problem("required_parameters", f'expected "querystring.NAME", "header.NAME" or "path.NAME", got {entry!r}')
             continue
         required.append((kind, name))
@@ -128,9 +128,11 @@ def read_gateway_responses(table: _Table, base_dir: str) -> tuple[GatewayRespons
         if status is not None and not 100 <= status <= 599:
             entry.problem("status", f"must be between 100 and 599, got {status}")
         headers = entry.string_map("headers")
-        for name in headers:
-            if not _NAME.match(name):
+        for name, value in headers.items():
+            if not HEADER_NAME.match(name):
                 entry.problem(f"headers.{name}", "not a header name")
+            elif "\r" in value or "\n" in value:
+                entry.problem(f"headers.{name}", "a header value is one line")
         text = entry.string("template", None)
         template = template_source(entry, "template", text, base_dir) if text is not None else None
         entry.finish()

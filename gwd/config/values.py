@@ -13,6 +13,9 @@ from gwd.config.model import ANY_METHOD, DEFAULT_ROUTE, HTTP_METHODS, Address, B
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+"""RFC 9110's token: what a header name (and a media type's parts) may be made of."""
+HEADER_NAME = re.compile(rf"^{TOKEN}$")
 STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
 _SIZE = re.compile(r"^(\d+)(B|KiB|MiB|GiB)$")
 _SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}

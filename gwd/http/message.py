@@ -175,6 +175,11 @@ class Request:
         """Whether the request says a body follows (a length above 0, or chunked)."""
         return self.chunked or bool(self.content_length)
 
+    def media_type(self) -> str:
+        """The ``Content-Type``'s media type, lower-cased and without parameters ("" when there is none)."""
+        content_type = self.headers.text(b"content-type")
+        return content_type.partition(";")[0].strip().lower() if content_type else ""
+
     def decoded_path(self) -> str:
         """The path with its percent-escapes decoded (UTF-8)."""
         return unquote(self.path) if "%" in self.path else self.path

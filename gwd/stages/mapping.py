@@ -31,6 +31,7 @@ from typing import Any, Awaitable, Callable, Iterator
 from urllib.parse import urlencode
 
 from gwd.config.model import IntegrationResponse, RouteConfig, StageConfig
+from gwd.config.values import HEADER_NAME
 from gwd.functions.events import rest_request_context
 from gwd.http.message import BodyAborted, Headers, Request, Response, lines_without
 from gwd.mapping.variables import UTIL, Input, Params
@@ -49,7 +50,6 @@ NOT_BASE64 = GatewayError(400, "Bad Request", response_type="BAD_REQUEST_BODY")
 MAX_ANSWER = 10 * 1024 * 1024
 """The most bytes of an integration's streamed answer read for its integration response."""
 DEFAULT_MEDIA_TYPE = "application/json"
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 class _Selection:
@@ -118,7 +118,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         params = partial(_params, exchange)
         context = _Context(request_context, exchange)
         names: dict[str, Any] = {"context": context, "stageVariables": stage_variables, "util": UTIL}
-        media = _media_type(request.headers.text(b"content-type")) or DEFAULT_MEDIA_TYPE
+        media = request.media_type() or DEFAULT_MEDIA_TYPE
         template = request_templates.get(media)
         if template is not None:
             names["input"] = Input(body.decode("utf-8", "replace"), params)
@@ -310,10 +310,6 @@ def _params(exchange: Exchange) -> Params:
     return Params(dict(exchange.path_params), dict(request.query_items()), headers)
 
 
-def _media_type(content_type: str | None) -> str:
-    return content_type.partition(";")[0].strip().lower() if content_type else ""
-
-
 def _overridden(exchange: Exchange, request: Request, body: bytes, override: dict[str, Any]) -> Request:
     """The integration's request: the template's output as its body, with ``$context.requestOverride`` applied."""
     header_override = override.get("header") or {}
@@ -325,7 +321,7 @@ def _overridden(exchange: Exchange, request: Request, body: bytes, override: dic
         replaced = {str(name).lower().encode() for name in header_override}
         headers = Headers([(name, value) for name, value in request.headers.lines if name.lower() not in replaced])
         for name, value in header_override.items():
-            if _TOKEN.match(str(name)):
+            if HEADER_NAME.match(str(name)):
                 headers.add(str(name).encode("latin-1"), _header_value(value))
     query = None
     if query_override:
@@ -341,4 +337,4 @@ def _header_value(value: Any) -> bytes:
 
 def _header_line(name: str, value: Any) -> bytes:
     """A header line a template asked for (none when its name is not a header name)."""
-    return name.encode("latin-1") + b": " + _header_value(value) + b"\r\n" if _TOKEN.match(name) else b""
+    return name.encode("latin-1") + b": " + _header_value(value) + b"\r\n" if HEADER_NAME.match(name) else b""

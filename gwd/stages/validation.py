@@ -87,7 +87,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         if required:
             missing_parameters(exchange)
         request = exchange.request
-        media = (request.headers.text(b"content-type") or "application/json").partition(";")[0].strip().lower()
+        media = request.media_type() or "application/json"
         check = models.get(media) or models.get(DEFAULT_MODEL)
         if check is None:
             return next_handler(exchange)
