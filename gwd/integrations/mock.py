@@ -4,11 +4,17 @@ The body template is rendered against the stage's variables and split into
 literal parts and parameter slots at config load, and the header lines are
 encoded then; a request only joins parts.  A mock without ``delay`` answers
 without waiting.  An optional ``delay`` simulates a slow backend.
+
+A mock with request templates answers as AWS's mock integration does: the
+template's output is JSON whose ``statusCode`` is the status (else the
+configured one), for the route's integration responses to select by.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+import orjson
 
 from gwd.config.model import MockIntegration, RouteConfig, StageConfig
 from gwd.config.values import substitute_stage_variables
@@ -33,8 +39,9 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
     if not any(name.lower() == "content-type" for name, _ in integration.headers):
         lines += DEFAULT_CONTENT_TYPE
     delay = integration.delay
+    templated = integration.mapping is not None and bool(integration.mapping.request_templates)
 
-    if len(parts) == 1 and not delay:
+    if len(parts) == 1 and not delay and not templated:
         constant = parts[0].encode()
 
         def respond_constant(exchange: Exchange) -> Response:
@@ -46,7 +53,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
         params = exchange.path_params
         # Odd indexes hold parameter names, even ones literal text.
         text = "".join(params[part] if i % 2 else part for i, part in enumerate(parts))
-        return Response(status, lines, text.encode())
+        return Response(_chosen_status(exchange, status) if templated else status, lines, text.encode())
 
     if not delay:
         return render
@@ -56,3 +63,13 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
         return render(exchange)
 
     return respond_later
+
+
+def _chosen_status(exchange: Exchange, configured: int) -> int:
+    """The ``statusCode`` of the request template's output (all here, as the mapping stage left it), else ``configured``."""
+    body = exchange.request.body.take_complete()
+    try:
+        chosen = orjson.loads(body).get("statusCode") if body else None
+    except (orjson.JSONDecodeError, AttributeError):
+        chosen = None
+    return chosen if type(chosen) is int and 100 <= chosen <= 599 else configured

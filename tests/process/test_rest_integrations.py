@@ -439,3 +439,25 @@ integration = {{ {aws}, service = "s3", path = "/files/{{key}}" }}
     assert fetched.status == 200 and fetched.body == pixel
     missing = send(daemon.port, "GET", "/files/nothing")
     assert missing.status == 404 and b"NoSuchKey" in missing.body  # the service's own error, as it came
+
+
+def test_a_mock_takes_its_status_from_its_request_template_as_on_aws(start_daemon):
+    choose = toml_string("#if($input.params('fail') == 'yes'){\"statusCode\": 500}#else{\"statusCode\": 200}#end")
+    config = f"""
+[[routes]]
+route = "GET /health"
+[routes.integration]
+type = "mock"
+request_templates = {{ "application/json" = {choose} }}
+[[routes.integration.responses]]
+selection_pattern = "5\\\\d{{2}}"
+status = 503
+templates = {{ "application/json" = '{{"healthy": false}}' }}
+[[routes.integration.responses]]
+templates = {{ "application/json" = '{{"healthy": true, "stage": "$context.stage"}}' }}
+"""
+    daemon = start_daemon(config, workers=1)
+    healthy = send(daemon.port, "GET", "/health")
+    assert healthy.status == 200 and orjson.loads(healthy.body) == {"healthy": True, "stage": "$default"}
+    failing = send(daemon.port, "GET", "/health?fail=yes")
+    assert failing.status == 503 and orjson.loads(failing.body) == {"healthy": False}
