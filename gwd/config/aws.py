@@ -15,10 +15,6 @@ import os
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import DataNotFoundError, ProfileNotFound, UnknownServiceError
-from botocore.loaders import Loader
-from botocore.session import Session
-
 from gwd.config.model import HTTP_METHODS, AwsCredentials
 from gwd.config.values import parse_backend_uri
 
@@ -51,6 +47,10 @@ class ServiceModel:
 @lru_cache(maxsize=64)
 def service_model(name: str) -> ServiceModel | str:
     """The service's model, or why there is none."""
+    # botocore is imported here, not at the top: a config without aws integrations never loads it (a quarter second).
+    from botocore.exceptions import DataNotFoundError, UnknownServiceError
+    from botocore.loaders import Loader
+
     loader = Loader()
     try:
         return ServiceModel(name, loader.load_service_model(name, "service-2"))
@@ -82,6 +82,9 @@ def read_credentials(table: _Table) -> AwsCredentials | None:
             return None
         return AwsCredentials("env")
     if raw.startswith("profile:") and raw[8:]:
+        from botocore.exceptions import ProfileNotFound
+        from botocore.session import Session
+
         profile = raw[8:]
         try:
             found = Session(profile=profile).get_credentials()

@@ -21,12 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any
 from urllib.parse import quote
-
-from botocore.auth import S3SigV4Auth, SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-from botocore.session import Session
 
 from gwd.config.model import AwsCredentials, AwsIntegration, RouteConfig, StageConfig
 from gwd.config.values import parse_backend_uri
@@ -49,8 +45,11 @@ _PASSED_HEADERS = (b"content-type", b"x-amzn-requestid", b"x-amz-request-id", b"
 """The service's headers the integration response keeps (the rest are the service's own business)."""
 
 
-def credentials_of(config: AwsCredentials) -> Credentials:
+def credentials_of(config: AwsCredentials) -> Any:
     """The botocore credentials an integration signs with (read now from the environment or the profile)."""
+    from botocore.credentials import Credentials
+    from botocore.session import Session
+
     if config.source == "profile":
         found = Session(profile=config.profile).get_credentials()
         if found is None:
@@ -65,6 +64,10 @@ def credentials_of(config: AwsCredentials) -> Credentials:
 
 def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handler:
     """A handler calling the route's AWS service with each request's (templated) body."""
+    # botocore takes a quarter of a second to import: only workers serving an aws route pay it.
+    from botocore.auth import S3SigV4Auth, SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
     config = route.integration
     assert isinstance(config, AwsIntegration)
     endpoint = parse_backend_uri(config.endpoint)
