@@ -417,6 +417,11 @@ date_line = _DateLine().current
 """``Date: ...\\r\\n`` for now."""
 
 
+def header_value(text: str) -> bytes:
+    """A value for a header line gwd writes from data (a template's, a mapped parameter's): one line, UTF-8."""
+    return text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
+
+
 def lines_without(lines: bytes, lowered: bytes) -> bytes:
     """Encoded header lines less those named ``lowered`` (for the rare paths that rewrite a response's headers)."""
     kept = [line for line in lines.split(b"\r\n") if line and line.partition(b":")[0].strip().lower() != lowered]

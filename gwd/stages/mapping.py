@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 from gwd.config.model import IntegrationResponse, RouteConfig, StageConfig
 from gwd.config.values import HEADER_NAME
 from gwd.functions.events import rest_request_context
-from gwd.http.message import BodyAborted, Headers, Request, Response, lines_without
+from gwd.http.message import BodyAborted, Headers, Request, Response, header_value, lines_without
 from gwd.mapping.variables import UTIL, Input, Params
 from gwd.mapping.vtl import MappingTemplate, RenderError
 from gwd.pipeline.errors import BODY_TOO_LARGE, GatewayError, whole_body
@@ -331,8 +331,7 @@ def _overridden(exchange: Exchange, request: Request, body: bytes, override: dic
 
 
 def _header_value(value: Any) -> bytes:
-    text = "" if value is None else str(value)
-    return text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
+    return header_value("" if value is None else str(value))
 
 
 def _header_line(name: str, value: Any) -> bytes:

@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import quote, urlencode
 
 from gwd.config.model import HttpIntegration, RouteConfig, StageConfig
-from gwd.http.message import Headers, Response, lines_without
+from gwd.http.message import Headers, Response, header_value, lines_without
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
@@ -82,7 +82,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             if rule.action != "append":
                 response.header_lines = lines_without(response.header_lines, lowered)
             if rule.action != "remove" and text:
-                response.header_lines += rule.name.encode("latin-1") + b": " + _one_line(text) + b"\r\n"
+                response.header_lines += rule.name.encode("latin-1") + b": " + header_value(text) + b"\r\n"
         return response
 
     async def later(exchange: Exchange, answer: Awaitable[Response]) -> Response:
@@ -167,9 +167,3 @@ def _text(value: Any) -> str | None:
 def _header_text(response: Response | None, lowered: bytes) -> str | None:
     value = response.header_value(lowered) if response is not None else None
     return value.decode("utf-8", "replace") if value is not None else None
-
-
-def _one_line(text: str) -> bytes:
-    return text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
-
-
