@@ -83,8 +83,9 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("server", "upstream_keepalive", "integer", 64, low=0, high=65535,
         meaning=(
-            'Idle keep-alive connections each worker keeps per backend (`0`: none). Idle ones close after 60 '
-            's.'
+            'Idle keep-alive connections each worker keeps per backend (`0`: none). Connections a burst '
+            'opened beyond this stay while traffic reuses them and close after 1 s idle, so concurrency above '
+            'it does not open and close a connection per request; the rest close after 60 s idle.'
         ),
     ),
     Key("server", "max_connections", "integer", 0, low=0, high=1000000,

@@ -41,6 +41,16 @@ READ_HIGH_WATER = 256 * 1024
 READ_LOW_WATER = 64 * 1024
 IDLE_TIMEOUT = 60.0
 """Idle pooled connections are closed after this (backends often close sooner; a retry covers that race)."""
+SURPLUS_IDLE = 1.0
+"""Idle connections beyond ``upstream_keepalive`` are closed once idle this long.
+
+A pool that closed every connection handed back past its cap would, under
+more concurrent requests than the cap, close one connection and open another
+for nearly every request: a connect, a close and a TIME_WAIT socket each
+(nginx's ``keepalive`` behaves so).  Keeping them while traffic still needs
+them, and closing only those a second of traffic did not reuse, bounds the
+idle pool the same way once the burst is over.
+"""
 SWEEP_INTERVAL = 0.1
 """Timeouts fire up to this much late."""
 MAX_HEAD_BYTES = MAX_REQUEST_LINE + MAX_HEADER_BYTES + 4 * MAX_HEADERS
@@ -112,7 +122,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_read_paused",
         "_deadline",
         "_timeout",
-        "_idle_since",
+        "idle_since",
         "_received_any",
         "_closed",
         "_head_bytes",
@@ -139,7 +149,7 @@ class UpstreamConnection(asyncio.Protocol):
         # While a request is out: when it fails for lack of progress (loop time), and the allowance.
         self._deadline = 0.0
         self._timeout = 0.0
-        self._idle_since = 0.0
+        self.idle_since = 0.0  # loop time it was last handed back to the pool
         self._received_any = False
         self._closed = False
         # Bytes of the response head so far, all of them and those of header names and values.
@@ -338,7 +348,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._deadline = 0.0
         if self._complete and self._keep_alive and self.reusable and not self._body:
             self._busy = False
-            self._idle_since = self._pool.loop.time()
+            self.idle_since = self._pool.loop.time()
             self._pool.put_idle(self)
         else:
             self.close()
@@ -355,7 +365,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._deadline = 0.0
             self._fail(UpstreamError("timeout", f"no progress for {self._timeout:g}s"))
             self.close()
-        elif not self._busy and now - self._idle_since >= IDLE_TIMEOUT:
+        elif not self._busy and now - self.idle_since >= IDLE_TIMEOUT:
             self.close()
 
     def _refuse_head(self, what: str) -> None:
@@ -383,7 +393,7 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class UpstreamPool:
-    """Keep-alive connections to one backend (scheme, host, port), at most ``max_idle`` of them idle."""
+    """Keep-alive connections to one backend (scheme, host, port); beyond ``max_idle`` idle ones, see :data:`SURPLUS_IDLE`."""
 
     __slots__ = ("loop", "host", "port", "_ssl", "_server_hostname", "_max_idle", "_idle", "_all", "_pools")
 
@@ -444,7 +454,7 @@ class UpstreamPool:
         return connection
 
     def put_idle(self, connection: UpstreamConnection) -> None:
-        if len(self._idle) >= self._max_idle:
+        if not self._max_idle:
             connection.close()
             return
         self._idle.append(connection)
@@ -457,7 +467,12 @@ class UpstreamPool:
             pass
 
     def check_timeouts(self, now: float) -> bool:
-        """Sweep this pool's connections; True while it has any."""
+        """Sweep this pool's connections, closing the surplus idle ones; True while it has any."""
+        idle = self._idle  # least recently used first
+        surplus = len(idle) - self._max_idle
+        while surplus > 0 and now - idle[0].idle_since >= SURPLUS_IDLE:
+            idle[0].close()  # which takes it out of the list
+            surplus -= 1
         for connection in list(self._all):
             connection.check_timeouts(now)
         return bool(self._all)

@@ -11,7 +11,7 @@ import threading
 import orjson
 import pytest
 from backend import Backend, pattern
-from support import free_port, request, wait_for
+from support import free_port, request, scrape, wait_for
 
 
 def proxy_config(backend: Backend, extra: str = "", **server: str) -> str:
@@ -189,6 +189,32 @@ def test_keep_alive_to_the_backend_is_reused(gateway, backend):
     # One worker, one request at a time: one pooled connection carries them all.
     assert len(backend.received) == 20
     assert len({seen.peer for seen in backend.received}) == 1
+
+
+def test_connections_beyond_upstream_keepalive_serve_the_burst_then_close(start_daemon, backend):
+    # Eight requests at once, three times over, through a pool that keeps two
+    # idle: the later bursts ride the first one's connections instead of each
+    # closing six and opening six; a second after the last burst the idle pool
+    # is back to two.
+    daemon = start_daemon(proxy_config(backend, upstream_keepalive="2"), workers=1)
+
+    def burst() -> set[tuple[str, int]]:
+        statuses: list[int] = []
+        threads = [
+            threading.Thread(target=lambda: statuses.append(daemon.get("/api/delayed/0.5").status)) for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert statuses == [200] * 8
+        return {seen.peer for seen in backend.received}
+
+    first = burst()
+    assert len(first) > 2  # the requests overlapped: more connections than the pool keeps idle
+    assert burst() == first and burst() == first
+    gauge = f'gwd_upstream_connections{{backend="127.0.0.1:{backend.port}"}} '
+    wait_for(lambda: f"{gauge}2.0" in scrape(daemon), 10, "the surplus connections closed")
 
 
 def test_refused_connection_is_502(start_daemon, backend):
