@@ -115,5 +115,6 @@ def _header_lines(values: dict[str, Any], mapping: tuple[tuple[str, str], ...]) 
         text = value if isinstance(value, str) else orjson.dumps(value).decode()
         if "\r" in text or "\n" in text or "\0" in text:
             raise ValueError(f"{source!r} holds a line break; not sent as header {header}")
-        lines += f"{header}: {text}\r\n".encode("utf-8")
+        # A lone surrogate (JSON can carry one) is no UTF-8: it is sent as a \uXXXX escape.
+        lines += f"{header}: {text}\r\n".encode("utf-8", "backslashreplace")
     return lines

@@ -97,7 +97,8 @@ class AccessLog:
         fields["responseLatency"] = int((finished - started) * 1_000_000) / 1000
         fields["integrationLatency"] = exchange.integration_latency
         fields["integrationError"] = exchange.integration_error
-        fields["userAgent"] = request.headers.text(b"user-agent")
+        user_agent = request.headers.get(b"user-agent")
+        fields["userAgent"] = user_agent.decode("utf-8", "backslashreplace") if user_agent is not None else None
         fields["stage"] = exchange.stage
         fields["apiKeyId"] = exchange.api_key.id if exchange.api_key is not None else None
         fields["principalId"] = exchange.principal_id
@@ -119,7 +120,11 @@ class AccessLog:
         elif "clientClosed" in fields:
             del fields["clientClosed"]
         pending = self._pending
-        pending += orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            pending += orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:
+            # A lone surrogate (a JWT's "sub" may hold one) is no UTF-8: write it as \uXXXX rather than lose the line.
+            pending += orjson.dumps(_escaped(fields), option=orjson.OPT_APPEND_NEWLINE)
         if len(pending) >= FLUSH_BYTES:
             self.flush()
         elif self._flush_handle is None:
@@ -158,6 +163,14 @@ class AccessLog:
             chunks.append(view[start:end])
             start = end
         return chunks
+
+
+def _escaped(fields: dict[str, object]) -> dict[str, object]:
+    """``fields`` with every surrogate in its strings written as a ``\\uXXXX`` escape."""
+    return {
+        name: value.encode("utf-8", "backslashreplace").decode() if isinstance(value, str) else value
+        for name, value in fields.items()
+    }
 
 
 class _ClfTime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 import uuid
@@ -113,6 +114,21 @@ def test_access_log_lines_have_the_context_fields(start_daemon, tmp_path):
     assert hit["requestTime"].endswith(" +0000")
     miss = next(r for r in records if r["requestId"] != "req-1")
     assert (miss["status"], miss["routeKey"], miss["stage"]) == (404, "-", "$default")
+
+
+def test_bytes_that_are_not_utf8_reach_the_access_log_as_escapes(start_daemon, tmp_path):
+    # A User-Agent with a byte that is no UTF-8 (the parser refuses such bytes
+    # in a path): the request is answered and logged, the byte written as
+    # \xNN, and the worker serves on.
+    log_path = tmp_path / "access.log"
+    daemon = start_daemon(CONFIG + f'\n[log]\naccess = "{log_path}"\n', workers=1)
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+        sock.sendall(b"GET /pets/caf%C3%A9 HTTP/1.1\r\nHost: gwd\r\nUser-Agent: agent\xff/1\r\nX-Request-Id: latin-1\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+    assert daemon.get("/pets/1", headers={"X-Request-Id": "after"}).status == 200
+    text = wait_for(lambda: log_path.exists() and "after" in log_path.read_text() and log_path.read_text(), 5, "2 lines")
+    by_id = {record["requestId"]: record for record in map(orjson.loads, text.splitlines())}
+    assert (by_id["latin-1"]["path"], by_id["latin-1"]["userAgent"]) == ("/pets/café", "agent\\xff/1")
 
 
 def test_logrotate_with_the_shipped_snippet_and_sigusr1_loses_no_line(start_daemon, tmp_path):
