@@ -41,7 +41,7 @@ from setproctitle import setproctitle
 
 from gwd.config.model import Address, Config, ConfigError
 from gwd.sdnotify import activated_sockets, notify, watchdog_interval
-from gwd.sockets import bind_listeners
+from gwd.sockets import Listeners
 
 log = logging.getLogger("gwd.supervisor")
 
@@ -122,7 +122,7 @@ class Generation:
 
     number: int
     config: Config
-    listeners: dict[Address, socket.socket]
+    listeners: Listeners
     started_at: float
     workers: int
     """How many workers to keep: the config's count, changed by SIGTTIN and SIGTTOU."""
@@ -169,8 +169,9 @@ class Supervisor:
         # With socket activation, systemd's socket serves server.listen (it stays open across restarts).
         activated = activated_sockets()
         inherited = {config.server.listen: activated[0]} if activated else {}
-        listeners = bind_listeners(config.listen_addresses, config.server.backlog, inherited)
-        self._current = Generation(1, config, listeners, time.monotonic(), config.server.workers)
+        server = config.server
+        listeners = Listeners(config.listen_addresses, server.backlog, server.reuse_port, server.workers, inherited=inherited)
+        self._current = Generation(1, config, listeners, time.monotonic(), server.workers)
         self._generations = 1
         """Generations started so far: a reload superseded before it completed still used its number."""
         self._pending: Generation | None = None
@@ -198,7 +199,7 @@ class Supervisor:
         scheme = "https" if server.tls is not None else "http"
         log.info(
             "listening on %s with %d worker(s) (config %s, pid %d)",
-            ", ".join(f"{scheme}://{address}" for address in self._current.listeners),
+            ", ".join(f"{scheme}://{address}" for address in self._current.listeners.addresses),
             server.workers,
             self._current.config.source,
             os.getpid(),
@@ -262,6 +263,12 @@ class Supervisor:
     # Workers
 
     def _spawn_worker(self, generation: Generation, slot: int) -> None:
+        try:
+            listeners = generation.listeners.for_slot(slot)
+        except OSError as exc:
+            log.error("cannot start worker %d: %s", slot, exc)
+            self._schedule_respawn(generation, slot, time.monotonic(), lived=0.0)
+            return
         ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(ready_read, False)
         supervisor_pid = os.getpid()
@@ -279,7 +286,7 @@ class Supervisor:
             return
         if pid == 0:
             os.close(ready_read)
-            self._become_worker(generation, slot, ready_write, supervisor_pid)
+            self._become_worker(generation, slot, listeners, ready_write, supervisor_pid)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(ready_write)
         now = time.monotonic()
@@ -287,7 +294,9 @@ class Supervisor:
         generation.respawn_at.pop(slot, None)
         log.info("started worker %d (pid %d, generation %d)", slot, pid, generation.number)
 
-    def _become_worker(self, generation: Generation, slot: int, ready_fd: int, supervisor_pid: int) -> None:
+    def _become_worker(
+        self, generation: Generation, slot: int, listeners: dict[Address, socket.socket], ready_fd: int, supervisor_pid: int
+    ) -> None:
         """In the forked child: drop the supervisor's state, run the worker, never return."""
         code = WORKER_BOOT_ERROR
         try:
@@ -302,10 +311,13 @@ class Supervisor:
             for worker in self._workers.values():
                 if worker.ready_fd >= 0:
                     os.close(worker.ready_fd)
-            for other in (self._current, self._pending):
-                if other is not None and other is not generation:
-                    _close_unshared(other, generation)
-            code = self._run_worker(generation.config, generation.listeners, slot, ready_fd, supervisor_pid)
+            # Only its own: a sibling's socket held open here would keep taking connections after that sibling is gone.
+            own = {id(sock) for sock in listeners.values()}
+            for held in (self._current, self._pending):
+                for sock in held.listeners if held is not None else ():
+                    if id(sock) not in own:
+                        sock.close()
+            code = self._run_worker(generation.config, listeners, slot, ready_fd, supervisor_pid)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -387,6 +399,9 @@ class Supervisor:
                 # Killed from outside (an operator, the OOM killer): not a crash loop, however young.
                 lived = max(lived, STABLE_AFTER)
             delay = self._schedule_respawn(generation, worker.slot, now, lived)
+            if delay:
+                # Until the restart the slot's own sockets would only queue connections nobody takes.
+                generation.listeners.release_slot(worker.slot, keep=self._pending.listeners if self._pending else None)
             log.warning(
                 "worker %d (pid %d) %s after %.1fs; restarting it %s",
                 worker.slot,
@@ -478,8 +493,7 @@ class Supervisor:
             self._stopping = True
             for generation in (self._current, self._pending):
                 if generation is not None:
-                    for listener in generation.listeners.values():
-                        listener.close()
+                    generation.listeners.close()
         self._retire(list(self._workers.values()), signum, drain_timeout, now)
 
     def _reload(self) -> None:
@@ -502,10 +516,16 @@ class Supervisor:
         if self._pending is not None:
             log.warning("a newer SIGHUP supersedes the reload in progress")
             self._abandon_reload(now)
-        # Sockets for addresses the old config listened on too (with the same backlog) are kept.
-        reusable = self._current.listeners if config.server.backlog == self._current.config.server.backlog else {}
+        if config.server.reuse_port != self._current.config.server.reuse_port:
+            log.error("reload failed: server.reuse_port changes only with a restart; still serving the previous config")
+            self._report_reload(False)
+            return
+        server = config.server
         try:
-            listeners = bind_listeners(config.listen_addresses, config.server.backlog, reusable)
+            # Sockets on addresses (and slots) the old config listened on too are kept.
+            listeners = Listeners(
+                config.listen_addresses, server.backlog, server.reuse_port, server.workers, reusable=self._current.listeners
+            )
         except OSError as exc:
             log.error("reload failed: %s; still serving the previous config", exc)
             self._report_reload(False)
@@ -538,6 +558,8 @@ class Supervisor:
                 if w.generation is generation and w.slot > generation.workers and w.kill_at is None
             ]
             self._retire(surplus, signal.SIGTERM, generation.config.server.drain_timeout, time.monotonic())
+            pending = self._pending.listeners if self._pending else None
+            generation.listeners.release_slot(generation.workers + 1, keep=pending)
         notify(self._status())
 
     def _report_reload(self, succeeded: bool) -> None:
@@ -559,7 +581,7 @@ class Supervisor:
             self._current, self._pending = pending, None
             retiring = [w for w in self._workers.values() if w.generation is old]
             self._retire(retiring, signal.SIGTERM, old.config.server.drain_timeout, now)
-            _close_unshared(old, pending)
+            old.listeners.close_unshared(pending.listeners)
             setproctitle(f"gwd: supervisor {pending.config.source}")
             self._report_reload(True)
             log.info(
@@ -579,7 +601,7 @@ class Supervisor:
         assert pending is not None
         workers = [w for w in self._workers.values() if w.generation is pending]
         self._retire(workers, signal.SIGTERM, pending.config.server.drain_timeout, now)
-        _close_unshared(pending, self._current)
+        pending.listeners.close_unshared(self._current.listeners)
 
     # Waiting
 
@@ -670,11 +692,3 @@ def _describe_exit(status: int) -> str:
     if name == "SIGKILL":
         return "was killed by SIGKILL (perhaps out of memory)"
     return f"was killed by {name}"
-
-
-def _close_unshared(generation: Generation, keeping: Generation) -> None:
-    """Close ``generation``'s sockets that ``keeping`` does not also use."""
-    kept = {id(sock) for sock in keeping.listeners.values()}
-    for sock in generation.listeners.values():
-        if id(sock) not in kept:
-            sock.close()

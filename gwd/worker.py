@@ -1,4 +1,4 @@
-"""A worker process: one uvloop event loop serving the pipeline on the shared socket.
+"""A worker process: one uvloop event loop serving the pipeline on its listening sockets.
 
 This module joins the two halves of gwd: it takes a forked process from the
 supervisor and runs the HTTP pipeline in it.  The supervisor never imports
@@ -86,7 +86,7 @@ def _beat(loop: asyncio.AbstractEventLoop, fd: int, interval: float) -> None:
 
 
 class Worker:
-    """Serves one config on the listening sockets it shares with its siblings."""
+    """Serves one config on its listening sockets (its slot's own, or ones shared with its siblings)."""
 
     __slots__ = (
         "_config",
@@ -166,6 +166,8 @@ class Worker:
         )
         self._server = server = HttpServer(limits, ConnectionCount(connection_limit(server_config.max_connections)))
         for address, listener in self._listeners.items():
+            # A socket of this worker's own takes connections from here on; a shared one takes this config's backlog.
+            listener.listen(server_config.backlog)
             factory = server.factory(self._gateway.entry(address))
             if context is None:
                 self._listening.append(await loop.create_server(factory, sock=listener, backlog=server_config.backlog))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -176,6 +177,19 @@ def test_run_with_a_port_in_use_fails_clearly(tmp_path, start_daemon):
     result = gwd_command("run", "--listen", f"127.0.0.1:{daemon.port}")
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{daemon.port}: Address already in use" in result.stderr
+
+
+def test_run_refuses_a_port_another_program_listens_on_with_so_reuseport():
+    """Joining that program's group would silently take a share of its connections."""
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    port = other.getsockname()[1]
+    with other:
+        result = gwd_command("run", "--listen", f"127.0.0.1:{port}", "--admin-listen", "off")
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
 
 
 def test_a_busy_admin_port_is_named_as_the_admin_listener(tmp_path, start_daemon):

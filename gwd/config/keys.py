@@ -75,6 +75,13 @@ KEYS: tuple[Key, ...] = (
             "Length of the listening socket's accept queue (capped by the kernel's `net.core.somaxconn`)."
         ),
     ),
+    Key("server", "reuse_port", "boolean", True,
+        meaning=(
+            'Each worker accepts on listening sockets of its own (`SO_REUSEPORT`), and the kernel spreads new '
+            'connections evenly over them; `false`: the workers share one socket per address and race for '
+            'each connection. Changes only with a restart.'
+        ),
+    ),
     Key("server", "trusted_proxies", "networks", (), shown='`[]`',
         meaning=(
             'CIDRs (`"10.0.0.0/8"`, `"::1/128"`) of load balancers in front of gwd. Their `X-Forwarded-For` '

@@ -65,6 +65,7 @@ class ServerConfig:
     drain_timeout: float
     keepalive_timeout: float
     backlog: int
+    reuse_port: bool  # a listening socket per worker, the kernel balancing connections over them
     trusted_proxies: Networks
     upstream_keepalive: int
     state_dir: str

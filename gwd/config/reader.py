@@ -423,6 +423,7 @@ class _ConfigReader:
             drain_timeout=table.read(keys["drain_timeout"]),
             keepalive_timeout=table.read(keys["keepalive_timeout"]),
             backlog=table.read(keys["backlog"]),
+            reuse_port=table.read(keys["reuse_port"]),
             trusted_proxies=self._networks(table, "trusted_proxies"),
             upstream_keepalive=table.read(keys["upstream_keepalive"]),
             state_dir=table.parsed("state_dir", default_state_dir(), _absolute_path),

@@ -96,9 +96,16 @@ def test_worker_that_cannot_start_is_restarted_with_growing_delays(start_daemon,
     gaps = [later - earlier for earlier, later in zip(spawns[1:], spawns[2:])]
     assert len(gaps) >= 2, spawns
     assert gaps[0] >= delays[0] and gaps[1] >= delays[1] and gaps[1] > gaps[0], (gaps, delays)
-    # Once the fault is gone, the worker comes back by itself.
+    # Once the fault is gone, the worker comes back by itself; until then its slot's socket refuses connections.
     log_dir.mkdir()
-    wait_for(lambda: request(daemon.port, "GET", "/hello").status == 200 if daemon.worker_pids() else False, 30, "recovery")
+    wait_for(lambda: answers(daemon.port), 30, "recovery")
+
+
+def answers(port: int) -> bool:
+    try:
+        return request(port, "GET", "/hello", timeout=2).status == 200
+    except OSError:  # refused, or not answered yet
+        return False
 
 
 def test_sigterm_lets_a_slow_request_finish_and_exits_zero(start_daemon):
@@ -149,6 +156,93 @@ def listening_socket_inode(port: int) -> str:
 def holds_socket(pid: int, inode: str) -> bool:
     directory = f"/proc/{pid}/fd"
     return any(os.readlink(os.path.join(directory, fd)) == f"socket:[{inode}]" for fd in os.listdir(directory))
+
+
+def socket_inodes(port: int, state: str) -> list[str]:
+    """Inodes of the sockets on local port 127.0.0.1:``port`` in ``state`` (/proc/net/tcp's hex code: 0A listen, 01 established)."""
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return [fields[9] for fields in rows if fields[1] == f"0100007F:{port:04X}" and fields[3] == state]
+
+
+def held_by(pids: list[int], inodes: list[str]) -> dict[int, int]:
+    """How many of ``inodes`` each process holds."""
+    held = {}
+    for pid in pids:
+        directory = f"/proc/{pid}/fd"
+        targets = {os.readlink(os.path.join(directory, fd)) for fd in os.listdir(directory)}
+        held[pid] = sum(f"socket:[{inode}]" in targets for inode in inodes)
+    return held
+
+
+def fresh_connections_answered(port: int, count: int) -> bool:
+    """``count`` new connections in a row, each answered within 2 s (a connection queued where no worker accepts is not)."""
+    for _ in range(count):
+        if request(port, "GET", "/hello", timeout=2).status != 200:
+            return False
+    return True
+
+
+def test_each_worker_listens_on_a_socket_of_its_own_and_connections_spread_over_them(start_daemon):
+    daemon = start_daemon(HELLO, workers=2)
+    workers = daemon.worker_pids()
+    listening = socket_inodes(daemon.port, "0A")
+    assert len(listening) == 2
+    assert sorted(held_by(workers, listening).values()) == [1, 1], "each worker holds one listening socket"
+    assert all(holds_socket(daemon.pid, inode) for inode in listening)
+    # A burst of keep-alive clients, as a load balancer or wrk opens them: the kernel hashes each to a socket.
+    clients = [http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10) for _ in range(40)]
+    for client in clients:
+        client.connect()
+    for client in clients:
+        client.request("GET", "/hello")
+        assert client.getresponse().read() == b'{"message": "hi"}'
+    served = held_by(workers, socket_inodes(daemon.port, "01"))
+    for client in clients:
+        client.close()
+    print(f"40 connections per worker: {sorted(served.values())}")
+    # Binomial(40, 1/2): fewer than 6 on one worker has a chance of about 1 in 700,000.
+    assert sum(served.values()) == 40 and min(served.values()) >= 6, served
+
+
+def test_with_reuse_port_off_the_workers_share_one_socket(start_daemon):
+    daemon = start_daemon(HELLO + "\n[server]\nreuse_port = false\n", workers=2)
+    listening = socket_inodes(daemon.port, "0A")
+    assert len(listening) == 1
+    assert held_by(daemon.worker_pids(), listening) == {pid: 1 for pid in daemon.worker_pids()}
+    assert fresh_connections_answered(daemon.port, 10)
+
+
+def test_a_reload_keeps_every_listening_socket_and_refuses_to_change_reuse_port(start_daemon):
+    daemon = start_daemon(HELLO, workers=2)
+    before = sorted(socket_inodes(daemon.port, "0A"))
+    old_workers = daemon.worker_pids()
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "reload complete" in daemon.stderr(), 15, "the reload")
+    wait_for(lambda: not set(daemon.worker_pids()) & set(old_workers), 15, "the old workers to leave")
+    assert sorted(socket_inodes(daemon.port, "0A")) == before
+    assert sorted(held_by(daemon.worker_pids(), before).values()) == [1, 1]
+    daemon.config_path.write_text(HELLO + "\n[server]\nreuse_port = false\n")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "server.reuse_port changes only with a restart" in daemon.stderr(), 10, "the refusal")
+    assert sorted(socket_inodes(daemon.port, "0A")) == before and fresh_connections_answered(daemon.port, 10)
+
+
+def test_a_crashing_worker_s_socket_closes_while_it_waits_to_restart(start_daemon, tmp_path):
+    """The kernel then sends every new connection to the workers that serve, instead of a queue nobody takes."""
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    daemon = start_daemon(HELLO + f'\n[log]\naccess = "{log_dir}/access.log"\n', workers=2)
+    # Worker 2 keeps its open log file; worker 1's replacements cannot open one and exit at start.
+    shutil.rmtree(log_dir)
+    [victim] = [pid for pid in daemon.worker_pids() if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"gwd: worker 1")]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: "restarting it in 2s" in daemon.stderr(), 20, "the third delayed restart")
+    assert len(socket_inodes(daemon.port, "0A")) == 1
+    assert fresh_connections_answered(daemon.port, 30)
+    log_dir.mkdir()
+    wait_for(lambda: len(socket_inodes(daemon.port, "0A")) == 2, 30, "worker 1 back on a socket of its own")
+    assert fresh_connections_answered(daemon.port, 10)
 
 
 def test_workers_leave_when_the_supervisor_is_killed(start_daemon):
@@ -232,13 +326,17 @@ def test_sigttin_and_sigttou_add_and_remove_workers(start_daemon):
 
     daemon.signal(signal.SIGTTIN)
     wait_for(lambda: titles() == ["gwd: worker 1", "gwd: worker 2", "gwd: worker 3"], 10, "a third worker")
+    wait_for(lambda: len(socket_inodes(daemon.port, "0A")) == 3, 10, "the third worker's socket to listen")
     wait_for(lambda: total(scrape(daemon), "gwd_workers") == 3, 10, "gwd_workers to say 3")
     assert probe(daemon, "/readyz") == 200
     # One signal at a time: the kernel merges a signal sent again before the first is handled.
     daemon.signal(signal.SIGTTOU)
     wait_for(lambda: titles() == ["gwd: worker 1", "gwd: worker 2"], 10, "two workers left")
+    # The removed worker's socket closed with it: no new connection waits where nobody accepts.
+    assert len(socket_inodes(daemon.port, "0A")) == 2 and fresh_connections_answered(daemon.port, 20)
     daemon.signal(signal.SIGTTOU)
     wait_for(lambda: titles() == ["gwd: worker 1"], 10, "one worker left")
+    assert len(socket_inodes(daemon.port, "0A")) == 1 and fresh_connections_answered(daemon.port, 20)
     daemon.signal(signal.SIGTTOU)  # never below one
     wait_for(lambda: "already down to one worker" in daemon.stderr(), 5, "the refusal")
     assert titles() == ["gwd: worker 1"] and daemon.get("/hello").status == 200
