@@ -49,6 +49,12 @@ class Key:
         return f'`"{value}"`'  # strings and addresses
 
 
+COMPRESSION_ENCODINGS = ("br", "gzip")
+COMPRESSED_TYPES = (
+    "text/*", "application/json", "application/javascript", "application/xml", "image/svg+xml", "application/*+json",
+    "application/*+xml",
+)
+
 KEYS: tuple[Key, ...] = (
     Key("server", "listen", "address", Address("127.0.0.1", 8080),
         meaning=(
@@ -839,6 +845,35 @@ KEYS: tuple[Key, ...] = (
     Key("route", "integration", "custom", None,
         meaning=(
             'What answers the route (below).'
+        ),
+    ),
+    Key("compression", "min_size", "integer", 1024, low=0, high=10 * 1024**2,
+        meaning=(
+            "Bodies of at least this many bytes are compressed (AWS's `minimumCompressionSize`); a streamed "
+            "body of unknown length always is."
+        ),
+    ),
+    Key("compression", "encodings", "custom", COMPRESSION_ENCODINGS, shown='`["br", "gzip"]`',
+        meaning=(
+            "The encodings gwd may answer in, in its order of preference (`br`, `gzip`): the client's "
+            "`Accept-Encoding` q-values decide, this order breaks ties."
+        ),
+    ),
+    Key("compression", "types", "custom", COMPRESSED_TYPES,
+        shown='`["text/*", "application/json", "application/javascript", "application/xml", "image/svg+xml", '
+        '"application/*+json", "application/*+xml"]`',
+        meaning=(
+            "`Content-Type`s compressed: exact, `type/*`, or `type/*+suffix`."
+        ),
+    ),
+    Key("compression", "gzip_level", "integer", 6, low=1, high=9,
+        meaning=(
+            "zlib's level for gzip: 1 is fastest, 9 smallest."
+        ),
+    ),
+    Key("compression", "br_quality", "integer", 4, low=0, high=11,
+        meaning=(
+            "Brotli's quality: 0 is fastest, 11 smallest (and far too slow for responses made per request)."
         ),
     ),
 )

@@ -86,6 +86,17 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CompressionConfig:
+    """The API's ``compression`` table: which responses gwd compresses, and how hard."""
+
+    min_size: int  # bodies shorter than this go as they are
+    encodings: tuple[str, ...]  # "br", "gzip": the server's preference, first on ties of the client's q-values
+    types: tuple[str, ...]  # media type patterns: "text/*", "application/json", "application/*+json"
+    gzip_level: int
+    br_quality: int
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     enabled: bool
     per_key: bool  # a series per API key: off by default, since keys are many
@@ -435,6 +446,7 @@ class Config:
     admin: AdminConfig
     gateway_responses: tuple[GatewayResponseConfig, ...] = ()
     binary_media_types: tuple[str, ...] = ()  # media types the API treats as bytes ("image/*", ...)
+    compression: CompressionConfig | None = None  # None: responses go as the integrations sent them
 
     @property
     def listen_addresses(self) -> tuple[Address, ...]:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 from gwd.config.aws import PROTOCOLS, default_region, read_credentials, read_endpoint, read_target, service_model
 from gwd.config.handlers import SCRIPT_SUFFIXES, handler_problem, import_problems, module_file, split_handler
-from gwd.config.keys import BY_TABLE, Key
+from gwd.config.keys import BY_TABLE, COMPRESSION_ENCODINGS, Key
 from gwd.config.mapping import read_mapping
 from gwd.config.model import (
     DEFAULT_STAGE,
@@ -32,6 +32,7 @@ from gwd.config.model import (
     Authorizer,
     AwsIntegration,
     BackendTls,
+    CompressionConfig,
     CacheConfig,
     CachePolicy,
     ClientLimit,
@@ -81,6 +82,7 @@ _IDENTITY_SOURCE = re.compile(r"^(header|query):[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BINARY_TYPE = re.compile(r"^([A-Za-z0-9!#$&^_.+-]+|\*)/([A-Za-z0-9!#$&^_.+-]+|\*)$")
+_COMPRESSED_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/([A-Za-z0-9!#$&^_.+-]+|\*|\*\+[A-Za-z0-9!#$&^_.-]+)$")
 
 
 def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -283,6 +285,7 @@ class _ConfigReader:
         routes = self._routes(root.tables("routes"), stages, {authorizer.name: authorizer for authorizer in authorizers}, models)
         gateway_responses = read_gateway_responses(root.table("gateway_responses"), self.base_dir)
         binary_media_types = tuple(self._names(root, "binary_media_types", lambda media: bool(_BINARY_TYPE.match(media))))
+        compression = self._compression(root) if root.has("compression") else None
         if not data.get("routes"):
             # An empty or truncated file would otherwise serve nothing (and a reload to it replace a working config).
             self.problem("routes", "missing: a config serves at least one [[routes]] entry (an empty or truncated file?)")
@@ -301,7 +304,7 @@ class _ConfigReader:
             raise ConfigError(self.problems)
         return Config(
             self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings), authorizers,
-            metrics, admin, gateway_responses, binary_media_types,
+            metrics, admin, gateway_responses, binary_media_types, compression,
         )
 
     def _admin(self, table: _Table, server: ServerConfig) -> AdminConfig:
@@ -322,6 +325,45 @@ class _ConfigReader:
         if address == server.listen:
             table.problem("listen", f"{address} is server.listen; the admin listener needs its own address")
         return AdminConfig(address)
+
+    def _compression(self, root: _Table) -> CompressionConfig:
+        """The API's ``compression`` table: its presence turns compression on."""
+        table = root.table("compression")
+        keys = BY_TABLE["compression"]
+        encodings = keys["encodings"].default
+        supported = ", ".join(COMPRESSION_ENCODINGS)
+        if table.has("encodings"):
+            encodings = tuple(
+                self._names(
+                    table,
+                    "encodings",
+                    lambda name: name in COMPRESSION_ENCODINGS,
+                    invalid=lambda name: f"unknown encoding {name!r} (supported: {supported})",
+                )
+            )
+        if len(set(encodings)) != len(encodings):
+            table.problem("encodings", "names an encoding twice")
+        elif not encodings and table.has("encodings"):
+            table.problem("encodings", f"empty: name at least one of {supported} (or drop the table)")
+        types = keys["types"].default
+        if table.has("types"):
+            types = tuple(
+                self._names(
+                    table,
+                    "types",
+                    _COMPRESSED_TYPE.match,
+                    invalid=lambda media: f"not a media type pattern: {media!r} (write type/subtype, type/*, or type/*+suffix)",
+                )
+            )
+        compression = CompressionConfig(
+            min_size=table.read(keys["min_size"]),
+            encodings=encodings,
+            types=types,
+            gzip_level=table.read(keys["gzip_level"]),
+            br_quality=table.read(keys["br_quality"]),
+        )
+        table.finish()
+        return compression
 
     def _cache_policy(self, parent: _Table) -> tuple[CachePolicy | None, bool]:
         """The ``cache`` table under ``parent``: (the policy, or None; True if it says enabled = false)."""
@@ -347,14 +389,24 @@ class _ConfigReader:
             return None, True
         return CachePolicy(ttl, query, headers, statuses, per_identity, respect_backend, invalidation), False
 
-    def _names(self, table: _Table, key: str, valid: Callable[[Any], object], kind: type = str) -> list[Any]:
-        """A list of strings (or ``kind``) under ``key``, each passing ``valid``."""
+    def _names(
+        self,
+        table: _Table,
+        key: str,
+        valid: Callable[[Any], object],
+        kind: type = str,
+        invalid: Callable[[Any], str] | None = None,
+    ) -> list[Any]:
+        """A list of strings (or ``kind``) under ``key``, each passing ``valid`` (``invalid`` says why one does not)."""
         what = "a list of strings" if kind is str else "a list of integers"
         items = table.get(key, list, [], what)
         names = []
         for index, item in enumerate(items):
-            if not isinstance(item, kind) or isinstance(item, bool) or not valid(item):
+            if not isinstance(item, kind) or isinstance(item, bool):
                 self.problem(f"{table.key_path(key)}[{index}]", f"not a valid entry: {_describe(item)}")
+            elif not valid(item):
+                why = invalid(item) if invalid is not None else f"not a valid entry: {_describe(item)}"
+                self.problem(f"{table.key_path(key)}[{index}]", why)
             else:
                 names.append(item)
         return names

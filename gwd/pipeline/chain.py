@@ -3,7 +3,7 @@
 The integration answers; the stages wrap it, outermost first, in the order
 the request meets them:
 
-    resource policy / request limits -> authorization -> API key
+    compression -> resource policy / request limits -> authorization -> API key
     -> throttle and quota -> request validation -> response cache -> mapping
     -> parameter mapping -> integration
 
@@ -20,13 +20,13 @@ from gwd.config.model import AwsIntegration, FunctionIntegration, HttpIntegratio
 from gwd.integrations import aws, function, mock, proxy
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
-from gwd.stages import apikeys, authorization, cache, mapping, parameters, policy, throttle, validation
+from gwd.stages import apikeys, authorization, cache, compression, mapping, parameters, policy, throttle, validation
 
 Stage = Callable[[RouteConfig, StageConfig, Resources, Handler], Handler]
 Integration = Callable[[RouteConfig, StageConfig, Resources], Handler]
 
 STAGES: tuple[Stage, ...] = (
-    policy.build, authorization.build, apikeys.build, throttle.build, validation.build, cache.build, mapping.build,
+    compression.build, policy.build, authorization.build, apikeys.build, throttle.build, validation.build, cache.build, mapping.build,
     parameters.build,
 )
 """The stages that wrap the integration, outermost first."""

@@ -31,6 +31,7 @@ from gwd.pipeline.resources import Resources
 from gwd.pipeline.routing import ExactPaths, Router, StageResolver, UnsafePath, split_path
 from gwd.stages.apikeys import KeyCache
 from gwd.stages.cache import flush_prefixes
+from gwd.stages.compression import Compressor
 from gwd.stores.buckets import BucketTable
 from gwd.stores.cachestore import MemoryStore, RedisStore
 from gwd.stores.invocations import InvocationSlots
@@ -113,6 +114,7 @@ class Gateway:
             functions=self._functions,
             invocations=invocations if functions else None,
             binary_types=BinaryTypes(config.binary_media_types),
+            compression=Compressor(config.compression) if config.compression is not None else None,
         )
         self._metrics = RequestMetrics(resources, config.metrics.per_key) if config.metrics.enabled else None
         metrics = self._metrics

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gwd.integrations.function import FunctionCounts
     from gwd.stages.apikeys import KeyCache
     from gwd.stages.cache import CacheCounts
+    from gwd.stages.compression import Compressor
     from gwd.stores.invocations import InvocationSlots
     from gwd.stores.limiters import MemoryLimiter, RedisLimiter
 
@@ -47,6 +48,8 @@ class Resources:
     function_counts: dict[str, FunctionCounts] = field(default_factory=dict)
     # The API's binary_media_types, compiled (empty: none declared).
     binary_types: BinaryTypes = field(default_factory=lambda: BinaryTypes(()))
+    # The API's compression table, compiled; None when responses go as the integrations sent them.
+    compression: Compressor | None = None
 
     def authorizer_kind(self, route: RouteConfig) -> str | None:
         """What the route's authorizer is, as events and templates show it: "jwt", "request", or None."""

@@ -1,5 +1,6 @@
 """The stages a request passes before its integration, one module each, in the order it meets them:
 
+``compression`` (the response the client gets: gzip or Brotli) ->
 ``policy`` (resource policy, client certificate subject) -> ``authorization``
 (JWT or request authorizer, :mod:`gwd.authorizers`) -> ``apikeys`` ->
 ``throttle`` (buckets and quotas) -> ``validation`` (required
@@ -21,10 +22,12 @@ route and stage at config load by :mod:`gwd.pipeline.chain`::
   own parsed request: a test makes one without a socket) and records what
   it learned there (``api_key``, ``claims``, header lines for the response
   or the backend); ``mapping`` alone replaces ``exchange.request`` (with
-  its template's output as the body) and maps the response it gets back.
+  its template's output as the body) and maps the response it gets back;
+  ``compression`` alone re-encodes the response's body.
 - It refuses by raising :class:`~gwd.pipeline.errors.GatewayError`, built
   at config load; the gateway renders, logs and counts it.  Otherwise it
-  calls ``next_handler`` and returns what that returned.
+  calls ``next_handler`` and returns what that returned (``mapping`` and
+  ``compression``: changed as they say).
 - A handler that needs no waiting returns the next handler's result as it
   is, a :class:`~gwd.http.message.Response` or an awaitable of one, so a
   chain of such stages in front of a cache hit or a mock answers without a

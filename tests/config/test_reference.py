@@ -26,6 +26,7 @@ TABLES = [  # (tables, qualified names, a default column): each of the README's 
     (("gateway_response",), False, True),
     (("backend_tls",), False, True),
     (("cache_policy",), False, True),
+    (("compression",), False, True),
     (("jwt_authorizer",), False, True),
     (("request_authorizer",), False, True),
     (("admin", "metrics"), True, True),
@@ -107,7 +108,26 @@ def test_the_reader_refuses_a_value_past_a_declared_range(tmp_path, key):
 def test_every_table_with_declared_keys_is_listed():
     per_route = {"listener_tls", "stage", "mock", "http", "function", "backend_tls", "cache_policy", "jwt_authorizer", "request_authorizer"}
     per_route |= {"route", "usage_plan", "aws", "mapping", "integration_response", "gateway_response"}
-    assert set(BY_TABLE) == DAEMON_WIDE | per_route
+    per_api = {"compression"}
+    assert set(BY_TABLE) == DAEMON_WIDE | per_route | per_api
+
+
+def test_an_empty_compression_table_gets_the_declared_defaults_and_bad_values_are_named(tmp_path):
+    path = tmp_path / "gwd.toml"
+    route = '[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\n'
+    path.write_text("compression = {}\n" + route)
+    compression = load_config(str(path)).compression
+    declared = {name: key.default for name, key in BY_TABLE["compression"].items()}
+    assert compression is not None
+    assert {name: getattr(compression, name) for name in declared} == declared
+    path.write_text('compression = { encodings = ["gzip", "deflate", "gzip"], types = ["text"], br_quality = 12 }\n' + route)
+    with pytest.raises(Exception) as raised:
+        load_config(str(path))
+    problems = str(raised.value)
+    assert "compression.encodings[1]: unknown encoding 'deflate' (supported: br, gzip)" in problems
+    assert "compression.encodings: names an encoding twice" in problems
+    assert "compression.types[0]: not a media type pattern: 'text' (write type/subtype, type/*, or type/*+suffix)" in problems
+    assert "compression.br_quality: must be between 0 and 11, got 12" in problems
 
 
 @pytest.mark.parametrize(
