@@ -152,6 +152,10 @@ class Backend:
                 await asyncio.sleep(0.02)
             await response.write_eof()
             return response
+        if path == "/with-cors":
+            # A backend with CORS headers of its own, which a gateway policy replaces.
+            headers = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "DELETE"}
+            return web.json_response({"cors": "backend"}, headers=headers)
         if path == "/gzip":
             return web.Response(body=b"\x1f\x8b not really gzip", headers={"Content-Encoding": "gzip"})
         if path == "/hop-by-hop":

@@ -847,6 +847,39 @@ KEYS: tuple[Key, ...] = (
             'What answers the route (below).'
         ),
     ),
+    Key("cors", "allow_origins", "custom", (), shown='`[]`',
+        meaning=(
+            'Origins (`"https://app.example.com"`, scheme, host and port as a browser sends them) whose pages may '
+            'call the API, or `"*"` for any.'
+        ),
+    ),
+    Key("cors", "allow_methods", "custom", ("*",), shown='`["*"]`',
+        meaning=(
+            'Methods a preflight may be allowed; `"*"` answers with the one the browser asked for.'
+        ),
+    ),
+    Key("cors", "allow_headers", "custom", (), shown='`[]`',
+        meaning=(
+            'Request headers a preflight may be allowed (beyond the CORS-safelisted ones); `"*"` answers with '
+            'those the browser asked for.'
+        ),
+    ),
+    Key("cors", "expose_headers", "custom", (), shown='`[]`',
+        meaning=(
+            "Response headers a page's script may read, beyond the safelisted ones."
+        ),
+    ),
+    Key("cors", "max_age", "integer", 0, low=0, high=86400,
+        meaning=(
+            "Seconds a browser may keep a preflight's answer; `0` sends no `Access-Control-Max-Age` (browsers "
+            "then keep it 5 s)."
+        ),
+    ),
+    Key("cors", "allow_credentials", "boolean", False,
+        meaning=(
+            'Pages may send cookies and `Authorization`; refused at load together with `"*"` in `allow_origins`.'
+        ),
+    ),
     Key("compression", "min_size", "integer", 1024, low=0, high=10 * 1024**2,
         meaning=(
             "Bodies of at least this many bytes are compressed (AWS's `minimumCompressionSize`); a streamed "

@@ -86,6 +86,18 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CorsConfig:
+    """A ``cors`` table (the API's, or a route's own, which replaces it): what browsers on other origins may do."""
+
+    allow_origins: tuple[str, ...]  # "https://app.example.com", or "*"
+    allow_methods: tuple[str, ...]  # "*": whichever a preflight asks for
+    allow_headers: tuple[str, ...]  # "*": whichever a preflight asks for
+    expose_headers: tuple[str, ...]
+    max_age: int  # seconds a browser may keep a preflight's answer; 0: no Access-Control-Max-Age
+    allow_credentials: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CompressionConfig:
     """The API's ``compression`` table: which responses gwd compresses, and how hard."""
 
@@ -381,6 +393,7 @@ class RouteConfig:
     authorizer: str | None = None  # the name of an [[authorizers]] entry
     scopes: tuple[str, ...] = ()  # a JWT authorizer's token must grant all of these
     validation: RequestValidation | None = None
+    cors: CorsConfig | None = None  # replaces the API's; None: the API's
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +460,7 @@ class Config:
     gateway_responses: tuple[GatewayResponseConfig, ...] = ()
     binary_media_types: tuple[str, ...] = ()  # media types the API treats as bytes ("image/*", ...)
     compression: CompressionConfig | None = None  # None: responses go as the integrations sent them
+    cors: CorsConfig | None = None  # routes without a cors table of their own use it; None: no CORS
 
     @property
     def listen_addresses(self) -> tuple[Address, ...]:

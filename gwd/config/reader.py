@@ -33,6 +33,7 @@ from gwd.config.model import (
     AwsIntegration,
     BackendTls,
     CompressionConfig,
+    CorsConfig,
     CacheConfig,
     CachePolicy,
     ClientLimit,
@@ -82,6 +83,7 @@ _IDENTITY_SOURCE = re.compile(r"^(header|query):[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BINARY_TYPE = re.compile(r"^([A-Za-z0-9!#$&^_.+-]+|\*)/([A-Za-z0-9!#$&^_.+-]+|\*)$")
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$")
 _COMPRESSED_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/([A-Za-z0-9!#$&^_.+-]+|\*|\*\+[A-Za-z0-9!#$&^_.-]+)$")
 
 
@@ -286,6 +288,7 @@ class _ConfigReader:
         gateway_responses = read_gateway_responses(root.table("gateway_responses"), self.base_dir)
         binary_media_types = tuple(self._names(root, "binary_media_types", lambda media: bool(_BINARY_TYPE.match(media))))
         compression = self._compression(root) if root.has("compression") else None
+        cors = self._cors(root.table("cors")) if root.has("cors") else None
         if not data.get("routes"):
             # An empty or truncated file would otherwise serve nothing (and a reload to it replace a working config).
             self.problem("routes", "missing: a config serves at least one [[routes]] entry (an empty or truncated file?)")
@@ -304,7 +307,7 @@ class _ConfigReader:
             raise ConfigError(self.problems)
         return Config(
             self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings), authorizers,
-            metrics, admin, gateway_responses, binary_media_types, compression,
+            metrics, admin, gateway_responses, binary_media_types, compression, cors,
         )
 
     def _admin(self, table: _Table, server: ServerConfig) -> AdminConfig:
@@ -325,6 +328,51 @@ class _ConfigReader:
         if address == server.listen:
             table.problem("listen", f"{address} is server.listen; the admin listener needs its own address")
         return AdminConfig(address)
+
+    def _cors(self, table: _Table) -> CorsConfig:
+        """A ``cors`` table, the API's or a route's."""
+        keys = BY_TABLE["cors"]
+        origins = tuple(
+            self._names(
+                table,
+                "allow_origins",
+                lambda origin: origin == "*" or bool(_ORIGIN.match(origin)),
+                invalid=lambda origin: f'not an origin: {origin!r} (write scheme://host[:port], or "*")',
+            )
+        )
+        methods = tuple(
+            self._names(
+                table,
+                "allow_methods",
+                lambda method: method == "*" or method in HTTP_METHODS,
+                invalid=lambda method: f'not a method: {method!r} (write "GET", "POST", ..., or "*")',
+            )
+        ) if table.has("allow_methods") else keys["allow_methods"].default
+
+        def header_list(key: str) -> tuple[str, ...]:
+            return tuple(
+                self._names(
+                    table,
+                    key,
+                    lambda name: name == "*" or bool(HEADER_NAME.match(name)),
+                    invalid=lambda name: f"not a header name: {name!r}",
+                )
+            )
+
+        cors = CorsConfig(
+            allow_origins=origins,
+            allow_methods=methods,
+            allow_headers=header_list("allow_headers"),
+            expose_headers=header_list("expose_headers"),
+            max_age=table.read(keys["max_age"]),
+            allow_credentials=table.read(keys["allow_credentials"]),
+        )
+        if cors.allow_credentials and "*" in origins:
+            table.problem("allow_credentials", 'cannot be true with "*" in allow_origins (browsers refuse it): list the origins')
+        if not origins:
+            table.problem("allow_origins", 'missing: name the origins whose pages may call the API (or "*")')
+        table.finish()
+        return cors
 
     def _compression(self, root: _Table) -> CompressionConfig:
         """The API's ``compression`` table: its presence turns compression on."""
@@ -737,6 +785,7 @@ class _ConfigReader:
                 if not self._client_certs:
                     table.problem("client_cert_subject", 'needs [server] tls with client_auth = "optional" or "require"')
             validation = read_validation(table, models)
+            cors = self._cors(table.table("cors")) if table.has("cors") else None
             table.finish()
             if key is None or integration is None:
                 continue
@@ -759,7 +808,7 @@ class _ConfigReader:
             routes.append(
                 RouteConfig(
                     key, integration, throttle, client_throttle, api_key_required, cache, cache_disabled, allow, deny, subject,
-                    authorizer, scopes, validation,
+                    authorizer, scopes, validation, cors,
                 )
             )
         if to_import and not self.problems:

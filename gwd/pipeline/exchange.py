@@ -10,6 +10,7 @@ from gwd.pipeline.clientcert import ClientCert
 from gwd.stores.keystore import ApiKey
 
 if TYPE_CHECKING:
+    from gwd.pipeline.cors import CorsPolicy
     from gwd.telemetry.metrics import RouteCounts
 
 
@@ -48,6 +49,7 @@ class Exchange:
         "function_error",
         "validation_error",
         "integration_path",
+        "cors",
     )
 
     def __init__(self, request: Request, request_id: str, own_request_id: bool, started: float, started_clock: float) -> None:
@@ -91,6 +93,8 @@ class Exchange:
         self.validation_error: str | None = None
         # The backend request's path when parameter mapping overwrote it (else the uri's own).
         self.integration_path: str | None = None
+        # The CORS policy of the route (or API) the request reached; None: no Access-Control-* lines.
+        self.cors: CorsPolicy | None = None
         # (trace id, flags): the client's traceparent, or one started on first use (see trace()).
         self._trace: tuple[str, str] | None = None
 

@@ -23,6 +23,7 @@ from gwd.http.upstream import UpstreamPools
 from gwd.mapping.binary import BinaryTypes
 from gwd.pipeline.chain import build_route_handler
 from gwd.pipeline.clientcert import client_certificate
+from gwd.pipeline.cors import CorsPolicy, without_cors_lines
 from gwd.pipeline.errors import INTERNAL_ERROR, NOT_FOUND, NOT_IMPLEMENTED, GatewayError
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.gatewayresponses import GatewayResponses
@@ -56,6 +57,7 @@ class RouteTarget(NamedTuple):
     param_names: tuple[str, ...]
     handler: Handler
     counts: RouteCounts | None  # its metrics; None when metrics are off
+    cors: CorsPolicy | None  # the route's own, else the API's; None: no CORS
 
 
 class Gateway:
@@ -118,6 +120,8 @@ class Gateway:
         )
         self._metrics = RequestMetrics(resources, config.metrics.per_key) if config.metrics.enabled else None
         metrics = self._metrics
+        api_cors = CorsPolicy(config.cors) if config.cors is not None else None
+        route_cors = [CorsPolicy(route.cors) if route.cors is not None else api_cors for route in config.routes]
         routers: dict[str, Router[RouteTarget]] = {}
         for stage in config.stages:
             targets = [
@@ -128,9 +132,10 @@ class Gateway:
                         route.key.param_names,
                         build_route_handler(route, stage, resources),
                         metrics.counts_for(stage.name, str(route.key)) if metrics is not None else None,
+                        cors,
                     ),
                 )
-                for route in config.routes
+                for route, cors in zip(config.routes, route_cors)
             ]
             routers[stage.name] = Router(targets)
         client_certs = config.server.tls is not None and config.server.tls.client_auth != "none"
@@ -147,6 +152,8 @@ class Gateway:
                 ids,
                 config.metrics.server_timing,
                 gateway_responses,
+                api_cors,
+                any(cors is not None for cors in route_cors) or api_cors is not None,
             )
             for address in config.listen_addresses
         }
@@ -187,7 +194,18 @@ class Entry:
     answered at once, inside the connection's read; any other gets a task.
     """
 
-    __slots__ = ("_stages", "_exact_paths", "_access_log", "_metrics", "_client_certs", "_ids", "_server_timing", "_errors")
+    __slots__ = (
+        "_stages",
+        "_exact_paths",
+        "_access_log",
+        "_metrics",
+        "_client_certs",
+        "_ids",
+        "_server_timing",
+        "_errors",
+        "_cors",
+        "_preflights",
+    )
 
     def __init__(
         self,
@@ -198,6 +216,8 @@ class Entry:
         ids: tuple[str, Iterator[int]],
         server_timing: bool,
         gateway_responses: GatewayResponses,
+        cors: CorsPolicy | None,
+        preflights: bool,
     ) -> None:
         self._stages = StageResolver({name: (name, router) for name, router in routers.items()})
         self._exact_paths = ExactPaths(routers)
@@ -207,6 +227,8 @@ class Entry:
         self._ids = ids  # request ids: a prefix and a counter shared by all entries
         self._server_timing = server_timing  # responses say how long gwd and the backend took
         self._errors = gateway_responses  # how gateway errors are answered
+        self._cors = cors  # the API's CORS policy, for requests no route takes
+        self._preflights = preflights  # some route has a CORS policy: the gateway answers preflights
 
     def respond(self, request: Request) -> Response | Awaitable[Response]:
         """The request's response, or an awaitable of it; errors become their responses here."""
@@ -215,8 +237,11 @@ class Entry:
         if self._metrics is not None:
             self._metrics.inflight += 1
         try:
-            target = self._route(exchange)
-            if target is not None:
+            preflight = self._preflight(exchange) if self._preflights and exchange.method == "OPTIONS" else None
+            target = self._route(exchange) if preflight is None else None
+            if preflight is not None:
+                answer = preflight
+            elif target is not None:
                 answer = target.handler(exchange)
             elif exchange.method in HTTP_METHODS:
                 answer = self._errors.render(NOT_FOUND, exchange)
@@ -291,13 +316,31 @@ class Entry:
         lines = b"X-Request-Id: " + exchange.request_id.encode() + _SERVER + exchange.extra_header_lines
         if self._server_timing:
             lines += _server_timing(exchange, time.perf_counter() - exchange.started_clock)
+        cors = exchange.cors
+        if cors is not None:
+            response.header_lines = without_cors_lines(response.header_lines)
+            lines += cors.response_lines(exchange.request.headers.get(b"origin"))
         response.extra_lines = lines
         return response
+
+    def _preflight(self, exchange: Exchange) -> Response | None:
+        """The gateway's answer to a CORS preflight, when the route it asks about (or the API) has a policy."""
+        headers = exchange.request.headers
+        requested = headers.text(b"access-control-request-method")
+        if requested is None or headers.get(b"origin") is None:
+            return None
+        stage, target, _ = self._match(requested, exchange.raw_path)
+        policy = target.cors if target is not None else self._cors
+        if policy is None:
+            return None
+        exchange.stage = stage
+        return policy.preflight(headers)
 
     def _route(self, exchange: Exchange) -> RouteTarget | None:
         """The matched route, with the exchange's stage, route key and parameters set."""
         stage, target, values = self._match(exchange.method, exchange.raw_path)
         _enter(exchange, stage, target, values)
+        exchange.cors = target.cors if target is not None else self._cors
         return target
 
     def _match(self, method: str, raw_path: str) -> tuple[str, RouteTarget | None, list[str] | None]:
