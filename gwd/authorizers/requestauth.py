@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 
 from gwd.config.model import RequestAuthorizer
-from gwd.http.message import Request
+from gwd.http.message import Request, valid_text
 from gwd.pipeline.clientip import Networks, client_address
 
 log = logging.getLogger("gwd.authorizer")
@@ -150,18 +150,18 @@ def _event(request: Request, identity: list[str], context: dict[str, Any], trust
     headers: dict[str, str] = {}
     for raw_name, raw_value in request.headers.lines:
         lowered = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("utf-8", "surrogateescape")
+        value = raw_value.decode("utf-8", "replace")
         headers[lowered] = f"{headers[lowered]},{value}" if lowered in headers else value
     query: dict[str, list[str]] = {}
     for name, value in request.query_items():
-        query.setdefault(name, []).append(value)
+        query.setdefault(valid_text(name), []).append(valid_text(value))
     return {
         "version": "2.0",
         "type": "REQUEST",
         "routeKey": context["routeKey"],
-        "rawPath": request.path,
-        "rawQueryString": request.query,
-        "identitySource": identity,
+        "rawPath": valid_text(request.path),
+        "rawQueryString": valid_text(request.query),
+        "identitySource": [valid_text(value) for value in identity],
         "headers": headers,
         "queryStringParameters": {name: ",".join(values) for name, values in query.items()} or None,
         "requestContext": {
@@ -170,10 +170,10 @@ def _event(request: Request, identity: list[str], context: dict[str, Any], trust
             "stage": context["stage"],
             "http": {
                 "method": request.method,
-                "path": request.decoded_path(),
+                "path": valid_text(request.decoded_path()),
                 "protocol": f"HTTP/{request.version}",
                 "sourceIp": client_address(request, trusted),
-                "userAgent": request.headers.text(b"user-agent") or "",
+                "userAgent": valid_text(request.headers.text(b"user-agent") or ""),
             },
         },
     }

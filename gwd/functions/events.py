@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 from gwd.authorizers.jwtauth import scopes_of
 from gwd.config.model import DEFAULT_ROUTE, DEFAULT_STAGE, RouteConfig, StageConfig
+from gwd.http.message import Request, valid_text
 from gwd.mapping.binary import BinaryTypes
 from gwd.pipeline.clientip import Networks, client_address
 from gwd.pipeline.exchange import Exchange
@@ -88,8 +89,14 @@ def _rest_body_field(body: bytes, binary: bool) -> tuple[str, bool]:
     return base64.b64encode(body).decode("ascii"), True
 
 
+def _header(request: Request, lowered: bytes) -> str | None:
+    """The first value of a header, decoded as :func:`~gwd.http.message.valid_text` would."""
+    value = request.headers.get(lowered)
+    return None if value is None else value.decode("utf-8", "replace")
+
+
 def _domain(exchange: Exchange) -> str:
-    host = exchange.request.headers.text(b"host") or API_ID
+    host = _header(exchange.request, b"host") or API_ID
     if host.startswith("["):
         return host.partition("]")[0] + "]"
     return host.partition(":")[0]
@@ -130,7 +137,7 @@ class _Version2(_Builder):
         headers: dict[str, str] = {}
         cookies: list[str] = []
         for lowered, (_, raw) in zip(request.headers.names, request.headers.lines):
-            value = raw.decode("utf-8", "surrogateescape")
+            value = raw.decode("utf-8", "replace")
             if lowered == b"cookie":
                 cookies += [part.strip() for part in value.split(";") if part.strip()]
                 continue
@@ -145,7 +152,7 @@ class _Version2(_Builder):
             "domainPrefix": domain.partition(".")[0],
             "http": {
                 "method": exchange.method,
-                "path": request.decoded_path(),
+                "path": valid_text(request.decoded_path()),
                 "protocol": f"HTTP/{request.version}",
                 "sourceIp": client_address(request, self._trusted),
                 "userAgent": headers.get("user-agent", ""),
@@ -166,15 +173,15 @@ class _Version2(_Builder):
         event: dict[str, Any] = {
             "version": "2.0",
             "routeKey": self._route_key,
-            "rawPath": request.path,
-            "rawQueryString": request.query,
+            "rawPath": valid_text(request.path),
+            "rawQueryString": valid_text(request.query),
         }
         if cookies:
             event["cookies"] = cookies
         event["headers"] = headers
         if request.query:
             query: dict[str, str] = {}
-            for name, value in parse_qsl(request.query, keep_blank_values=True):
+            for name, value in parse_qsl(valid_text(request.query), keep_blank_values=True):
                 query[name] = f"{query[name]},{value}" if name in query else value
             event["queryStringParameters"] = query
         event["requestContext"] = context
@@ -208,19 +215,19 @@ class _Version1(_Builder):
         spelled: dict[bytes, str] = {}  # a header's name as the client first spelled it
         for lowered, (raw_name, raw) in zip(request.headers.names, request.headers.lines):
             name = spelled.setdefault(lowered, raw_name.decode("latin-1"))
-            value = raw.decode("utf-8", "surrogateescape")
+            value = raw.decode("utf-8", "replace")
             headers[name] = value
             multi_headers.setdefault(name, []).append(value)
         query: dict[str, str] = {}
         multi_query: dict[str, list[str]] = {}
-        for name, value in parse_qsl(request.query, keep_blank_values=True) if request.query else ():
+        for name, value in parse_qsl(valid_text(request.query), keep_blank_values=True) if request.query else ():
             query[name] = value
             multi_query.setdefault(name, []).append(value)
-        full_path = request.decoded_path()
+        full_path = valid_text(request.decoded_path())
         path = full_path
         if self._prefix and full_path.startswith(self._prefix):
             path = full_path[len(self._prefix) :] or "/"
-        content_type = request.headers.text(b"content-type")
+        content_type = _header(request, b"content-type")
         if not body:
             text, encoded = None, False
         elif self.binary is not None:
@@ -253,7 +260,7 @@ class _Version1(_Builder):
         identity = {
             "accessKey": None,
             "accountId": None,
-            "apiKey": request.headers.text(b"x-api-key") if api_key is not None else None,
+            "apiKey": _header(request, b"x-api-key") if api_key is not None else None,
             "apiKeyId": str(api_key.id) if api_key is not None else None,
             "caller": None,
             "clientCert": client_cert.as_event() if client_cert is not None else None,
@@ -264,7 +271,7 @@ class _Version1(_Builder):
             "principalOrgId": None,
             "sourceIp": client_address(request, self._trusted),
             "user": None,
-            "userAgent": request.headers.text(b"user-agent"),
+            "userAgent": _header(request, b"user-agent"),
             "userArn": None,
         }
         context: dict[str, Any] = {
@@ -275,7 +282,7 @@ class _Version1(_Builder):
             "extendedRequestId": exchange.request_id,
             "httpMethod": exchange.method,
             "identity": identity,
-            "path": request.decoded_path(),
+            "path": valid_text(request.decoded_path()),
             "protocol": f"HTTP/{request.version}",
             "requestId": exchange.request_id,
             "requestTime": clf_time(started),

@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from gwd.http.server import HttpConnection
 
 
+def valid_text(text: str) -> str:
+    """``text`` with every byte that was not UTF-8 (kept as a surrogate by ``surrogateescape``) as U+FFFD.
+
+    What gwd hands to code it does not own (a function's event, an
+    authorizer's request) must be text any JSON encoder and ``str.encode()``
+    take; a surrogate is neither.
+    """
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 class Headers:
     """A request's header lines as sent, and a look-up by lower-cased name.
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support import ROOT, process_alive, process_children, request, scrape, total, wait_for
+from support import ROOT, process_alive, process_children, raw_exchange, request, scrape, total, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -232,3 +232,21 @@ integration = {function("greet.slow", name='"cold"', max_instances="2", idle_tim
     wait_for(lambda: total(scrape(daemon), "gwd_function_invocations_total", function="cold", outcome="success") == 4, 10,
              "four invocations counted")
     assert total(scrape(daemon), "gwd_function_cold_starts_total", function="cold") == 2
+
+
+@pytest.mark.parametrize("runtime", ["in the worker", "in a runtime process"], ids=["worker", "process"])
+@pytest.mark.parametrize("payload", ["1.0", "2.0"])
+def test_bytes_that_are_not_utf8_reach_a_handler_as_replacement_characters(start_daemon, runtime, payload):
+    """A header, query or path byte that is no UTF-8 is U+FFFD in the event: a surrogate would be no JSON (500)."""
+    settings = {"payload_format": f'"{payload}"'} | ({"runtime": '"process"'} if runtime == "in a runtime process" else {})
+    daemon = start_daemon(f'[[routes]]\nroute = "GET /echo/{{id}}"\nintegration = {function("echo:handler", **settings)}\n', workers=1)
+    sent = b"GET /echo/a%FFb?q=%FF&r=x HTTP/1.1\r\nHost: x\r\nUser-Agent: agent-\xff\r\nX-Bin: a\xffb\r\nConnection: close\r\n\r\n"
+    reply = raw_exchange(daemon.port, sent, wait=20)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), reply
+    event = orjson.loads(body)["event"]
+    headers = {name.lower(): value for name, value in event["headers"].items()}
+    assert headers["x-bin"] == "a\ufffdb" and headers["user-agent"] == "agent-\ufffd"
+    assert event["queryStringParameters"] == {"q": "\ufffd", "r": "x"}
+    assert event["pathParameters"] == {"id": "a\ufffdb"}
+    assert "Traceback" not in daemon.stderr()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from backend import Backend
 from jwks_server import JsonServer
-from support import request, wait_for
+from support import raw_exchange, request, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -94,3 +94,14 @@ def test_a_python_function_authorizer(start_daemon):
         assert get(broken, "let-me-in") == 500
         wait_for(lambda: "RuntimeError: the authorizer has a bug" in broken.stderr(), 10, "the traceback in the log")
         assert len(backend.received) == 1
+
+
+def test_bytes_that_are_not_utf8_reach_the_authorizer_as_replacement_characters(start_daemon):
+    """An identity, header or query byte that is no UTF-8 is U+FFFD in the event: a surrogate would be no JSON (500)."""
+    with JsonServer(decide) as authorizer, Backend() as backend:
+        daemon = start_daemon(CONFIG.format(source=f'uri = "{authorizer.url}"', backend=backend.url), workers=1)
+        sent = b"GET /orders?q=%FF HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\nX-Bin: a\xffb\r\nConnection: close\r\n\r\n"
+        assert raw_exchange(daemon.port, sent).startswith(b"HTTP/1.1 403 ")
+        event = authorizer.requests[0]
+        assert event["identitySource"] == ["Bearer \ufffd"]
+        assert event["headers"]["x-bin"] == "a\ufffdb" and event["queryStringParameters"] == {"q": "\ufffd"}
