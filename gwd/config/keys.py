@@ -847,6 +847,24 @@ KEYS: tuple[Key, ...] = (
             'What answers the route (below).'
         ),
     ),
+    Key("domain", "name", "custom", None, shown='(required)',
+        meaning=(
+            'The custom domain name, as clients send it in `Host`: `"api.example.com"`, or `"*.example.com"` for '
+            'any one label more (an exact name wins over a wildcard).'
+        ),
+    ),
+    Key("domain", "mappings", "custom", None, shown='(required)',
+        meaning=(
+            '`[{ base_path = "v1", stage = "prod" }, ...]`: requests whose path starts with a base path (the '
+            'longest that matches; `""` matches every path) reach that stage with the base path removed.'
+        ),
+    ),
+    Key("domain", "unmapped_hosts", "string", "not_found", label="`unmapped_hosts` (top level)",
+        meaning=(
+            'With `[[domains]]`: what a request whose `Host` names none of them gets: `"not_found"` (`404`), or '
+            '`"stages"` (the stages by path prefix, as without domains).'
+        ),
+    ),
     Key("cors", "allow_origins", "custom", (), shown='`[]`',
         meaning=(
             'Origins (`"https://app.example.com"`, scheme, host and port as a browser sends them) whose pages may '

@@ -86,6 +86,22 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BasePathMapping:
+    """A custom domain's base path (``""``, ``"v1"``, ``"v1/pets"``) and the stage requests under it reach."""
+
+    base_path: str
+    stage: str
+
+
+@dataclass(frozen=True, slots=True)
+class DomainConfig:
+    """``[[domains]]``: a custom domain name (``*.example.com``: any one label more) and its base path mappings."""
+
+    name: str  # lower-case, no trailing dot
+    mappings: tuple[BasePathMapping, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CorsConfig:
     """A ``cors`` table (the API's, or a route's own, which replaces it): what browsers on other origins may do."""
 
@@ -461,6 +477,8 @@ class Config:
     binary_media_types: tuple[str, ...] = ()  # media types the API treats as bytes ("image/*", ...)
     compression: CompressionConfig | None = None  # None: responses go as the integrations sent them
     cors: CorsConfig | None = None  # routes without a cors table of their own use it; None: no CORS
+    domains: tuple[DomainConfig, ...] = ()  # custom domain names; none: every Host reaches the stages by prefix
+    unmapped_hosts: str = "not_found"  # with domains: what another Host gets, "not_found" or "stages"
 
     @property
     def listen_addresses(self) -> tuple[Address, ...]:

@@ -34,6 +34,8 @@ from gwd.config.model import (
     BackendTls,
     CompressionConfig,
     CorsConfig,
+    DomainConfig,
+    BasePathMapping,
     CacheConfig,
     CachePolicy,
     ClientLimit,
@@ -83,6 +85,7 @@ _IDENTITY_SOURCE = re.compile(r"^(header|query):[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BINARY_TYPE = re.compile(r"^([A-Za-z0-9!#$&^_.+-]+|\*)/([A-Za-z0-9!#$&^_.+-]+|\*)$")
+_DOMAIN_NAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$")
 _COMPRESSED_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/([A-Za-z0-9!#$&^_.+-]+|\*|\*\+[A-Za-z0-9!#$&^_.-]+)$")
 
@@ -289,6 +292,10 @@ class _ConfigReader:
         binary_media_types = tuple(self._names(root, "binary_media_types", lambda media: bool(_BINARY_TYPE.match(media))))
         compression = self._compression(root) if root.has("compression") else None
         cors = self._cors(root.table("cors")) if root.has("cors") else None
+        domains = self._domains(root.tables("domains"), stages)
+        unmapped_hosts = root.read(BY_TABLE["domain"]["unmapped_hosts"])
+        if unmapped_hosts not in ("not_found", "stages"):
+            root.problem("unmapped_hosts", f'expected "not_found" or "stages", got {unmapped_hosts!r}')
         if not data.get("routes"):
             # An empty or truncated file would otherwise serve nothing (and a reload to it replace a working config).
             self.problem("routes", "missing: a config serves at least one [[routes]] entry (an empty or truncated file?)")
@@ -307,7 +314,7 @@ class _ConfigReader:
             raise ConfigError(self.problems)
         return Config(
             self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings), authorizers,
-            metrics, admin, gateway_responses, binary_media_types, compression, cors,
+            metrics, admin, gateway_responses, binary_media_types, compression, cors, domains, unmapped_hosts,
         )
 
     def _admin(self, table: _Table, server: ServerConfig) -> AdminConfig:
@@ -328,6 +335,38 @@ class _ConfigReader:
         if address == server.listen:
             table.problem("listen", f"{address} is server.listen; the admin listener needs its own address")
         return AdminConfig(address)
+
+    def _domains(self, tables: list[_Table], stages: tuple[StageConfig, ...]) -> tuple[DomainConfig, ...]:
+        """``[[domains]]``: custom domain names, each with its base path mappings to stages served on server.listen."""
+        domains: list[DomainConfig] = []
+        public = {stage.name for stage in stages if not stage.listen}
+        for table in tables:
+            name = (table.string("name", None) or "").lower().rstrip(".") if table.require("name", "the domain name") else ""
+            if name and not _DOMAIN_NAME.match(name):
+                table.problem("name", f'{name!r} is not a domain name ("api.example.com", or "*.example.com")')
+            elif name in (domain.name for domain in domains):
+                table.problem("name", f"domain {name!r} is defined twice")
+            if table.has("tls"):
+                table.problem("tls", "a certificate per domain (SNI) is not supported yet: [server] tls serves every domain")
+            mappings: list[BasePathMapping] = []
+            if table.require("mappings", '[{ base_path = "", stage = "$default" }]: where its requests go'):
+                for mapping in table.tables("mappings"):
+                    base_path = (mapping.string("base_path", "") or "").strip("/")
+                    if base_path and not all(_STAGE_NAME.match(part) for part in base_path.split("/")):
+                        mapping.problem("base_path", f"{base_path!r} is not a base path (letters, digits, '-', '_', '/')")
+                    elif base_path in (m.base_path for m in mappings):
+                        mapping.problem("base_path", f"base path {base_path!r} is mapped twice")
+                    stage = mapping.string("stage", None) if mapping.require("stage", "the stage it reaches") else None
+                    if stage is not None and stage not in public:
+                        why = "is served on its own listen addresses" if any(s.name == stage for s in stages) else "is no stage"
+                        mapping.problem("stage", f"{stage!r} {why}")
+                    mapping.finish()
+                    if stage is not None:
+                        mappings.append(BasePathMapping(base_path, stage))
+            table.finish()
+            if name:
+                domains.append(DomainConfig(name, tuple(mappings)))
+        return tuple(domains)
 
     def _cors(self, table: _Table) -> CorsConfig:
         """A ``cors`` table, the API's or a route's."""

@@ -29,7 +29,7 @@ from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.gatewayresponses import GatewayResponses
 from gwd.pipeline.handler import Handler
 from gwd.pipeline.resources import Resources
-from gwd.pipeline.routing import ExactPaths, Router, StageResolver, UnsafePath, split_path
+from gwd.pipeline.routing import BasePaths, Domains, ExactPaths, Router, StageResolver, UnsafePath, split_path
 from gwd.stages.apikeys import KeyCache
 from gwd.stages.cache import flush_prefixes
 from gwd.stages.compression import Compressor
@@ -143,6 +143,14 @@ class Gateway:
         # per reload) and a counter, which costs far less than uuid4()'s syscall.
         ids = (str(uuid.uuid4())[:24], itertools.count())
         gateway_responses = GatewayResponses(config)
+        domains = None
+        if config.domains:
+            domains = Domains(
+                {
+                    domain.name: [(mapping.base_path, mapping.stage, routers[mapping.stage]) for mapping in domain.mappings]
+                    for domain in config.domains
+                }
+            )
         self._entries = {
             address: Entry(
                 {name: routers[name] for name in config.stages_served_on(address)},
@@ -154,6 +162,8 @@ class Gateway:
                 gateway_responses,
                 api_cors,
                 any(cors is not None for cors in route_cors) or api_cors is not None,
+                domains if address == config.server.listen else None,
+                config.unmapped_hosts == "stages",
             )
             for address in config.listen_addresses
         }
@@ -205,6 +215,8 @@ class Entry:
         "_errors",
         "_cors",
         "_preflights",
+        "_domains",
+        "_unmapped_stages",
     )
 
     def __init__(
@@ -218,6 +230,8 @@ class Entry:
         gateway_responses: GatewayResponses,
         cors: CorsPolicy | None,
         preflights: bool,
+        domains: Domains[RouteTarget] | None,
+        unmapped_stages: bool,
     ) -> None:
         self._stages = StageResolver({name: (name, router) for name, router in routers.items()})
         self._exact_paths = ExactPaths(routers)
@@ -229,6 +243,8 @@ class Entry:
         self._errors = gateway_responses  # how gateway errors are answered
         self._cors = cors  # the API's CORS policy, for requests no route takes
         self._preflights = preflights  # some route has a CORS policy: the gateway answers preflights
+        self._domains = domains  # custom domain names (server.listen's entry only)
+        self._unmapped_stages = unmapped_stages  # with domains: another Host reaches the stages by prefix
 
     def respond(self, request: Request) -> Response | Awaitable[Response]:
         """The request's response, or an awaitable of it; errors become their responses here."""
@@ -329,7 +345,7 @@ class Entry:
         requested = headers.text(b"access-control-request-method")
         if requested is None or headers.get(b"origin") is None:
             return None
-        stage, target, _ = self._match(requested, exchange.raw_path)
+        stage, target, _ = self._match(requested, exchange)
         policy = target.cors if target is not None else self._cors
         if policy is None:
             return None
@@ -338,13 +354,20 @@ class Entry:
 
     def _route(self, exchange: Exchange) -> RouteTarget | None:
         """The matched route, with the exchange's stage, route key and parameters set."""
-        stage, target, values = self._match(exchange.method, exchange.raw_path)
+        stage, target, values = self._match(exchange.method, exchange)
         _enter(exchange, stage, target, values)
         exchange.cors = target.cors if target is not None else self._cors
         return target
 
-    def _match(self, method: str, raw_path: str) -> tuple[str, RouteTarget | None, list[str] | None]:
+    def _match(self, method: str, exchange: Exchange) -> tuple[str, RouteTarget | None, list[str] | None]:
         """The stage ("-" when none serves the path), the route matched there, and its parameters' values."""
+        raw_path = exchange.raw_path
+        if self._domains is not None:
+            paths = self._domains.lookup(exchange.request.headers.get(b"host"))
+            if paths is not None:
+                return self._match_mapped(method, exchange, paths)
+            if not self._unmapped_stages:
+                return "-", None, None
         exact = self._exact_paths.match(method, raw_path)
         if exact is not None:
             return exact[0], exact[1], None
@@ -356,6 +379,32 @@ class Entry:
         if found is None:
             return "-", None, None
         (stage_name, router), segments = found
+        matched = router.match(method, segments)
+        if matched is None:
+            return stage_name, None, None
+        return stage_name, matched[0], matched[1]
+
+    def _match_mapped(
+        self, method: str, exchange: Exchange, paths: BasePaths[RouteTarget]
+    ) -> tuple[str, RouteTarget | None, list[str] | None]:
+        """:meth:`_match` on a custom domain: its longest matching base path picks the stage, and is removed from the path."""
+        request = exchange.request
+        exact = paths.match_exact(method, exchange.raw_path)
+        if exact is not None:
+            # The API sees its own path, as on AWS (a function event's rawPath leaves the base path out).
+            stage_name, target, request.path = exact
+            return stage_name, target, None
+        try:
+            segments = split_path(exchange.raw_path)
+        except UnsafePath:
+            raise BAD_PATH from None
+        found = paths.resolve(segments)
+        if found is None:
+            return "-", None, None
+        stage_name, router, segments, base_segments = found
+        if base_segments:
+            path = request.path
+            request.path = "/" + path[1:].split("/", base_segments)[-1] if path.count("/") > base_segments else "/"
         matched = router.match(method, segments)
         if matched is None:
             return stage_name, None, None

@@ -1,4 +1,4 @@
-"""Route matching: stage prefix, then a segment trie built once at config load.
+"""Route matching: custom domain and base path, or stage prefix; then a segment trie built once at config load.
 
 Matching walks the request path one segment at a time, so its cost depends
 on the path's depth, not on how many routes exist.  At every segment a
@@ -191,3 +191,78 @@ class ExactPaths(Generic[T]):
             return None
         target = found[1].target(method)
         return None if target is None else (found[0], target)
+
+
+class Domains(Generic[T]):
+    """Custom domain names: ``Host`` picks a domain, the longest base path that prefixes the path picks its stage.
+
+    What a ``Host`` value resolves to is remembered (up to
+    ``_REMEMBERED_HOSTS`` values), so a request pays one dict look-up for it.
+    """
+
+    __slots__ = ("_exact", "_wildcards", "_remembered")
+
+    def __init__(self, domains: dict[str, list[tuple[str, str, Router[T]]]]) -> None:
+        """``domains``: each name's (base path, stage name, its router); ``*.example.com`` matches one label more."""
+        mapped = {name: BasePaths(mappings) for name, mappings in domains.items()}
+        self._exact = {name: paths for name, paths in mapped.items() if not name.startswith("*.")}
+        self._wildcards = {name[2:]: paths for name, paths in mapped.items() if name.startswith("*.")}
+        self._remembered: dict[bytes | None, BasePaths[T] | None] = {}
+
+    def lookup(self, host: bytes | None) -> BasePaths[T] | None:
+        """The base paths of the domain a ``Host`` header names; None when it names none."""
+        try:
+            return self._remembered[host]
+        except KeyError:
+            return self._remember(host)
+
+    def _remember(self, host: bytes | None) -> BasePaths[T] | None:
+        paths = None
+        if host:
+            name = host.decode("latin-1").lower()
+            name = name.partition("]")[0] + "]" if name.startswith("[") else name.partition(":")[0]
+            name = name.rstrip(".")
+            paths = self._exact.get(name)
+            if paths is None:
+                label, _, parent = name.partition(".")
+                paths = self._wildcards.get(parent) if label and parent else None
+        if len(self._remembered) >= _REMEMBERED_HOSTS:
+            self._remembered.clear()
+        self._remembered[host] = paths
+        return paths
+
+
+_REMEMBERED_HOSTS = 1024
+
+
+class BasePaths(Generic[T]):
+    """One domain's base paths, longest first, and (as :class:`ExactPaths` does) its routes without parameters by raw path."""
+
+    __slots__ = ("_mappings", "_exact")
+
+    def __init__(self, mappings: list[tuple[str, str, Router[T]]]) -> None:
+        split = [(tuple(base_path.split("/")) if base_path else (), stage, router) for base_path, stage, router in mappings]
+        self._mappings = sorted(split, key=lambda mapping: -len(mapping[0]))
+        # Raw path -> (stage, route node, the path the API sees), where the walk would take that path too.
+        self._exact: dict[str, tuple[str, _Node[T], str]] = {}
+        for base, stage, router in self._mappings:
+            for segments, node in router.literal_paths.items():
+                raw = "/" + "/".join(base + segments)
+                found = self.resolve(list(base + segments))
+                if "%" not in raw and found is not None and found[3] == len(base):
+                    self._exact.setdefault(raw, (stage, node, "/" + "/".join(segments)))
+
+    def match_exact(self, method: str, raw_path: str) -> tuple[str, T, str] | None:
+        """(stage, target, the path the API sees) for a route without parameters; None: walk."""
+        hit = self._exact.get(raw_path)
+        if hit is None:
+            return None
+        target = hit[1].target(method)
+        return None if target is None else (hit[0], target, hit[2])
+
+    def resolve(self, segments: list[str]) -> tuple[str, Router[T], list[str], int] | None:
+        """(stage, its router, the segments after the base path, how many the base path has); None: none matches."""
+        for base, stage, router in self._mappings:
+            if tuple(segments[: len(base)]) == base:
+                return stage, router, segments[len(base) :], len(base)
+        return None

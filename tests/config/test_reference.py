@@ -26,6 +26,7 @@ TABLES = [  # (tables, qualified names, a default column): each of the README's 
     (("gateway_response",), False, True),
     (("backend_tls",), False, True),
     (("cache_policy",), False, True),
+    (("domain",), False, True),
     (("cors",), False, True),
     (("compression",), False, True),
     (("jwt_authorizer",), False, True),
@@ -109,7 +110,7 @@ def test_the_reader_refuses_a_value_past_a_declared_range(tmp_path, key):
 def test_every_table_with_declared_keys_is_listed():
     per_route = {"listener_tls", "stage", "mock", "http", "function", "backend_tls", "cache_policy", "jwt_authorizer", "request_authorizer"}
     per_route |= {"route", "usage_plan", "aws", "mapping", "integration_response", "gateway_response"}
-    per_api = {"cors", "compression"}
+    per_api = {"domain", "cors", "compression"}
     assert set(BY_TABLE) == DAEMON_WIDE | per_route | per_api
 
 
