@@ -66,6 +66,26 @@ def listener_context(cert: str, key: str, client_ca: str | None, client_auth: st
     return context
 
 
+def choose_by_name(default: ssl.SSLContext, named: dict[str, ssl.SSLContext]) -> None:
+    """Make ``default`` hand a handshake to ``named``'s context for the server name (SNI) the client sent.
+
+    Names are domain names (``*.example.com`` stands for any one label
+    more; an exact name wins); a client that sends no name, or one not
+    listed, gets ``default``'s certificate.
+    """
+    exact = {name: context for name, context in named.items() if not name.startswith("*.")}
+    wildcards = {name[2:]: context for name, context in named.items() if name.startswith("*.")}
+
+    def choose(connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        if server_name:
+            name = server_name.lower().rstrip(".")
+            context = exact.get(name) or wildcards.get(name.partition(".")[2])
+            if context is not None:
+                connection.context = context
+
+    default.sni_callback = choose
+
+
 def expiry_warning(path: str, now: datetime | None = None) -> str | None:
     """A line to log when the certificate in ``path`` has expired or expires within EXPIRY_WARNING_DAYS."""
     try:

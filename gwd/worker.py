@@ -26,7 +26,7 @@ from gwd.stores.buckets import BucketTable
 from gwd.stores.invocations import InvocationSlots
 from gwd.supervisor import HANDLED_SIGNALS, QUICK_DRAIN_TIMEOUT, WORKER_BOOT_ERROR
 from gwd.telemetry.accesslog import AccessLog
-from gwd.tls import listener_context
+from gwd.tls import choose_by_name, listener_context
 
 log = logging.getLogger("gwd.worker")
 
@@ -161,6 +161,14 @@ class Worker:
         server_config = self._config.server
         tls = server_config.tls
         context = listener_context(tls.cert, tls.key, tls.client_ca, tls.client_auth) if tls is not None else None
+        if context is not None and any(domain.tls is not None for domain in self._config.domains):
+            # The listener's client-certificate rules hold whichever certificate a domain presents.
+            named = {
+                domain.name: listener_context(domain.tls.cert, domain.tls.key, tls.client_ca, tls.client_auth)
+                for domain in self._config.domains
+                if domain.tls is not None
+            }
+            choose_by_name(context, named)
         limits = Limits(
             server_config.header_timeout, server_config.keepalive_timeout, server_config.body_timeout, server_config.max_body
         )

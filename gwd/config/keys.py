@@ -859,6 +859,12 @@ KEYS: tuple[Key, ...] = (
             'longest that matches; `""` matches every path) reach that stage with the base path removed.'
         ),
     ),
+    Key("domain", "tls", "custom", None, shown='`[server] tls`',
+        meaning=(
+            '`{ cert = "api.pem", key = "api.key" }`: the certificate presented to clients that ask for this '
+            'name by SNI on the HTTPS listener (which `[server] tls` makes; its certificate serves other names).'
+        ),
+    ),
     Key("domain", "unmapped_hosts", "string", "not_found", label="`unmapped_hosts` (top level)",
         meaning=(
             'With `[[domains]]`: what a request whose `Host` names none of them gets: `"not_found"` (`404`), or '

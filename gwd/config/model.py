@@ -99,6 +99,15 @@ class DomainConfig:
 
     name: str  # lower-case, no trailing dot
     mappings: tuple[BasePathMapping, ...]
+    tls: DomainTls | None = None  # its own certificate, chosen by SNI; None: [server] tls's
+
+
+@dataclass(frozen=True, slots=True)
+class DomainTls:
+    """A custom domain's certificate, presented to clients that name the domain by SNI; paths are absolute."""
+
+    cert: str
+    key: str
 
 
 @dataclass(frozen=True, slots=True)

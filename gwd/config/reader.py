@@ -35,6 +35,7 @@ from gwd.config.model import (
     CompressionConfig,
     CorsConfig,
     DomainConfig,
+    DomainTls,
     BasePathMapping,
     CacheConfig,
     CachePolicy,
@@ -292,7 +293,7 @@ class _ConfigReader:
         binary_media_types = tuple(self._names(root, "binary_media_types", lambda media: bool(_BINARY_TYPE.match(media))))
         compression = self._compression(root) if root.has("compression") else None
         cors = self._cors(root.table("cors")) if root.has("cors") else None
-        domains = self._domains(root.tables("domains"), stages)
+        domains = self._domains(root.tables("domains"), stages, server)
         unmapped_hosts = root.read(BY_TABLE["domain"]["unmapped_hosts"])
         if unmapped_hosts not in ("not_found", "stages"):
             root.problem("unmapped_hosts", f'expected "not_found" or "stages", got {unmapped_hosts!r}')
@@ -336,7 +337,7 @@ class _ConfigReader:
             table.problem("listen", f"{address} is server.listen; the admin listener needs its own address")
         return AdminConfig(address)
 
-    def _domains(self, tables: list[_Table], stages: tuple[StageConfig, ...]) -> tuple[DomainConfig, ...]:
+    def _domains(self, tables: list[_Table], stages: tuple[StageConfig, ...], server: ServerConfig) -> tuple[DomainConfig, ...]:
         """``[[domains]]``: custom domain names, each with its base path mappings to stages served on server.listen."""
         domains: list[DomainConfig] = []
         public = {stage.name for stage in stages if not stage.listen}
@@ -346,8 +347,7 @@ class _ConfigReader:
                 table.problem("name", f'{name!r} is not a domain name ("api.example.com", or "*.example.com")')
             elif name in (domain.name for domain in domains):
                 table.problem("name", f"domain {name!r} is defined twice")
-            if table.has("tls"):
-                table.problem("tls", "a certificate per domain (SNI) is not supported yet: [server] tls serves every domain")
+            tls = self._domain_tls(table, server) if table.has("tls") else None
             mappings: list[BasePathMapping] = []
             if table.require("mappings", '[{ base_path = "", stage = "$default" }]: where its requests go'):
                 for mapping in table.tables("mappings"):
@@ -365,8 +365,26 @@ class _ConfigReader:
                         mappings.append(BasePathMapping(base_path, stage))
             table.finish()
             if name:
-                domains.append(DomainConfig(name, tuple(mappings)))
+                domains.append(DomainConfig(name, tuple(mappings), tls))
         return tuple(domains)
+
+    def _domain_tls(self, domain: _Table, server: ServerConfig) -> DomainTls | None:
+        """A domain's ``tls = { cert, key }``: served by SNI on the HTTPS listener, checked on disk."""
+        table = domain.table("tls")
+        cert = self._file(table, "cert") if table.require("cert", "the domain's certificate (PEM)") else None
+        key = self._file(table, "key") if table.require("key", "the certificate's private key (PEM)") else None
+        table.finish()
+        if server.tls is None:
+            table.problem("cert", "needs [server] tls: a domain's certificate is chosen by SNI on the HTTPS listener")
+            return None
+        if cert is None or key is None:
+            return None
+        if not self._usable_tls(table, "key", cert, key, lambda: listener_context(cert, key, None, "none")):
+            return None
+        expiring = expiry_warning(cert)
+        if expiring:
+            self.warnings.append(f"{self.source}: {table.key_path('cert')}: {expiring}")
+        return DomainTls(cert, key)
 
     def _cors(self, table: _Table) -> CorsConfig:
         """A ``cors`` table, the API's or a route's."""

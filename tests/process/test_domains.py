@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
+import socket
+import ssl
+import subprocess
+import sys
 import orjson
 import pytest
 from support import ROOT, request
@@ -98,7 +103,7 @@ def test_an_unknown_host_gets_404_unless_unmapped_hosts_reach_the_stages(daemon,
         ('name = "a.com"\nmappings = [{ base_path = "v1", stage = "prod" }, { base_path = "/v1/", stage = "prod" }]',
          "domains[0].mappings[1].base_path: base path 'v1' is mapped twice"),
         ('name = "a.com"\ntls = { cert = "c.pem", key = "k.pem" }\nmappings = [{ stage = "prod" }]',
-         "domains[0].tls: a certificate per domain (SNI) is not supported yet"),
+         "domains[0].tls.cert: needs [server] tls"),
         ('name = "a.com"', "domains[0].mappings: missing"),
     ],
 )
@@ -110,3 +115,51 @@ def test_bad_domains_are_refused_at_load(tmp_path, domain, problem):
     with pytest.raises(Exception) as raised:
         load_config(str(path))
     assert problem in str(raised.value)
+
+
+def gwd_certs(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "gwd", "certs", *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_one_https_listener_serves_each_domain_its_certificate_by_sni(start_daemon, tmp_path):
+    pki = tmp_path / "pki"
+    gwd_certs("init", str(pki))
+    for name, san in (("default", "127.0.0.1"), ("api", "api.example.com"), ("org", "*.example.org")):
+        gwd_certs("issue", str(pki), "--name", name, "--san", san)
+    config = CONFIG.format(unmapped="").replace(
+        '[[stages]]\nname = "prod"',
+        f'[server]\ntls = {{ cert = "{pki}/default.pem", key = "{pki}/default.key" }}\n\n[[stages]]\nname = "prod"',
+        1,
+    )
+    config = config.replace(
+        'name = "api.example.com"\n', f'name = "api.example.com"\ntls = {{ cert = "{pki}/api.pem", key = "{pki}/api.key" }}\n'
+    ).replace('name = "*.example.org"\n', f'name = "*.example.org"\ntls = {{ cert = "{pki}/org.pem", key = "{pki}/org.key" }}\n')
+    daemon = start_daemon(config, workers=1)
+
+    def https_get(server_name: str | None, path: str, host: str) -> tuple[str, int, bytes]:
+        """(the SAN of the certificate served, the status, the body) with real verification of that name."""
+        context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        if server_name is None:
+            context.check_hostname = False
+        conn = http.client.HTTPSConnection("127.0.0.1", daemon.port, context=context, timeout=10)
+        # Connected by hand: the server name sent is not the address connected to.
+        conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", daemon.port), timeout=10), server_hostname=server_name)
+        try:
+            san = conn.sock.getpeercert(binary_form=False) or {}
+            names = [value for kind, value in san.get("subjectAltName", ()) if kind in ("DNS", "IP Address")]
+            conn.request("GET", path, headers={"Host": host})
+            response = conn.getresponse()
+            return names[0] if names else "", response.status, response.read()
+        finally:
+            conn.close()
+
+    san, status, body = https_get("api.example.com", "/v1/items/3", "api.example.com")
+    assert san == "api.example.com" and status == 200
+    assert orjson.loads(body)["event"]["requestContext"]["stage"] == "prod"
+    san, status, _ = https_get("tenant.example.org", "/items/3", "tenant.example.org")
+    assert san == "*.example.org" and status == 200
+    # No server name, or one no domain has: the listener's own certificate.
+    assert https_get(None, "/items/3", "api.example.com")[0] == "127.0.0.1"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https_get("other.example.net", "/items/3", "other.example.net")
