@@ -50,6 +50,18 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", metavar="FILE", help="config file (TOML); the built-in default without it")
     check.set_defaults(command=_check)
 
+    openapi = commands.add_parser("import", help="write a config from an OpenAPI 2.0/3.0 document exported from API Gateway")
+    openapi.add_argument("document", metavar="FILE", help="the exported document (JSON or YAML)")
+    openapi.add_argument("--stage", help='the stage its routes are served under (default: its base path, else "$default")')
+    openapi.add_argument("-o", "--output", metavar="FILE", help="where to write the config (default: stdout)")
+    openapi.add_argument(
+        "--function", action="append", default=[], metavar="NAME=module:function",
+        help="the handler of a Lambda function the document names (by name or ARN); repeat for each",
+    )
+    openapi.add_argument("--code-dir", default=".", metavar="DIR", help="where those handlers' code is (default: .)")
+    openapi.add_argument("--strict", action="store_true", help="fail if anything of the document is not carried over")
+    openapi.set_defaults(command=_import)
+
     keys = commands.add_parser("keys", help="manage API keys (stored hashed in the state directory)")
     keys_commands = keys.add_subparsers(title="keys commands", required=True, metavar="COMMAND")
     create = keys_commands.add_parser("create", help="create a key and print its value, once")
@@ -405,6 +417,41 @@ def _check(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{config.source}: OK ({_plural(len(config.routes), 'route')}, {_plural(len(config.stages), 'stage')})")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    """Each thing not carried over is one stderr line (its JSON pointer and why); --strict makes any an error."""
+    import tomli_w
+
+    from gwd.openapi.importer import DocumentError, import_document, load_document
+
+    functions = {}
+    for item in args.function:
+        name, _, handler = item.partition("=")
+        if not name or not handler:
+            print(f"gwd import: --function {item!r}: expected NAME=module:function", file=sys.stderr)
+            return EXIT_USAGE
+        functions[name] = handler
+    try:
+        with open(args.document, encoding="utf-8") as f:
+            document = load_document(f.read())
+    except (OSError, UnicodeDecodeError, DocumentError) as exc:
+        print(f"gwd import: {args.document}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    config, dropped = import_document(document, args.stage, functions, os.path.abspath(args.code_dir))
+    for item in dropped:
+        print(f"{args.document}: {'error' if args.strict else 'not imported'}: {item}", file=sys.stderr)
+    if dropped and args.strict:
+        print(f"gwd import: {_plural(len(dropped), 'thing')} not carried over (--strict); nothing written", file=sys.stderr)
+        return EXIT_CONFIG
+    text = f"# Imported from {os.path.basename(args.document)} by gwd import; check it with: gwd check -c FILE\n\n"
+    text += tomli_w.dumps(config, multiline_strings=True)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

@@ -156,7 +156,8 @@ class StageResolver(Generic[T]):
         if segments:
             stage = self._named.get(segments[0])
             if stage is not None:
-                return stage, segments[1:]
+                # "/prod/" is the stage's root, as "/prod" is.
+                return stage, segments[1:] if segments[1:] != [""] else []
         if self._default is not None:
             return self._default, segments
         return None
@@ -264,5 +265,6 @@ class BasePaths(Generic[T]):
         """(stage, its router, the segments after the base path, how many the base path has); None: none matches."""
         for base, stage, router in self._mappings:
             if tuple(segments[: len(base)]) == base:
-                return stage, router, segments[len(base) :], len(base)
+                rest = segments[len(base) :]
+                return stage, router, rest if rest != [""] or not base else [], len(base)
         return None

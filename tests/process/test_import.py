@@ -1,0 +1,105 @@
+"""gwd import: API Gateway's own exports (a REST API in Swagger 2.0, an HTTP API in OpenAPI 3.0) become configs that serve."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from backend import Backend
+from support import ROOT, request
+
+DOCUMENTS = ROOT / "tests" / "openapi"
+
+
+def gwd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gwd", *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    with Backend() as running:
+        yield running
+
+
+def imported(tmp_path: Path, document: str, backend: Backend, *args: str) -> tuple[Path, str]:
+    """The config ``gwd import`` wrote for a test document pointed at ``backend``, and what it said on stderr."""
+    source = tmp_path / document
+    source.write_text((DOCUMENTS / document).read_text().replace("BACKEND", f"127.0.0.1:{backend.port}"))
+    output = tmp_path / "imported.toml"
+    result = gwd("import", str(source), "-o", str(output), *args)
+    assert result.returncode == 0, result.stderr
+    checked = gwd("check", "-c", str(output))
+    assert checked.returncode == 0, checked.stderr + output.read_text()
+    return output, result.stderr
+
+
+def test_a_rest_api_export_serves_its_routes(tmp_path, backend, start_daemon):
+    config, stderr = imported(tmp_path, "petstore-rest.yaml", backend)
+    # What gwd has no setting for is named, one line each, with its JSON pointer.
+    assert stderr.splitlines() == [f"{tmp_path / 'petstore-rest.yaml'}: not imported: /x-amazon-apigateway-policy: not carried over (gwd has no such setting)"]
+    daemon = start_daemon(config.read_text().replace("[models]", f'[server]\nstate_dir = "{tmp_path}/state"\n\n[models]', 1))
+    # basePath /test is the REST API's stage.
+    welcome = request(daemon.port, "GET", "/test/")
+    assert welcome.status == 200 and welcome.headers["content-type"] == "text/html"
+    assert request(daemon.port, "GET", "/test").body == welcome.body
+    assert welcome.body == b"<html><body><h1>Welcome to the PetStore</h1></body></html>"
+    before = len(backend.received)
+    pets = request(daemon.port, "GET", "/test/pets?type=dog&page=2")
+    assert pets.status == 200 and pets.headers["access-control-allow-origin"] == "*"
+    assert backend.received[-1].raw_path in ("/petstore/pets?type=dog&page=2", "/petstore/pets?page=2&type=dog")
+    one = request(daemon.port, "GET", "/test/pets/7")
+    assert one.status == 200 and backend.received[-1].raw_path == "/petstore/pets/7"
+    # The request validator: the required query parameter, checked before the backend.
+    missing = request(daemon.port, "GET", "/test/pets")
+    assert missing.status == 400 and orjson.loads(missing.body)["message"] == "Missing required request parameters: [type]"
+    # An API key is required, and the API's own DEFAULT_4XX answer says so.
+    refused = request(daemon.port, "POST", "/test/pets", {"Content-Type": "application/json"})
+    assert refused.status == 403 and orjson.loads(refused.body) == {"message": "Forbidden", "from": "petstore"}
+    assert refused.headers["access-control-allow-origin"] == "*"
+    assert len(backend.received) == before + 2
+
+
+def test_an_http_api_export_serves_functions_proxies_cors_and_jwt(tmp_path, backend, start_daemon):
+    config, stderr = imported(
+        tmp_path, "http-api.json", backend, "--function", "itemsFn=echo:handler", "--code-dir", str(ROOT / "tests" / "lambda_handlers")
+    )
+    assert "/paths/~1queue/post/x-amazon-apigateway-integration: a aws_proxy integration" in stderr
+    daemon = start_daemon(config.read_text())
+    event = orjson.loads(request(daemon.port, "GET", "/items/5").body)["event"]
+    assert event["version"] == "2.0" and event["pathParameters"] == {"id": "5"} and event["routeKey"] == "ANY /items/{id}"
+    assert request(daemon.port, "GET", "/items").status == 200 and backend.received[-1].raw_path == "/items"
+    assert request(daemon.port, "DELETE", "/anything/deep").status == 200
+    assert backend.received[-1].method == "DELETE" and backend.received[-1].raw_path == "/anything/deep"
+    preflight = request(
+        daemon.port, "OPTIONS", "/items", {"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET"}
+    )
+    assert preflight.status == 204 and preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert preflight.headers["access-control-max-age"] == "300"
+    assert request(daemon.port, "GET", "/private/orders").status == 401
+
+
+def test_a_function_without_its_handler_is_named_and_strict_writes_nothing(tmp_path, backend):
+    source = tmp_path / "http-api.json"
+    source.write_text((DOCUMENTS / "http-api.json").read_text())
+    result = gwd("import", str(source))
+    assert result.returncode == 0
+    assert "function itemsFn: handler lambda_function.lambda_handler assumed; name it with --function itemsFn=module:function" in result.stderr
+    assert 'handler = "lambda_function.lambda_handler"' in result.stdout
+    output = tmp_path / "strict.toml"
+    strict = gwd("import", str(source), "--strict", "-o", str(output))
+    assert strict.returncode == 78 and "not carried over (--strict); nothing written" in strict.stderr
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [("{not json", "neither JSON nor YAML"), ("openapi: 4.0.0\npaths: {}\n", "is not 2.0 or 3.0"), ("a: 1\n", "not an OpenAPI document")],
+)
+def test_what_is_no_openapi_document_is_refused(tmp_path, text, problem):
+    source = tmp_path / "doc.yaml"
+    source.write_text(text)
+    result = gwd("import", str(source))
+    assert result.returncode == 78 and problem in result.stderr
