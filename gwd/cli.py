@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import os
 import re
@@ -61,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     openapi.add_argument("--code-dir", default=".", metavar="DIR", help="where those handlers' code is (default: .)")
     openapi.add_argument("--strict", action="store_true", help="fail if anything of the document is not carried over")
     openapi.set_defaults(command=_import)
+
+    export = commands.add_parser("export", help="write a config's routes as an OpenAPI document (JSON)")
+    export.add_argument("-c", "--config", metavar="FILE", help="config file (TOML); the built-in default without it")
+    export.add_argument("--stage", help="the stage to describe (default: the config's first)")
+    export.add_argument("--format", choices=("oas30", "swagger"), default="oas30", help="OpenAPI 3.0 (default) or Swagger 2.0")
+    export.add_argument("--aws-extensions", action="store_true", help="add the x-amazon-apigateway-* settings (integrations, ...)")
+    export.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: stdout)")
+    export.set_defaults(command=_export)
 
     keys = commands.add_parser("keys", help="manage API keys (stored hashed in the state directory)")
     keys_commands = keys.add_subparsers(title="keys commands", required=True, metavar="COMMAND")
@@ -445,8 +454,31 @@ def _import(args: argparse.Namespace) -> int:
     if dropped and args.strict:
         print(f"gwd import: {_plural(len(dropped), 'thing')} not carried over (--strict); nothing written", file=sys.stderr)
         return EXIT_CONFIG
-    text = f"# Imported from {os.path.basename(args.document)} by gwd import; check it with: gwd check -c FILE\n\n"
+    text = "# Written by gwd import from an OpenAPI document; check it with: gwd check -c FILE\n\n"
     text += tomli_w.dumps(config, multiline_strings=True)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """What the document cannot say is one stderr line each; the export still succeeds."""
+    from gwd.openapi.exporter import export_document
+
+    config = _load_or_report(args.config, {}, outcome="")
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        document, notes = export_document(config, args.stage, args.format == "swagger", args.aws_extensions)
+    except ValueError as exc:
+        print(f"gwd export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for note in notes:
+        print(f"{config.source}: not exported: {note}", file=sys.stderr)
+    text = json.dumps(document, indent=2) + "\n"
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)

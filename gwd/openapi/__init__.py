@@ -1,1 +1,1 @@
-"""OpenAPI documents as API Gateway exports them, to and from gwd's config: :mod:`gwd.openapi.importer`."""
+"""OpenAPI documents as API Gateway exports them, to and from gwd's config: :mod:`.importer` and :mod:`.exporter`."""

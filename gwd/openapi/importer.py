@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from gwd.config.keys import BY_TABLE
 from gwd.config.model import HTTP_METHODS
 
 DEFAULT_HANDLER = "lambda_function.lambda_handler"
@@ -116,9 +117,6 @@ class _Importer:
         config: dict[str, Any] = {}
         self._api_settings(config)
         config["stages"] = [{"name": self.stage}]
-        models = self._models()
-        if models:
-            config["models"] = models
         routes = []
         for path, item in (self.document.get("paths") or {}).items():
             if not isinstance(item, dict):
@@ -139,6 +137,11 @@ class _Importer:
                     routes.append(route)
         if self.authorizers:
             config["authorizers"] = list(self.authorizers.values())
+        # The models a route's validator uses; the others only document the API.
+        models = self._models()
+        used = {name for route in routes for name in (route.get("request_model") or {}).values()}
+        if used:
+            config["models"] = {name: models[name] for name in models if name in used}
         config["routes"] = routes
         return config, self.dropped
 
@@ -194,7 +197,9 @@ class _Importer:
         table = {}
         for key, value in cors.items():
             if key in names:
-                table[names[key]] = value
+                default = BY_TABLE["cors"][names[key]].default
+                if value != (list(default) if isinstance(default, tuple) else default):  # gwd's own default goes unsaid
+                    table[names[key]] = value
             else:
                 self.drop(_pointer("x-amazon-apigateway-cors", key), "not a CORS setting gwd knows")
         return table
@@ -340,7 +345,7 @@ class _Importer:
         else:
             self.drop(pointer, f"a {kind or 'missing'} integration ({uri or 'no uri'}): gwd imports http, http_proxy, aws_proxy and mock")
             return None
-        if timeout is not None:
+        if timeout is not None and int(timeout) != round(BY_TABLE["http"]["timeout"].default * 1000):
             converted["timeout"] = f"{int(timeout)}ms"
         if kind in ("http", "aws", "mock"):
             self._mapping(converted, integration, pointer)
@@ -353,9 +358,9 @@ class _Importer:
         templates = integration.get("requestTemplates") or {}
         if templates:
             converted["request_templates"] = dict(templates)
-        passthrough = integration.get("passthroughBehavior")
-        if passthrough:
-            converted["passthrough_behavior"] = str(passthrough).lower()
+        passthrough = str(integration.get("passthroughBehavior") or "").lower()
+        if passthrough and passthrough != BY_TABLE["mapping"]["passthrough_behavior"].default:
+            converted["passthrough_behavior"] = passthrough
         if integration.get("contentHandling"):
             converted["content_handling"] = str(integration["contentHandling"]).lower()
         responses = []

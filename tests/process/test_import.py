@@ -103,3 +103,53 @@ def test_what_is_no_openapi_document_is_refused(tmp_path, text, problem):
     source.write_text(text)
     result = gwd("import", str(source))
     assert result.returncode == 78 and problem in result.stderr
+
+
+@pytest.mark.parametrize(
+    "document, export_format, extra",
+    [
+        ("petstore-rest.yaml", "swagger", ()),
+        ("http-api.json", "oas30", ("--function", "itemsFn=echo:handler", "--code-dir", str(ROOT / "tests" / "lambda_handlers"))),
+    ],
+)
+def test_import_export_import_gives_the_same_file(tmp_path, backend, document, export_format, extra):
+    first, _ = imported(tmp_path, document, backend, *extra)
+    exported = tmp_path / "exported.json"
+    result = gwd("export", "-c", str(first), "--format", export_format, "--aws-extensions", "-o", str(exported))
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    second = tmp_path / "again.toml"
+    again = gwd("import", str(exported), "-o", str(second), *extra)
+    assert again.returncode == 0
+    assert second.read_text() == first.read_text()
+
+
+def test_export_describes_the_api_and_names_what_it_cannot_say(tmp_path, backend):
+    config = tmp_path / "gwd.toml"
+    config.write_text(
+        f"""
+[[stages]]
+name = "prod"
+variables = {{ color = "blue" }}
+
+[[routes]]
+route = "GET /pets/{{id}}"
+integration = {{ type = "http", uri = "http://127.0.0.1:{backend.port}/pets/{{id}}" }}
+client_throttle = {{ rate = 10, burst = 10 }}
+
+[[routes]]
+route = "$default"
+integration = {{ type = "mock" }}
+"""
+    )
+    result = gwd("export", "-c", str(config))
+    assert result.returncode == 0
+    document = orjson.loads(result.stdout)
+    assert document["openapi"] == "3.0.1" and document["servers"][0]["variables"]["basePath"]["default"] == "prod"
+    operation = document["paths"]["/pets/{id}"]["get"]
+    assert operation["parameters"] == [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    assert "x-amazon-apigateway" not in result.stdout  # only with --aws-extensions
+    assert result.stderr.splitlines() == [
+        f"{config}: not exported: stage prod: its variables (a stage's settings, not the API's)",
+        f"{config}: not exported: route GET /pets/{{id}}: throttle",
+        f"{config}: not exported: route $default: OpenAPI has no catch-all route (use ANY /{{proxy+}})",
+    ]
