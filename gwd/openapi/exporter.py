@@ -17,6 +17,7 @@ from typing import Any
 from gwd.config.keys import BY_TABLE
 from gwd.config.model import (
     ANY_METHOD,
+    AwsIntegration,
     DEFAULT_ROUTE,
     DEFAULT_STAGE,
     Config,
@@ -241,13 +242,22 @@ class _Exporter:
             }
             if integration.timeout != BY_TABLE["function"]["timeout"].default:
                 exported["timeoutInMillis"] = round(integration.timeout * 1000)
+        elif isinstance(integration, AwsIntegration):
+            target = f"action/{integration.action}" if integration.action else f"path{integration.path}"
+            exported = {
+                "type": "aws",
+                "httpMethod": "POST" if integration.action else integration.method,
+                "uri": f"arn:aws:apigateway:{integration.region}:{integration.service}:{target}",
+            }
+            own_endpoint = integration.endpoint.endswith(".amazonaws.com")  # the reader fills in the service's own
+            if not own_endpoint or integration.credentials.source != "env":
+                self.notes.append(f"{where}: its endpoint and credentials (API Gateway's are the service's own and a role)")
+            if integration.timeout != BY_TABLE["aws"]["timeout"].default:
+                exported["timeoutInMillis"] = round(integration.timeout * 1000)
         elif isinstance(integration, MockIntegration):
             exported = {"type": "mock"}
             if integration.mapping is None and (integration.status != 200 or integration.body or integration.headers):
                 self.notes.append(f"{where}: the mock's own status, headers and body (only templates say them on AWS)")
-        else:
-            self.notes.append(f"{where}: an aws service integration")
-            return None
         if integration.mapping is not None:
             exported.update(_mapping(integration.mapping))
         return exported

@@ -228,26 +228,32 @@ class _Importer:
         security = operation.get("security", self.document.get("security")) or []
         for requirement in security:
             for scheme in requirement:
-                self._security(route, scheme, requirement[scheme], f"{pointer}/security")
+                if not self._security(route, scheme, requirement[scheme], f"{pointer}/security"):
+                    self.drop(pointer, "left out: served without its authorizer it would be open to anyone")
+                    return None
         self._validation(route, operation, pointer)
         return route
 
-    def _security(self, route: dict[str, Any], name: str, scopes: list[str], pointer: str) -> None:
+    def _security(self, route: dict[str, Any], name: str, scopes: list[str], pointer: str) -> bool:
+        """Put the scheme's requirement on the route; False when gwd cannot check it (the route must then not be served)."""
         scheme = self.schemes.get(name)
         if not isinstance(scheme, dict):
             self.drop(_child(pointer, name), "no security scheme of that name")
-            return
+            return False
         authorizer = scheme.get("x-amazon-apigateway-authorizer")
         if scheme.get("type") == "apiKey" and authorizer is None:
             if scheme.get("name", "").lower() == "x-api-key" and scheme.get("in") == "header":
                 route["api_key_required"] = True
-            else:
-                self.drop(_child(pointer, name), "an API key outside the x-api-key header")
-            return
-        if not isinstance(authorizer, dict) or str(authorizer.get("type", "")).lower() != "jwt":
-            kind = authorizer.get("type") if isinstance(authorizer, dict) else scheme.get("type")
-            self.drop(_child(pointer, name), f"a {kind} authorizer: gwd imports JWT authorizers only (configure a request authorizer by hand)")
-            return
+                return True
+            self.drop(_child(pointer, name), "an API key outside the x-api-key header")
+            return False
+        kind = str(authorizer.get("type", "")).lower() if isinstance(authorizer, dict) else ""
+        if kind == "request" and authorizer.get("enableSimpleResponses") and str(authorizer.get("authorizerPayloadFormatVersion")) == "2.0":
+            return self._function_authorizer(route, name, authorizer, _child(pointer, name))
+        if kind != "jwt":
+            why = "gwd's request authorizers answer as HTTP APIs' simple responses (payload 2.0), not with IAM policies"
+            self.drop(_child(pointer, name), f"a {kind or scheme.get('type')} authorizer: {why}")
+            return False
         if name not in self.authorizers:
             settings = authorizer.get("jwtConfiguration") or {}
             issuer = settings.get("issuer", "")
@@ -266,6 +272,24 @@ class _Importer:
         route["authorizer"] = name
         if scopes:
             route["scopes"] = list(scopes)
+        return True
+
+    def _function_authorizer(self, route: dict[str, Any], name: str, authorizer: dict[str, Any], pointer: str) -> bool:
+        """An HTTP API Lambda authorizer with simple responses: a request authorizer running the function's handler."""
+        function = _function_name(str(authorizer.get("authorizerUri", "")))
+        handler = self.functions.get(function or "") or self.functions.get(str(authorizer.get("authorizerUri", "")))
+        if function is None or handler is None:
+            self.drop(pointer, f"Lambda authorizer {function or '?'}: name its handler with --function {function or 'NAME'}=module:function")
+            return False
+        if name not in self.authorizers:
+            sources = authorizer.get("identitySource") or []
+            identity = [_identity_source(source) for source in (sources if isinstance(sources, list) else str(sources).split(","))]
+            self.authorizers[name] = {"name": name, "type": "request", "function": handler, "identity_sources": identity}
+            ttl = authorizer.get("authorizerResultTtlInSeconds")
+            if ttl is not None and int(ttl) != round(BY_TABLE["request_authorizer"]["ttl"].default):
+                self.authorizers[name]["ttl"] = f"{int(ttl)}s"
+        route["authorizer"] = name
+        return True
 
     def _validation(self, route: dict[str, Any], operation: dict[str, Any], pointer: str) -> None:
         validator_name = operation.get("x-amazon-apigateway-request-validator", self.document.get("x-amazon-apigateway-request-validator"))
@@ -342,8 +366,21 @@ class _Importer:
             converted["payload_format"] = str(integration.get("payloadFormatVersion", "1.0" if self.swagger or kind == "aws" else "2.0"))
         elif kind == "mock":
             converted = {"type": "mock"}
+        elif kind == "aws" and (service := _AWS_SERVICE.match(uri)):
+            region, name, how, target = service.groups()
+            converted = {"type": "aws", "service": name, "region": region}
+            if how == "action":
+                converted["action"] = target
+            else:
+                converted["path"] = "/" + target.lstrip("/")
+                converted["method"] = str(integration.get("httpMethod", "GET")).upper()
+            if integration.get("credentials"):
+                why = "gwd signs with its own credentials (integration.credentials, default the daemon's AWS_* variables), not a role"
+                self.drop(_child(pointer, "credentials"), why)
         else:
-            self.drop(pointer, f"a {kind or 'missing'} integration ({uri or 'no uri'}): gwd imports http, http_proxy, aws_proxy and mock")
+            subtype = integration.get("integrationSubtype")
+            what = f"{kind} {subtype}" if subtype else kind or "missing"
+            self.drop(pointer, f"a {what} integration ({uri or 'no uri'}): gwd imports http, http_proxy, aws_proxy to Lambda, aws and mock")
             return None
         if timeout is not None and int(timeout) != round(BY_TABLE["http"]["timeout"].default * 1000):
             converted["timeout"] = f"{int(timeout)}ms"
@@ -393,10 +430,21 @@ class _Importer:
         return headers
 
 
+_AWS_SERVICE = re.compile(r"^arn:aws:apigateway:([a-z0-9-]+):([a-z0-9-]+):(action|path)/(.+)$")
+"""A REST API's AWS service integration: region, service, whether an action or a path follows, and it."""
 _INTEGRATION_KEYS = {
-    "type", "uri", "httpMethod", "timeoutInMillis", "requestParameters", "responseParameters", "payloadFormatVersion",
+    "type", "uri", "httpMethod", "credentials", "timeoutInMillis", "requestParameters", "responseParameters", "payloadFormatVersion",
     "requestTemplates", "passthroughBehavior", "contentHandling", "responses", "connectionType",
 }
+
+
+def _identity_source(source: str) -> str:
+    """An authorizer's identity source as gwd spells it: ``$request.header.X`` is ``header:X``."""
+    source = source.strip()
+    for prefix, kind in (("$request.header.", "header:"), ("$request.querystring.", "query:"), ("method.request.header.", "header:")):
+        if source.startswith(prefix):
+            return kind + source[len(prefix) :]
+    return "ip" if source == "$context.identity.sourceIp" else source
 
 
 def _function_name(uri: str) -> str | None:

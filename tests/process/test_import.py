@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,14 @@ from backend import Backend
 from support import ROOT, request
 
 DOCUMENTS = ROOT / "tests" / "openapi"
+# The PetStore's DynamoDB route signs with the daemon's keys: any will do for checking and serving the other routes.
+AWS_KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret"}
 
 
 def gwd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gwd", *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gwd", *args], capture_output=True, text=True, cwd=ROOT, timeout=60, env={**os.environ, **AWS_KEYS}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +41,18 @@ def imported(tmp_path: Path, document: str, backend: Backend, *args: str) -> tup
     return output, result.stderr
 
 
-def test_a_rest_api_export_serves_its_routes(tmp_path, backend, start_daemon):
+def test_a_rest_api_export_serves_its_routes(tmp_path, backend, start_daemon, monkeypatch):
     config, stderr = imported(tmp_path, "petstore-rest.yaml", backend)
     # What gwd has no setting for is named, one line each, with its JSON pointer.
-    assert stderr.splitlines() == [f"{tmp_path / 'petstore-rest.yaml'}: not imported: /x-amazon-apigateway-policy: not carried over (gwd has no such setting)"]
+    source = tmp_path / "petstore-rest.yaml"
+    assert stderr.splitlines() == [
+        f"{source}: not imported: /x-amazon-apigateway-policy: not carried over (gwd has no such setting)",
+        f"{source}: not imported: /paths/~1orders/post/x-amazon-apigateway-integration/credentials: gwd signs with its own "
+        "credentials (integration.credentials, default the daemon's AWS_* variables), not a role",
+    ]
+    assert 'service = "dynamodb"\nregion = "us-east-1"\naction = "PutItem"' in config.read_text()
+    for name, value in AWS_KEYS.items():
+        monkeypatch.setenv(name, value)  # the daemon inherits them
     daemon = start_daemon(config.read_text().replace("[models]", f'[server]\nstate_dir = "{tmp_path}/state"\n\n[models]', 1))
     # basePath /test is the REST API's stage.
     welcome = request(daemon.port, "GET", "/test/")
@@ -66,7 +79,7 @@ def test_an_http_api_export_serves_functions_proxies_cors_and_jwt(tmp_path, back
     config, stderr = imported(
         tmp_path, "http-api.json", backend, "--function", "itemsFn=echo:handler", "--code-dir", str(ROOT / "tests" / "lambda_handlers")
     )
-    assert "/paths/~1queue/post/x-amazon-apigateway-integration: a aws_proxy integration" in stderr
+    assert "/paths/~1queue/post/x-amazon-apigateway-integration: a aws_proxy SQS-SendMessage integration" in stderr
     daemon = start_daemon(config.read_text())
     event = orjson.loads(request(daemon.port, "GET", "/items/5").body)["event"]
     assert event["version"] == "2.0" and event["pathParameters"] == {"id": "5"} and event["routeKey"] == "ANY /items/{id}"
@@ -153,3 +166,15 @@ integration = {{ type = "mock" }}
         f"{config}: not exported: route GET /pets/{{id}}: throttle",
         f"{config}: not exported: route $default: OpenAPI has no catch-all route (use ANY /{{proxy+}})",
     ]
+
+
+def test_a_lambda_authorizer_with_simple_responses_becomes_a_request_authorizer_and_others_leave_their_routes_out(tmp_path, backend, start_daemon):
+    config, stderr = imported(tmp_path, "http-api-authorizers.yaml", backend, "--function", "gateFn=tests.authorizer_function:decide")
+    text = config.read_text()
+    assert 'function = "tests.authorizer_function:decide"' in text and 'identity_sources = [\n    "header:Authorization",\n]' in text
+    assert 'route = "GET /legacy"' not in text  # served without its token authorizer it would be open to anyone
+    assert "/paths/~1legacy/get: left out: served without its authorizer it would be open to anyone" in stderr
+    daemon = start_daemon(text)
+    assert request(daemon.port, "GET", "/orders", {"Authorization": "let-me-in"}).status == 200
+    assert request(daemon.port, "GET", "/orders", {"Authorization": "not-me"}).status == 403
+    assert request(daemon.port, "GET", "/legacy").status == 404
