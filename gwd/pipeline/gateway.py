@@ -1,7 +1,9 @@
-"""The pipeline entry: request id, route match, the route's chain, errors, access log.
+"""The pipeline entry: request id, route match (custom domain, stage), CORS, the route's chain, errors, access log.
 
 This is the one place that turns a :class:`GatewayError` or an unexpected
 exception into a response, and the one place that writes the access log.
+CORS preflights are answered here, before any route's stages, and every
+response gets its route's ``Access-Control-*`` lines here, errors included.
 """
 
 from __future__ import annotations
