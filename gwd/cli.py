@@ -454,13 +454,8 @@ def _import(args: argparse.Namespace) -> int:
     if dropped and args.strict:
         print(f"gwd import: {_plural(len(dropped), 'thing')} not carried over (--strict); nothing written", file=sys.stderr)
         return EXIT_CONFIG
-    text = "# Written by gwd import from an OpenAPI document; check it with: gwd check -c FILE\n\n"
-    text += tomli_w.dumps(config, multiline_strings=True)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    header = "# Written by gwd import from an OpenAPI document; check it with: gwd check -c FILE\n\n"
+    _write_output(args.output, header + tomli_w.dumps(config, multiline_strings=True))
     return 0
 
 
@@ -478,13 +473,17 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for note in notes:
         print(f"{config.source}: not exported: {note}", file=sys.stderr)
-    text = json.dumps(document, indent=2) + "\n"
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
+    _write_output(args.output, json.dumps(document, indent=2) + "\n")
+    return 0
+
+
+def _write_output(path: str | None, text: str) -> None:
+    """``text`` into the file ``-o`` named, or to stdout without one."""
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
             f.write(text)
     else:
         sys.stdout.write(text)
-    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
