@@ -52,7 +52,7 @@ class Dropped:
     why: str
 
     def __str__(self) -> str:
-        return f"{self.pointer}: {self.why}"
+        return f"{self.pointer or '(the document)'}: {self.why}"
 
 
 def load_document(text: str) -> dict[str, Any]:
@@ -116,7 +116,14 @@ class _Importer:
     def run(self) -> tuple[dict[str, Any], list[Dropped]]:
         config: dict[str, Any] = {}
         self._api_settings(config)
-        config["stages"] = [{"name": self.stage}]
+        stage: dict[str, Any] = {"name": self.stage}
+        # A document says which stage variables it uses, never their values: the stage gets placeholders to replace.
+        used = sorted(set(_STAGE_VARIABLE.findall(json.dumps(self.document))))
+        if used:
+            stage["variables"] = {name: f"CHANGE-ME-{name}" for name in used}
+            why = "their values are the stage's, not the document's: replace the CHANGE-ME values in [[stages]]"
+            self.drop("", f"stage variables {', '.join(used)}: {why}")
+        config["stages"] = [stage]
         routes = []
         for path, item in (self.document.get("paths") or {}).items():
             if not isinstance(item, dict):
@@ -430,6 +437,7 @@ class _Importer:
         return headers
 
 
+_STAGE_VARIABLE = re.compile(r"\$?\{?stageVariables\.([A-Za-z0-9_]+)")
 _AWS_SERVICE = re.compile(r"^arn:aws:apigateway:([a-z0-9-]+):([a-z0-9-]+):(action|path)/(.+)$")
 """A REST API's AWS service integration: region, service, whether an action or a path follows, and it."""
 _INTEGRATION_KEYS = {

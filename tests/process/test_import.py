@@ -178,3 +178,16 @@ def test_a_lambda_authorizer_with_simple_responses_becomes_a_request_authorizer_
     assert request(daemon.port, "GET", "/orders", {"Authorization": "let-me-in"}).status == 200
     assert request(daemon.port, "GET", "/orders", {"Authorization": "not-me"}).status == 403
     assert request(daemon.port, "GET", "/legacy").status == 404
+
+
+def test_stage_variables_a_document_uses_get_placeholders_to_replace(tmp_path):
+    source = tmp_path / "doc.json"
+    integration = {"type": "http_proxy", "httpMethod": "GET", "uri": "http://${stageVariables.backend}/a", "payloadFormatVersion": "1.0"}
+    source.write_bytes(orjson.dumps({"openapi": "3.0.1", "info": {"title": "t", "version": "1"},
+                                     "paths": {"/a": {"get": {"x-amazon-apigateway-integration": integration}}}}))
+    output = tmp_path / "out.toml"
+    result = gwd("import", str(source), "-o", str(output))
+    assert result.returncode == 0
+    assert "(the document): stage variables backend: their values are the stage's" in result.stderr
+    assert 'variables = { backend = "CHANGE-ME-backend" }' in output.read_text()
+    assert gwd("check", "-c", str(output)).returncode == 0
