@@ -77,6 +77,7 @@ class Compressor:
         if exchange.method == "HEAD" or response.status < 200 or response.status in (204, 304):
             return response
         content_type = None
+        vary = b"Vary: Accept-Encoding\r\n"
         for line in response.header_lines.split(b"\r\n"):
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -86,15 +87,15 @@ class Compressor:
                 content_type = value.strip()
             elif name == b"cache-control" and b"no-transform" in value.lower():
                 return response
+            elif name == b"vary" and b"accept-encoding" in value.lower():
+                vary = b""  # the integration said so already
         if content_type is None or not self._types.matches(content_type):
             return response
         encoding = self.choose(exchange.request.headers.get(b"accept-encoding"))
         if encoding is None:
-            response.header_lines += b"Vary: Accept-Encoding\r\n"
+            response.header_lines += vary
             return response
-        response.header_lines = _weak_etag(response.header_lines) + b"Content-Encoding: %s\r\nVary: Accept-Encoding\r\n" % (
-            encoding.encode()
-        )
+        response.header_lines = _weak_etag(response.header_lines) + b"Content-Encoding: %s\r\n%s" % (encoding.encode(), vary)
         if response.stream is None:
             response.body = self._whole(encoding, response.body)
             response.content_length = len(response.body)

@@ -42,6 +42,10 @@ route = "GET /tagged"
 integration = {{ type = "mock", headers = {{ "ETag" = '"v1"' }}, body = '{DOCUMENT}' }}
 
 [[routes]]
+route = "GET /varied"
+integration = {{ type = "mock", headers = {{ "Vary" = "Accept-Encoding, Origin" }}, body = '{DOCUMENT}' }}
+
+[[routes]]
 route = "GET /cached"
 integration = {{ type = "mock", body = '{DOCUMENT}' }}
 cache = {{ ttl = "300s" }}
@@ -112,6 +116,16 @@ def test_small_bodies_images_encoded_bodies_no_transform_and_head_go_as_they_are
     assert encoded.headers["content-encoding"] == "gzip" and encoded.body == b"\x1f\x8b not really gzip"
     head = get(daemon, "/doc", "gzip", method="HEAD")
     assert head.status == 200 and head.body == b"" and "content-encoding" not in head.headers
+
+
+def test_vary_is_said_once(daemon):
+    for accept_encoding in ("gzip", None):
+        conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+        conn.request("GET", "/varied", headers={"Accept-Encoding": accept_encoding} if accept_encoding else {})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        assert response.headers.get_all("Vary") == ["Accept-Encoding, Origin"]
 
 
 def test_a_strong_etag_becomes_weak_once_compressed(daemon):
