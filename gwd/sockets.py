@@ -12,6 +12,7 @@ still starting, or that fails to start.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 
@@ -102,9 +103,14 @@ class Listeners:
     gives them the new backlog), so no connection waiting in their queues
     is lost.  A socket systemd passed in (``inherited``) is always shared
     and always kept: nothing else can join its group, and it outlives gwd.
+
+    Only the user that bound a group can add to it (the kernel's rule).
+    Once gwd has given up root for ``server.user``, a new slot therefore
+    shares another slot's sockets, and a slot whose worker waits to be
+    restarted keeps its own.
     """
 
-    __slots__ = ("addresses", "_inherited", "_shared", "_slots", "_sockaddrs")
+    __slots__ = ("addresses", "_inherited", "_shared", "_slots", "_sockaddrs", "_binder")
 
     def __init__(
         self,
@@ -122,6 +128,7 @@ class Listeners:
         self._shared = dict(self._inherited)
         self._slots: dict[int, dict[Address, socket.socket]] = {slot: {} for slot in range(1, slots + 1)}
         self._sockaddrs: dict[Address, tuple] = {}
+        self._binder = reusable._binder if reusable is not None else os.geteuid()
         try:
             for address in addresses:
                 if address in self._shared:
@@ -131,8 +138,11 @@ class Listeners:
                     self._shared[address] = old or bind_listener(address, backlog)
                 elif reusable is not None and address in reusable._sockaddrs:
                     sockaddr = self._sockaddrs[address] = reusable._sockaddrs[address]
+                    members = [own[address] for own in reusable._slots.values() if address in own]
                     for slot, own in self._slots.items():
                         old = reusable._slots.get(slot, {}).get(address)
+                        if old is None and not self._can_bind() and members:
+                            old = members[(slot - 1) % len(members)]
                         own[address] = old or bind_group_member(address, sockaddr)
                 else:
                     group = bind_port_group(address, slots)
@@ -148,19 +158,35 @@ class Listeners:
         for own in self._slots.values():
             yield from own.values()
 
+    def _can_bind(self) -> bool:
+        """Whether this process may still add sockets to its groups (it runs as the user that bound them)."""
+        return os.geteuid() == self._binder
+
     def for_slot(self, slot: int) -> dict[Address, socket.socket]:
         """The sockets a worker in ``slot`` accepts on, in ``addresses`` order; binds the slot's own if it has none yet."""
         own = self._slots.get(slot)
         if own is None:
-            addresses = list(self._sockaddrs)
-            own = dict(zip(addresses, _bind_members(addresses, list(self._sockaddrs.values()))))
+            others = [sockets for sockets in self._slots.values() if sockets]
+            if self._can_bind() or not others:
+                addresses = list(self._sockaddrs)
+                own = dict(zip(addresses, _bind_members(addresses, list(self._sockaddrs.values()))))
+            else:
+                own = dict(others[(slot - 1) % len(others)])
             self._slots[slot] = own
         return {address: own[address] if address in own else self._shared[address] for address in self.addresses}
 
-    def release_slot(self, slot: int, keep: Listeners | None = None) -> None:
-        """Close ``slot``'s own sockets (those ``keep`` also uses stay open): the kernel sends new connections to the others."""
+    def release_slot(self, slot: int, keep: Listeners | None = None, returning: bool = False) -> None:
+        """Close ``slot``'s own sockets (those ``keep`` or another slot also uses stay open): the kernel sends new connections to the others.
+
+        ``returning``: a worker will take the slot again later; if no new
+        socket could be bound for it then, its sockets stay for that worker.
+        """
+        if slot not in self._slots or (returning and not self._can_bind()):
+            return
+        released = self._slots.pop(slot)
         kept = {id(sock) for sock in keep} if keep is not None else set()
-        for sock in self._slots.pop(slot, {}).values():
+        kept.update(id(sock) for sock in self)
+        for sock in released.values():
             if id(sock) not in kept:
                 sock.close()
 

@@ -401,7 +401,8 @@ class Supervisor:
             delay = self._schedule_respawn(generation, worker.slot, now, lived)
             if delay:
                 # Until the restart the slot's own sockets would only queue connections nobody takes.
-                generation.listeners.release_slot(worker.slot, keep=self._pending.listeners if self._pending else None)
+                pending = self._pending.listeners if self._pending else None
+                generation.listeners.release_slot(worker.slot, keep=pending, returning=True)
             log.warning(
                 "worker %d (pid %d) %s after %.1fs; restarting it %s",
                 worker.slot,

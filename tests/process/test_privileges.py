@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,42 @@ def test_workers_run_as_the_configured_user_after_binding_as_root(shared_dir):
         assert {int(proc_status(pid)['Uid'].split()[1]) for pid in [proc.pid, *workers]} == {nobody}
         assert os.stat(state).st_uid == nobody
         wait_for(lambda: (tmp_path / "access.log").stat().st_size > 0, 5, "the access log written by the workers")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0, stderr.read_text()
+
+
+def test_workers_added_after_root_is_given_up_share_the_sockets_root_bound(shared_dir):
+    """The kernel lets only their user add to a SO_REUSEPORT group: new slots share sockets rather than fail to start."""
+    port = free_port()
+    config = shared_dir / "gwd.toml"
+    body = '[[routes]]\nroute = "GET /hello"\nintegration = { type = "mock", body = "hello" }\n'
+    config.write_text(f'[server]\nuser = "nobody"\nworkers = 2\nstate_dir = "{shared_dir}/state"\n[log]\naccess = "off"\n' + body)
+    stderr = shared_dir / "stderr.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gwd", "run", "-c", str(config), "--listen", f"127.0.0.1:{port}", "--admin-listen", "off"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(stderr, "wb"),
+    )
+
+    def serving(workers: int) -> bool:
+        return len(process_children(proc.pid)) == workers and all(
+            request(port, "GET", "/hello", timeout=2).body == b"hello" for _ in range(20)
+        )
+
+    try:
+        wait_for(lambda: "ready:" in stderr.read_text() or proc.poll() is not None, 30, "the daemon")
+        assert proc.poll() is None, stderr.read_text()
+        proc.send_signal(signal.SIGTTIN)
+        wait_for(lambda: serving(3), 15, "a third worker, serving")
+        # A reload to more workers than the sockets root bound.
+        config.write_text(config.read_text().replace("workers = 2", "workers = 4"))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload complete" in stderr.read_text(), 20, "the reload")
+        wait_for(lambda: serving(4), 20, "four workers, serving")
+        proc.send_signal(signal.SIGTTOU)
+        wait_for(lambda: serving(3), 20, "three workers, every connection answered")
+        assert "cannot start worker" not in stderr.read_text() and "reload failed" not in stderr.read_text()
     finally:
         proc.terminate()
         proc.wait(30)
