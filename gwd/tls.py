@@ -17,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from gwd.config.values import DomainNames
+
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 EXPIRY_WARNING_DAYS = 14
 """A client certificate this close to its end is logged at start and at every reload."""
@@ -73,15 +75,12 @@ def choose_by_name(default: ssl.SSLContext, named: dict[str, ssl.SSLContext]) ->
     more; an exact name wins); a client that sends no name, or one not
     listed, gets ``default``'s certificate.
     """
-    exact = {name: context for name, context in named.items() if not name.startswith("*.")}
-    wildcards = {name[2:]: context for name, context in named.items() if name.startswith("*.")}
+    contexts = DomainNames(named)
 
     def choose(connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
-        if server_name:
-            name = server_name.lower().rstrip(".")
-            context = exact.get(name) or wildcards.get(name.partition(".")[2])
-            if context is not None:
-                connection.context = context
+        context = contexts.find(server_name) if server_name else None
+        if context is not None:
+            connection.context = context
 
     default.sni_callback = choose
 

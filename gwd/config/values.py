@@ -1,15 +1,18 @@
 """Parsers of the config's value syntaxes: durations, sizes, addresses, backend URIs, route keys, stage variables.
 
 Each raises ValueError with a message fit for ``FILE: key.path: problem``.
+:class:`DomainNames` looks names up the way ``[[domains]]`` names them.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
 from gwd.config.model import ANY_METHOD, DEFAULT_ROUTE, HTTP_METHODS, Address, BackendUri, RouteKey, Segment, StageConfig
 
+T = TypeVar("T")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -112,3 +115,25 @@ def _parse_segment(key: str, part: str, *, is_last: bool) -> Segment:
     if part in (".", ".."):
         raise ValueError(f"route key {key!r}: {part!r} segments are refused in requests, so no route may have one")
     return Segment(part, "literal")
+
+
+class DomainNames(Generic[T]):
+    """Values by domain name, as custom domains and their certificates are named: exact, or ``*.`` for one label more.
+
+    ``find`` takes a name as a client sends it (any case, a trailing dot
+    allowed); an exact name wins over a wildcard.
+    """
+
+    __slots__ = ("_exact", "_wildcards")
+
+    def __init__(self, named: dict[str, T]) -> None:
+        self._exact = {name: value for name, value in named.items() if not name.startswith("*.")}
+        self._wildcards = {name[2:]: value for name, value in named.items() if name.startswith("*.")}
+
+    def find(self, name: str) -> T | None:
+        name = name.lower().rstrip(".")
+        found = self._exact.get(name)
+        if found is None:
+            label, _, parent = name.partition(".")
+            found = self._wildcards.get(parent) if label and parent else None
+        return found

@@ -19,6 +19,7 @@ from typing import Generic, Sequence, TypeVar
 from urllib.parse import unquote
 
 from gwd.config.model import ANY_METHOD, DEFAULT_ROUTE, DEFAULT_STAGE, RouteKey
+from gwd.config.values import DomainNames
 
 T = TypeVar("T")
 
@@ -201,13 +202,11 @@ class Domains(Generic[T]):
     ``_REMEMBERED_HOSTS`` values), so a request pays one dict look-up for it.
     """
 
-    __slots__ = ("_exact", "_wildcards", "_remembered")
+    __slots__ = ("_names", "_remembered")
 
     def __init__(self, domains: dict[str, list[tuple[str, str, Router[T]]]]) -> None:
         """``domains``: each name's (base path, stage name, its router); ``*.example.com`` matches one label more."""
-        mapped = {name: BasePaths(mappings) for name, mappings in domains.items()}
-        self._exact = {name: paths for name, paths in mapped.items() if not name.startswith("*.")}
-        self._wildcards = {name[2:]: paths for name, paths in mapped.items() if name.startswith("*.")}
+        self._names = DomainNames({name: BasePaths(mappings) for name, mappings in domains.items()})
         self._remembered: dict[bytes | None, BasePaths[T] | None] = {}
 
     def lookup(self, host: bytes | None) -> BasePaths[T] | None:
@@ -220,13 +219,8 @@ class Domains(Generic[T]):
     def _remember(self, host: bytes | None) -> BasePaths[T] | None:
         paths = None
         if host:
-            name = host.decode("latin-1").lower()
-            name = name.partition("]")[0] + "]" if name.startswith("[") else name.partition(":")[0]
-            name = name.rstrip(".")
-            paths = self._exact.get(name)
-            if paths is None:
-                label, _, parent = name.partition(".")
-                paths = self._wildcards.get(parent) if label and parent else None
+            name = host.decode("latin-1")
+            paths = self._names.find(name.partition("]")[0] + "]" if name.startswith("[") else name.partition(":")[0])
         if len(self._remembered) >= _REMEMBERED_HOSTS:
             self._remembered.clear()
         self._remembered[host] = paths
