@@ -173,7 +173,7 @@ def _event(request: Request, identity: list[str], context: dict[str, Any], trust
                 "path": valid_text(request.decoded_path()),
                 "protocol": f"HTTP/{request.version}",
                 "sourceIp": client_address(request, trusted),
-                "userAgent": valid_text(request.headers.text(b"user-agent") or ""),
+                "userAgent": request.headers.readable(b"user-agent") or "",
             },
         },
     }

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 from gwd.authorizers.jwtauth import scopes_of
 from gwd.config.model import DEFAULT_ROUTE, DEFAULT_STAGE, RouteConfig, StageConfig
-from gwd.http.message import Request, valid_text
+from gwd.http.message import valid_text
 from gwd.mapping.binary import BinaryTypes
 from gwd.pipeline.clientip import Networks, client_address
 from gwd.pipeline.exchange import Exchange
@@ -89,14 +89,8 @@ def _rest_body_field(body: bytes, binary: bool) -> tuple[str, bool]:
     return base64.b64encode(body).decode("ascii"), True
 
 
-def _header(request: Request, lowered: bytes) -> str | None:
-    """The first value of a header, decoded as :func:`~gwd.http.message.valid_text` would."""
-    value = request.headers.get(lowered)
-    return None if value is None else value.decode("utf-8", "replace")
-
-
 def _domain(exchange: Exchange) -> str:
-    host = _header(exchange.request, b"host") or API_ID
+    host = exchange.request.headers.readable(b"host") or API_ID
     if host.startswith("["):
         return host.partition("]")[0] + "]"
     return host.partition(":")[0]
@@ -227,7 +221,7 @@ class _Version1(_Builder):
         path = full_path
         if self._prefix and full_path.startswith(self._prefix):
             path = full_path[len(self._prefix) :] or "/"
-        content_type = _header(request, b"content-type")
+        content_type = request.headers.readable(b"content-type")
         if not body:
             text, encoded = None, False
         elif self.binary is not None:
@@ -260,7 +254,7 @@ class _Version1(_Builder):
         identity = {
             "accessKey": None,
             "accountId": None,
-            "apiKey": _header(request, b"x-api-key") if api_key is not None else None,
+            "apiKey": request.headers.readable(b"x-api-key") if api_key is not None else None,
             "apiKeyId": str(api_key.id) if api_key is not None else None,
             "caller": None,
             "clientCert": client_cert.as_event() if client_cert is not None else None,
@@ -271,7 +265,7 @@ class _Version1(_Builder):
             "principalOrgId": None,
             "sourceIp": client_address(request, self._trusted),
             "user": None,
-            "userAgent": _header(request, b"user-agent"),
+            "userAgent": request.headers.readable(b"user-agent"),
             "userArn": None,
         }
         context: dict[str, Any] = {

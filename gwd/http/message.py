@@ -65,6 +65,11 @@ class Headers:
         value = self._first.get(lowered)
         return None if value is None else value.decode("utf-8", "surrogateescape")
 
+    def readable(self, lowered: bytes) -> str | None:
+        """The first value as text for code gwd does not own: bytes that are not UTF-8 as U+FFFD (see :func:`valid_text`)."""
+        value = self._first.get(lowered)
+        return None if value is None else value.decode("utf-8", "replace")
+
     def getall(self, lowered: bytes) -> list[bytes]:
         if lowered not in self._first:
             return []
