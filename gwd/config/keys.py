@@ -30,6 +30,11 @@ class Key:
     label: str | None = None  # the README's key cell, where one row describes several keys
     meaning: str = ""
 
+    def is_default(self, value: Any) -> bool:
+        """Whether ``value`` (lists where the default is a tuple, as JSON and TOML give them) is the default."""
+        default = self.default
+        return value == (list(default) if isinstance(default, tuple) and isinstance(value, list) else default)
+
     def shown_default(self) -> str:
         """The default as a config would spell it."""
         if self.shown is not None:

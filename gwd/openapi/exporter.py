@@ -109,9 +109,7 @@ class _Exporter:
                 "maxAge": ("max_age", cors.max_age),
                 "allowCredentials": ("allow_credentials", cors.allow_credentials),
             }
-            document["x-amazon-apigateway-cors"] = {
-                name: value for name, (key, value) in values.items() if value != _default(defaults[key].default, value)
-            }
+            document["x-amazon-apigateway-cors"] = {name: value for name, (key, value) in values.items() if not defaults[key].is_default(value)}
         if self.validators:
             document["x-amazon-apigateway-request-validators"] = {
                 name: {"validateRequestBody": body, "validateRequestParameters": params}
@@ -303,7 +301,3 @@ def _mapping(mapping: IntegrationMapping) -> dict[str, Any]:
         exported["responses"] = responses
     return exported
 
-
-def _default(default: Any, value: Any) -> Any:
-    """A declared default in the shape of the value it is compared with (tuples as lists)."""
-    return list(default) if isinstance(default, tuple) and isinstance(value, list) else default

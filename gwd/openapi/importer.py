@@ -204,8 +204,7 @@ class _Importer:
         table = {}
         for key, value in cors.items():
             if key in names:
-                default = BY_TABLE["cors"][names[key]].default
-                if value != (list(default) if isinstance(default, tuple) else default):  # gwd's own default goes unsaid
+                if not BY_TABLE["cors"][names[key]].is_default(value):  # gwd's own default goes unsaid
                     table[names[key]] = value
             else:
                 self.drop(_pointer("x-amazon-apigateway-cors", key), "not a CORS setting gwd knows")
