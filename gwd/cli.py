@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
     openapi = commands.add_parser("import", help="write a config from an OpenAPI 2.0/3.0 document exported from API Gateway")
     openapi.add_argument("document", metavar="FILE", help="the exported document (JSON or YAML)")
+    openapi.add_argument("--api", metavar="NAME", help="the API's name (default: the document's title)")
     openapi.add_argument("--stage", help='the stage its routes are served under (default: its base path, else "$default")')
     openapi.add_argument("-o", "--output", metavar="FILE", help="where to write the config (default: stdout)")
     openapi.add_argument(
@@ -65,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write a config's routes as an OpenAPI document (JSON)")
     export.add_argument("-c", "--config", metavar="FILE", help="config file (TOML); the built-in default without it")
-    export.add_argument("--stage", help="the stage to describe (default: the config's first)")
+    export.add_argument("--api", metavar="NAME", help="the API to describe (needed when the config has several)")
+    export.add_argument("--stage", help="the stage to describe (default: the API's first)")
     export.add_argument("--format", choices=("oas30", "swagger"), default="oas30", help="OpenAPI 3.0 (default) or Swagger 2.0")
     export.add_argument("--aws-extensions", action="store_true", help="add the x-amazon-apigateway-* settings (integrations, ...)")
     export.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: stdout)")
@@ -203,13 +205,15 @@ def _cache_flush(args: argparse.Namespace) -> int:
     if opened is None:
         return EXIT_CONFIG
     config, store = opened
-    if args.stage is not None and args.stage not in {stage.name for stage in config.stages}:
-        print(f"gwd: no stage named {args.stage!r} in {config.source}", file=sys.stderr)
+    stages = [stage for api in config.apis for stage in api.stages]
+    routes = [route for api in config.apis for route in api.routes]
+    if args.stage is not None and args.stage not in {stage.name for stage in stages}:
+        print(f"gwd: no stage named {args.stage!r} in any API of {config.source}", file=sys.stderr)
         return EXIT_USAGE
-    if args.route is not None and args.route not in {str(route.key) for route in config.routes}:
-        print(f"gwd: no route {args.route!r} in {config.source}", file=sys.stderr)
+    if args.route is not None and args.route not in {str(route.key) for route in routes}:
+        print(f"gwd: no route {args.route!r} in any API of {config.source}", file=sys.stderr)
         return EXIT_USAGE
-    if not any(stage.cache for stage in config.stages) and not any(route.cache for route in config.routes):
+    if not any(stage.cache for stage in stages) and not any(route.cache for route in routes):
         print(f"gwd: nothing in {config.source} is cached (no stage or route has a cache): nothing to flush", file=sys.stderr)
         return EXIT_USAGE
     if config.cache.backend == "memory":
@@ -217,7 +221,8 @@ def _cache_flush(args: argparse.Namespace) -> int:
     import redis
 
     try:
-        dropped = _flush_redis_cache(config.cache.backend, [s.name for s in config.stages], args.stage, args.route)
+        stage_names = {api.name: [stage.name for stage in api.stages] for api in config.apis}
+        dropped = _flush_redis_cache(config.cache.backend, stage_names, args.stage, args.route)
     except (redis.exceptions.RedisError, OSError) as exc:
         print(f"gwd: cannot reach the cache at {config.cache.backend}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -249,7 +254,7 @@ def _flush_workers_caches(store: KeyStore, stage: str | None, route: str | None,
     return 0
 
 
-def _flush_redis_cache(url: str, stages: list[str], stage: str | None, route: str | None) -> int:
+def _flush_redis_cache(url: str, stages: dict[str, list[str]], stage: str | None, route: str | None) -> int:
     """Delete the matching ``gwd:cache:...`` entries; how many."""
     import redis
 
@@ -425,7 +430,10 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{config.source}: OK ({_plural(len(config.routes), 'route')}, {_plural(len(config.stages), 'stage')})")
+    routes = sum(len(api.routes) for api in config.apis)
+    stages = sum(len(api.stages) for api in config.apis)
+    apis = f", {_plural(len(config.apis), 'API')}" if len(config.apis) > 1 else ""
+    print(f"{config.source}: OK ({_plural(routes, 'route')}, {_plural(stages, 'stage')}{apis})")
     return 0
 
 
@@ -448,7 +456,7 @@ def _import(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError, DocumentError) as exc:
         print(f"gwd import: {args.document}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    config, dropped = import_document(document, args.stage, functions, os.path.abspath(args.code_dir))
+    config, dropped = import_document(document, args.stage, functions, os.path.abspath(args.code_dir), args.api)
     for item in dropped:
         print(f"{args.document}: {'error' if args.strict else 'not imported'}: {item}", file=sys.stderr)
     if dropped and args.strict:
@@ -466,13 +474,21 @@ def _export(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config, {}, outcome="")
     if config is None:
         return EXIT_CONFIG
+    names = [api.name for api in config.apis]
+    if args.api is None and len(names) > 1:
+        print(f"gwd export: {config.source} has {len(names)} APIs: name one with --api ({', '.join(names)})", file=sys.stderr)
+        return EXIT_USAGE
+    if args.api is not None and args.api not in names:
+        print(f"gwd export: {config.source} has no API {args.api!r} (APIs: {', '.join(names)})", file=sys.stderr)
+        return EXIT_USAGE
+    api = config.api(args.api or names[0])
     try:
-        document, notes = export_document(config, args.stage, args.format == "swagger", args.aws_extensions)
+        document, notes = export_document(api, args.stage, args.format == "swagger", args.aws_extensions, bool(config.domains))
     except ValueError as exc:
         print(f"gwd export: {exc}", file=sys.stderr)
         return EXIT_USAGE
     for note in notes:
-        print(f"{config.source}: not exported: {note}", file=sys.stderr)
+        print(f"{api.source}: not exported: {note}", file=sys.stderr)
     _write_output(args.output, json.dumps(document, indent=2) + "\n")
     return 0
 

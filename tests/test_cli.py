@@ -221,7 +221,7 @@ def test_installed_command_serves_the_builtin_default_on_8080(tmp_path):
         assert reply.json() == {"message": "Hello from gwd"}
         assert reply.headers["content-type"] == "application/json"
         # The Quick start's metrics line, once the workers' next flush has come.
-        line = 'gwd_requests_total{code="200",method="GET",route="GET /hello",stage="$default"} 1.0'
+        line = 'gwd_requests_total{api="default",code="200",method="GET",route="GET /hello",stage="$default"} 1.0'
         wait_for(lambda: line in scrape_port(9180).splitlines(), 5, "the request to reach /metrics")
     finally:
         daemon.stop()

@@ -148,6 +148,14 @@ KEYS: tuple[Key, ...] = (
             'at once than this wait for a thread (their `timeout` counts the wait).'
         ),
     ),
+    Key("server", "apis", "custom", (), shown='`[]`',
+        meaning=(
+            'Files of more APIs, one API each: paths or globs (`"/etc/gwd/apis/*.toml"`), relative to this '
+            "file's directory. Each may hold `name`, `[[stages]]`, `[[routes]]`, `[[authorizers]]`, "
+            "`[[usage_plans]]`, `[models]`, `[gateway_responses]`, `binary_media_types`, `cors` and "
+            "`compression`, as this file may for its own API. A glob that matches no file is an error."
+        ),
+    ),
     Key("server", "header_timeout", "duration", 10.0, low=0.1, high=3600.0,
         meaning=(
             'A new connection must send its first complete request head within this.'
@@ -860,8 +868,9 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("domain", "mappings", "custom", None, shown='(required)',
         meaning=(
-            '`[{ base_path = "v1", stage = "prod" }, ...]`: requests whose path starts with a base path (the '
-            'longest that matches; `""` matches every path) reach that stage with the base path removed.'
+            '`[{ base_path = "v1", api = "pets", stage = "prod" }, ...]`: requests whose path starts with a base '
+            'path (the longest that matches; `""` matches every path) reach that API\'s stage with the base path '
+            'removed. `api` may be left out when the daemon has one API.'
         ),
     ),
     Key("domain", "tls", "custom", None, shown='`[server] tls`',
@@ -870,10 +879,18 @@ KEYS: tuple[Key, ...] = (
             'name by SNI on the HTTPS listener (which `[server] tls` makes; its certificate serves other names).'
         ),
     ),
-    Key("domain", "unmapped_hosts", "string", "not_found", label="`unmapped_hosts` (top level)",
+    Key("domain", "default_api", "custom", None, shown='the only API, without `[[domains]]`',
+        label="`default_api` (top level)",
         meaning=(
-            'With `[[domains]]`: what a request whose `Host` names none of them gets: `"not_found"` (`404`), or '
-            '`"stages"` (the stages by path prefix, as without domains).'
+            "The API whose stages (by path prefix, as `/prod/pets`) serve requests whose `Host` names no "
+            "`[[domains]]` entry. Unset, such requests get `404`, except that a daemon with one API and no "
+            "domains serves it."
+        ),
+    ),
+    Key("api", "name", "custom", None, shown="the file's name without `.toml`; `\"default\"` in the main file",
+        meaning=(
+            "The API's name: unique in the daemon; domain mappings, `default_api`, the `api` metric label and "
+            "access-log field, and `gwd export --api` use it."
         ),
     ),
     Key("cors", "allow_origins", "custom", (), shown='`[]`',

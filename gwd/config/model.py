@@ -77,6 +77,7 @@ class ServerConfig:
     worker_timeout: float  # a worker silent this long (stuck event loop) is killed; 0: never
     max_connections: int  # client connections a worker holds at once; 0: as many as its descriptors allow
     function_threads: int  # threads per worker that run plain (not async) Python function handlers
+    apis: tuple[str, ...] = ()  # the files of more APIs, found by [server] apis' paths and globs
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +88,10 @@ class LogConfig:
 
 @dataclass(frozen=True, slots=True)
 class BasePathMapping:
-    """A custom domain's base path (``""``, ``"v1"``, ``"v1/pets"``) and the stage requests under it reach."""
+    """A custom domain's base path (``""``, ``"v1"``, ``"v1/pets"``) and the API stage requests under it reach."""
 
     base_path: str
+    api: str
     stage: str
 
 
@@ -469,36 +471,58 @@ Authorizer = JwtAuthorizer | RequestAuthorizer
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """One API: its stages and routes, and what only its routes use; a daemon serves one or many."""
+
+    name: str
+    source: str  # the file it was read from
+    stages: tuple[StageConfig, ...]
+    routes: tuple[RouteConfig, ...]
+    authorizers: tuple[Authorizer, ...] = ()
+    usage_plans: tuple[UsagePlan, ...] = ()  # names are the daemon's: an API key's plan says which API it opens
+    gateway_responses: tuple[GatewayResponseConfig, ...] = ()
+    binary_media_types: tuple[str, ...] = ()  # media types the API treats as bytes ("image/*", ...)
+    compression: CompressionConfig | None = None  # None: responses go as the integrations sent them
+    cors: CorsConfig | None = None  # routes without a cors table of their own use it; None: no CORS
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     server: ServerConfig
     log: LogConfig
     throttle: ThrottleConfig
-    stages: tuple[StageConfig, ...]
-    routes: tuple[RouteConfig, ...]
-    usage_plans: tuple[UsagePlan, ...]
+    apis: tuple[ApiConfig, ...]  # at least one; names unique
     cache: CacheConfig
     warnings: tuple[str, ...]  # logged at start and at every reload (expiring certificates, ...)
-    authorizers: tuple[Authorizer, ...]
     metrics: MetricsConfig
     admin: AdminConfig
-    gateway_responses: tuple[GatewayResponseConfig, ...] = ()
-    binary_media_types: tuple[str, ...] = ()  # media types the API treats as bytes ("image/*", ...)
-    compression: CompressionConfig | None = None  # None: responses go as the integrations sent them
-    cors: CorsConfig | None = None  # routes without a cors table of their own use it; None: no CORS
-    domains: tuple[DomainConfig, ...] = ()  # custom domain names; none: every Host reaches the stages by prefix
-    unmapped_hosts: str = "not_found"  # with domains: what another Host gets, "not_found" or "stages"
+    domains: tuple[DomainConfig, ...] = ()  # custom domain names
+    default_api: str | None = None  # what requests for no custom domain reach, by stage prefix; None: nothing (404)
+
+    @property
+    def usage_plans(self) -> tuple[UsagePlan, ...]:
+        """Every API's usage plans: API keys name them, whichever API they open."""
+        return tuple(plan for api in self.apis for plan in api.usage_plans)
+
+    def api(self, name: str) -> ApiConfig:
+        """The API called ``name`` (one that exists)."""
+        return next(api for api in self.apis if api.name == name)
 
     @property
     def listen_addresses(self) -> tuple[Address, ...]:
         """Every address to listen on: ``server.listen``, then private stages' own."""
         addresses = [self.server.listen]
-        for stage in self.stages:
-            addresses += [address for address in stage.listen if address not in addresses]
+        for api in self.apis:
+            for stage in api.stages:
+                addresses += [address for address in stage.listen if address not in addresses]
         return tuple(addresses)
 
-    def stages_served_on(self, address: Address) -> tuple[str, ...]:
-        """The names of the stages a listener serves: the private ones naming it, or on server.listen the others."""
+    def stages_served_on(self, address: Address) -> tuple[tuple[ApiConfig, StageConfig], ...]:
+        """The stages a listener serves by path prefix: the private ones naming it, or on server.listen the default API's others."""
         if address == self.server.listen:
-            return tuple(stage.name for stage in self.stages if not stage.listen)
-        return tuple(stage.name for stage in self.stages if address in stage.listen)
+            if self.default_api is None:
+                return ()
+            api = self.api(self.default_api)
+            return tuple((api, stage) for stage in api.stages if not stage.listen)
+        return tuple((api, stage) for api in self.apis for stage in api.stages if address in stage.listen)

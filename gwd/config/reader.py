@@ -7,6 +7,7 @@ too, so a config that loads is one the runtime can serve.
 from __future__ import annotations
 
 import difflib
+import glob
 import importlib.util
 import ipaddress
 import os
@@ -29,6 +30,7 @@ from gwd.config.model import (
     RESERVED_BACKEND_HEADERS,
     Address,
     AdminConfig,
+    ApiConfig,
     Authorizer,
     AwsIntegration,
     BackendTls,
@@ -88,6 +90,11 @@ _ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BINARY_TYPE = re.compile(r"^([A-Za-z0-9!#$&^_.+-]+|\*)/([A-Za-z0-9!#$&^_.+-]+|\*)$")
 _DOMAIN_NAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$")
+_API_KEYS = (
+    "name", "stages", "routes", "authorizers", "usage_plans", "models", "gateway_responses", "binary_media_types", "cors",
+    "compression",
+)
+"""The keys of an API: the main file holding any of them holds an API of its own."""
 _COMPRESSED_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/([A-Za-z0-9!#$&^_.+-]+|\*|\*\+[A-Za-z0-9!#$&^_.-]+)$")
 
 
@@ -100,21 +107,26 @@ def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) ->
     overrides = dict(overrides or {})
     if path is None:
         source = BUILTIN_SOURCE
-        text = resources.files("gwd").joinpath("default.toml").read_text()
+        data = tomllib.loads(resources.files("gwd").joinpath("default.toml").read_text())
     else:
         source = path
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError([f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
+        data = _read_toml(path)
     return _ConfigReader(source, overrides).read(data)
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    """A TOML file's tables; :class:`ConfigError` names the file and what is wrong with it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
 
 
 class _Table:
@@ -251,6 +263,8 @@ class _ConfigReader:
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self._client_certs = False  # the listener verifies client certificates (read with [server])
+        # Function integrations by name, in every API: routes naming one function must agree.
+        self._functions: dict[str, FunctionIntegration] = {}
         # Relative file names in the config are relative to its directory.
         self.base_dir = os.getcwd() if source == BUILTIN_SOURCE else os.path.dirname(os.path.abspath(source))
 
@@ -285,22 +299,16 @@ class _ConfigReader:
         if cache.max_bytes < 1024**2:
             cache_table.problem("max_bytes", f"must be at least 1MiB, got {cache.max_bytes} bytes")
         cache_table.finish()
-        stages = self._stages(root.tables("stages"), server.listen)
-        authorizers = self._authorizers(root.tables("authorizers"))
-        models = read_models(root.table("models"), self.base_dir)
-        routes = self._routes(root.tables("routes"), stages, {authorizer.name: authorizer for authorizer in authorizers}, models)
-        gateway_responses = read_gateway_responses(root.table("gateway_responses"), self.base_dir)
-        binary_media_types = tuple(self._names(root, "binary_media_types", lambda media: bool(_BINARY_TYPE.match(media))))
-        compression = self._compression(root) if root.has("compression") else None
-        cors = self._cors(root.table("cors")) if root.has("cors") else None
-        domains = self._domains(root.tables("domains"), stages, server)
-        unmapped_hosts = root.read(BY_TABLE["domain"]["unmapped_hosts"])
-        if unmapped_hosts not in ("not_found", "stages"):
-            root.problem("unmapped_hosts", f'expected "not_found" or "stages", got {unmapped_hosts!r}')
-        if not data.get("routes"):
-            # An empty or truncated file would otherwise serve nothing (and a reload to it replace a working config).
-            self.problem("routes", "missing: a config serves at least one [[routes]] entry (an empty or truncated file?)")
-        usage_plans = self._usage_plans(root.tables("usage_plans"))
+        apis: list[ApiConfig] = []
+        if server.apis == () or any(root.has(key) for key in _API_KEYS):
+            apis.append(self._api(root, server, "default"))
+        for path in server.apis:
+            api = self._api_file(path, server)
+            if api is not None:
+                apis.append(api)
+        self._check_across_apis(apis)
+        domains = self._domains(root.tables("domains"), apis, server)
+        default_api = self._default_api(root, apis, domains)
         metrics_table = root.table("metrics")
         metrics_keys = BY_TABLE["metrics"]
         metrics = MetricsConfig(
@@ -313,10 +321,93 @@ class _ConfigReader:
         root.finish()
         if self.problems:
             raise ConfigError(self.problems)
+        self._warn_of_unreachable(apis, domains, default_api)
         return Config(
-            self.source, server, log, throttle, stages, routes, usage_plans, cache, tuple(self.warnings), authorizers,
-            metrics, admin, gateway_responses, binary_media_types, compression, cors, domains, unmapped_hosts,
+            self.source, server, log, throttle, tuple(apis), cache, tuple(self.warnings), metrics, admin, domains, default_api
         )
+
+    def _api(self, root: _Table, server: ServerConfig, default_name: str) -> ApiConfig:
+        """One API's keys in ``root`` (the main file's, or an API file's)."""
+        name = root.string("name", default_name) or default_name
+        if not _STAGE_NAME.match(name):
+            root.problem("name", f"{name!r} is not an API name (letters, digits, '-', '_')")
+        stages = self._stages(root.tables("stages"), server.listen)
+        authorizers = self._authorizers(root.tables("authorizers"))
+        models = read_models(root.table("models"), self.base_dir)
+        routes = self._routes(root.tables("routes"), stages, {authorizer.name: authorizer for authorizer in authorizers}, models)
+        gateway_responses = read_gateway_responses(root.table("gateway_responses"), self.base_dir)
+        binary_media_types = tuple(self._names(root, "binary_media_types", lambda media: bool(_BINARY_TYPE.match(media))))
+        compression = self._compression(root) if root.has("compression") else None
+        cors = self._cors(root.table("cors")) if root.has("cors") else None
+        if not root.get("routes", list, [], "an array of tables ([[routes]])"):
+            # An empty or truncated file would otherwise serve nothing (and a reload to it replace a working config).
+            self.problem("routes", "missing: an API serves at least one [[routes]] entry (an empty or truncated file?)")
+        usage_plans = self._usage_plans(root.tables("usage_plans"))
+        return ApiConfig(
+            name, self.source, stages, routes, authorizers, usage_plans, gateway_responses, binary_media_types, compression, cors
+        )
+
+    def _api_file(self, path: str, server: ServerConfig) -> ApiConfig | None:
+        """An API file of ``[server] apis``: its problems are reported under its own name."""
+        main_source, main_dir = self.source, self.base_dir
+        self.source, self.base_dir = path, os.path.dirname(path)
+        try:
+            try:
+                data = _read_toml(path)
+            except ConfigError as error:
+                self.problems += error.problems
+                return None
+            table = _Table(self, data, "")
+            api = self._api(table, server, os.path.splitext(os.path.basename(path))[0])
+            table.finish()
+            return api
+        finally:
+            self.source, self.base_dir = main_source, main_dir
+
+    def _check_across_apis(self, apis: list[ApiConfig]) -> None:
+        """What one API's file cannot see: names taken by another API, and private listen addresses two APIs claim."""
+        names: dict[str, str] = {}
+        plans: dict[str, str] = {}
+        listeners: dict[Address, str] = {}
+        for api in apis:
+            where = f"{api.source}: name"
+            if api.name in names:
+                self.problems.append(f"{where}: API {api.name!r} is also defined in {names[api.name]}")
+            names.setdefault(api.name, api.source)
+            for plan in api.usage_plans:
+                if plan.name in plans and plans[plan.name] != api.name:
+                    self.problems.append(
+                        f"{api.source}: usage_plans: plan {plan.name!r} is also API {plans[plan.name]!r}'s "
+                        "(API keys name plans, so their names are the daemon's)"
+                    )
+                plans.setdefault(plan.name, api.name)
+            for stage in api.stages:
+                for address in stage.listen:
+                    if listeners.setdefault(address, api.name) != api.name:
+                        self.problems.append(
+                            f"{api.source}: stages: {stage.name!r} listens on {address}, which API "
+                            f"{listeners[address]!r}'s stages have: a private listener serves one API"
+                        )
+
+    def _default_api(self, root: _Table, apis: list[ApiConfig], domains: tuple[DomainConfig, ...]) -> str | None:
+        """``default_api``: named, or the only API of a daemon without custom domains."""
+        name = root.string("default_api", None)
+        if name is None:
+            return apis[0].name if len(apis) == 1 and not domains else None
+        if all(api.name != name for api in apis):
+            root.problem("default_api", f"no API is named {name!r} (APIs: {', '.join(api.name for api in apis)})")
+            return None
+        return name
+
+    def _warn_of_unreachable(self, apis: list[ApiConfig], domains: tuple[DomainConfig, ...], default_api: str | None) -> None:
+        """An API no request can reach is most likely a mapping left out: said at every start and reload."""
+        mapped = {mapping.api for domain in domains for mapping in domain.mappings} | {default_api}
+        for api in apis:
+            if api.name not in mapped and not any(stage.listen for stage in api.stages):
+                self.warnings.append(
+                    f"{api.source}: API {api.name!r} serves no request: no domain mapping names it, it is not "
+                    "default_api, and none of its stages has listen addresses"
+                )
 
     def _admin(self, table: _Table, server: ServerConfig) -> AdminConfig:
         """``[admin] listen``: an address, or "off"; the command line's --admin-listen wins."""
@@ -337,10 +428,9 @@ class _ConfigReader:
             table.problem("listen", f"{address} is server.listen; the admin listener needs its own address")
         return AdminConfig(address)
 
-    def _domains(self, tables: list[_Table], stages: tuple[StageConfig, ...], server: ServerConfig) -> tuple[DomainConfig, ...]:
-        """``[[domains]]``: custom domain names, each with its base path mappings to stages served on server.listen."""
+    def _domains(self, tables: list[_Table], apis: list[ApiConfig], server: ServerConfig) -> tuple[DomainConfig, ...]:
+        """``[[domains]]``: custom domain names, each with its base path mappings to API stages served on server.listen."""
         domains: list[DomainConfig] = []
-        public = {stage.name for stage in stages if not stage.listen}
         for table in tables:
             name = (table.string("name", None) or "").lower().rstrip(".") if table.require("name", "the domain name") else ""
             if name and not _DOMAIN_NAME.match(name):
@@ -349,24 +439,40 @@ class _ConfigReader:
                 table.problem("name", f"domain {name!r} is defined twice")
             tls = self._domain_tls(table, server) if table.has("tls") else None
             mappings: list[BasePathMapping] = []
-            if table.require("mappings", '[{ base_path = "", stage = "$default" }]: where its requests go'):
+            if table.require("mappings", '[{ base_path = "", api = "pets", stage = "$default" }]: where its requests go'):
                 for mapping in table.tables("mappings"):
                     base_path = (mapping.string("base_path", "") or "").strip("/")
                     if base_path and not all(_STAGE_NAME.match(part) for part in base_path.split("/")):
                         mapping.problem("base_path", f"{base_path!r} is not a base path (letters, digits, '-', '_', '/')")
                     elif base_path in (m.base_path for m in mappings):
                         mapping.problem("base_path", f"base path {base_path!r} is mapped twice")
+                    api = self._mapped_api(mapping, apis)
                     stage = mapping.string("stage", None) if mapping.require("stage", "the stage it reaches") else None
-                    if stage is not None and stage not in public:
-                        why = "is served on its own listen addresses" if any(s.name == stage for s in stages) else "is no stage"
+                    if api is not None and stage is not None and not any(s.name == stage and not s.listen for s in api.stages):
+                        on_own = any(s.name == stage for s in api.stages)
+                        why = "is served on its own listen addresses" if on_own else f"is no stage of API {api.name!r}"
                         mapping.problem("stage", f"{stage!r} {why}")
                     mapping.finish()
-                    if stage is not None:
-                        mappings.append(BasePathMapping(base_path, stage))
+                    if stage is not None and api is not None:
+                        mappings.append(BasePathMapping(base_path, api.name, stage))
             table.finish()
             if name:
                 domains.append(DomainConfig(name, tuple(mappings), tls))
         return tuple(domains)
+
+    def _mapped_api(self, mapping: _Table, apis: list[ApiConfig]) -> ApiConfig | None:
+        """A base path mapping's ``api``: named, or the daemon's only one."""
+        name = mapping.string("api", None)
+        names = ", ".join(api.name for api in apis)
+        if name is None:
+            if len(apis) == 1:
+                return apis[0]
+            mapping.problem("api", f"missing: the API it reaches (one of {names})")
+            return None
+        found = next((api for api in apis if api.name == name), None)
+        if found is None:
+            mapping.problem("api", f"no API is named {name!r} (APIs: {names})")
+        return found
 
     def _domain_tls(self, domain: _Table, server: ServerConfig) -> DomainTls | None:
         """A domain's ``tls = { cert, key }``: served by SNI on the HTTPS listener, checked on disk."""
@@ -592,9 +698,21 @@ class _ConfigReader:
             worker_timeout=self._worker_timeout(table, keys["worker_timeout"]),
             max_connections=table.read(keys["max_connections"]),
             function_threads=table.read(keys["function_threads"]),
+            apis=self._api_files(table),
         )
         table.finish()
         return config
+
+    def _api_files(self, table: _Table) -> tuple[str, ...]:
+        """``[server] apis``: the files its paths and globs name, in order, each once; a glob matching none is a problem."""
+        files: list[str] = []
+        for index, pattern in enumerate(self._names(table, "apis", lambda pattern: bool(pattern))):
+            pattern = os.path.join(self.base_dir, os.path.expanduser(pattern))
+            found = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+            if not found:
+                self.problem(f"{table.key_path('apis')}[{index}]", f"{pattern!r} matches no file")
+            files += [os.path.abspath(path) for path in found if os.path.abspath(path) not in files]
+        return tuple(path for path in files if path != os.path.abspath(self.source))
 
     def _worker_timeout(self, table: _Table, key: Key) -> float:
         timeout = table.duration(key.name, key.default, key.low or 0.0, key.high or 0.0)
@@ -815,7 +933,6 @@ class _ConfigReader:
     ) -> tuple[RouteConfig, ...]:
         routes: list[RouteConfig] = []
         first_seen: dict[tuple, str] = {}
-        functions: dict[str, FunctionIntegration] = {}  # by name: routes naming one function must agree
         to_import: list[tuple[str, FunctionIntegration]] = []  # Python handlers to import once the rest is valid
         for table in tables:
             key = None
@@ -854,7 +971,7 @@ class _ConfigReader:
             first_seen[shape] = f"{table.key_path('route')} ({str(key)!r})"
             if isinstance(integration, FunctionIntegration):
                 # The payload format is the route's integration's own (as on AWS); the rest is the function's.
-                first = functions.setdefault(integration.name, integration)
+                first = self._functions.setdefault(integration.name, integration)
                 if first is integration and integration.runtime == "python":
                     to_import.append((table.key_path("integration.handler"), integration))
                 elif replace(first, handler="", payload_format="", mapping=None) != replace(

@@ -11,7 +11,6 @@ status and body) is listed, as the importer lists what it drops.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from gwd.config.keys import BY_TABLE
@@ -20,7 +19,7 @@ from gwd.config.model import (
     AwsIntegration,
     DEFAULT_ROUTE,
     DEFAULT_STAGE,
-    Config,
+    ApiConfig,
     FunctionIntegration,
     HttpIntegration,
     IntegrationMapping,
@@ -37,14 +36,20 @@ _VALIDATOR_NAMES = {(True, True): "all", (True, False): "body", (False, True): "
 _REST_SOURCES = ("$request.header.", "$request.querystring.", "$request.path.")
 
 
-def export_document(config: Config, stage: str | None, swagger: bool, aws_extensions: bool) -> tuple[dict[str, Any], list[str]]:
-    """The document for ``stage`` (the config's first when None), and what it could not say."""
-    return _Exporter(config, stage or config.stages[0].name, swagger, aws_extensions).run()
+def export_document(
+    config: ApiConfig, stage: str | None, swagger: bool, aws_extensions: bool, domains: bool = False
+) -> tuple[dict[str, Any], list[str]]:
+    """The document of one API's ``stage`` (the API's first when None), and what it could not say.
+
+    ``domains``: the daemon maps custom domains (which a document cannot say).
+    """
+    return _Exporter(config, stage or config.stages[0].name, swagger, aws_extensions, domains).run()
 
 
 class _Exporter:
-    def __init__(self, config: Config, stage: str, swagger: bool, aws_extensions: bool) -> None:
+    def __init__(self, config: ApiConfig, stage: str, swagger: bool, aws_extensions: bool, domains: bool) -> None:
         self.config = config
+        self.domains = domains
         self.stage = stage
         self.swagger = swagger
         self.aws = aws_extensions
@@ -56,8 +61,8 @@ class _Exporter:
     def run(self) -> tuple[dict[str, Any], list[str]]:
         config = self.config
         if not any(stage.name == self.stage for stage in config.stages):
-            raise ValueError(f"the config has no stage {self.stage!r}")
-        title = os.path.splitext(os.path.basename(config.source))[0]
+            raise ValueError(f"API {config.name!r} has no stage {self.stage!r}")
+        title = config.name
         base_path = "" if self.stage == DEFAULT_STAGE else "/" + self.stage
         document: dict[str, Any]
         if self.swagger:
@@ -130,7 +135,7 @@ class _Exporter:
             document["x-amazon-apigateway-gateway-responses"] = responses
         for note, present in (
             ("compression (no API Gateway export setting carries it)", config.compression is not None),
-            ("domains (custom domain names are outside an API's document)", bool(config.domains)),
+            ("domains (custom domain names are outside an API's document)", self.domains),
         ):
             if present:
                 self.notes.append(note)

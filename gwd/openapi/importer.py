@@ -69,14 +69,21 @@ def load_document(text: str) -> dict[str, Any]:
 
 
 def import_document(
-    document: dict[str, Any], stage: str | None, functions: dict[str, str], code_dir: str
+    document: dict[str, Any], stage: str | None, functions: dict[str, str], code_dir: str, api: str | None = None
 ) -> tuple[dict[str, Any], list[Dropped]]:
-    """The gwd config (as TOML-ready data) for ``document``, and what it could not carry.
+    """The gwd API file (as TOML-ready data) for ``document``, and what it could not carry.
 
     ``stage`` None: the document's own base path names it (a REST export's
-    ``basePath`` is its stage, ``/prod``), else ``$default``.
+    ``basePath`` is its stage, ``/prod``), else ``$default``.  ``api`` None:
+    the API is named after the document's title.
     """
-    return _Importer(document, stage or document_stage(document), functions, code_dir).run()
+    config, dropped = _Importer(document, stage or document_stage(document), functions, code_dir).run()
+    name = api or _API_NAME_UNFIT.sub("-", str((document.get("info") or {}).get("title") or "")).strip("-")[:128]
+    return ({"name": name, **config} if name else config), dropped
+
+
+_API_NAME_UNFIT = re.compile(r"[^A-Za-z0-9_-]+")
+"""What an API name cannot hold, replaced by "-" in a title made a name."""
 
 
 def document_stage(document: dict[str, Any]) -> str:

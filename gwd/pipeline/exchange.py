@@ -30,6 +30,7 @@ class Exchange:
         "request_id",
         "started",
         "started_clock",
+        "api",
         "stage",
         "route_key",
         "path_params",
@@ -62,6 +63,7 @@ class Exchange:
         self._own_request_id = own_request_id
         self.started = started
         self.started_clock = started_clock
+        self.api = "-"  # the API's name once routing found one
         self.stage = "-"
         self.route_key = "-"
         self.path_params: dict[str, str] = {}

@@ -14,11 +14,21 @@ import logging
 import re
 import time
 import uuid
-from typing import Awaitable, Iterator, NamedTuple
+from dataclasses import replace
+from typing import Any, Awaitable, Iterator, NamedTuple
 
 from gwd.authorizers.jwtauth import JwtVerifier
 from gwd.authorizers.requestauth import RequestAuthorizerClient
-from gwd.config.model import HTTP_METHODS, Address, Config, FunctionIntegration, JwtAuthorizer
+from gwd.config.model import (
+    HTTP_METHODS,
+    Address,
+    ApiConfig,
+    Config,
+    FunctionIntegration,
+    JwtAuthorizer,
+    RouteConfig,
+    StageConfig,
+)
 from gwd.functions.runtimes import FunctionRuntimes
 from gwd.http.message import ClientGone, Request, Response
 from gwd.http.upstream import UpstreamPools
@@ -62,6 +72,18 @@ class RouteTarget(NamedTuple):
     cors: CorsPolicy | None  # the route's own, else the API's; None: no CORS
 
 
+class ApiStage(NamedTuple):
+    """Where a request is served: an API's stage ("-" when the API has none for the path), and the API's CORS policy."""
+
+    api: str
+    stage: str
+    cors: CorsPolicy | None  # for requests no route of the API takes
+
+
+NOWHERE = ApiStage("-", "-", None)
+"""Where a request that reaches no API is."""
+
+
 class Gateway:
     """Serves requests for one loaded config; a reload builds a new one in new workers."""
 
@@ -81,94 +103,108 @@ class Gateway:
         """``buckets`` is the daemon's shared throttle table (used unless Redis holds the buckets), ``invocations``
         its count of running function invocations."""
         self._pools = UpstreamPools(config.server.upstream_keepalive)
-        caching = any(stage.cache for stage in config.stages) or any(route.cache for route in config.routes)
+        routes = [route for api in config.apis for route in api.routes]
+        caching = any(stage.cache for api in config.apis for stage in api.stages) or any(route.cache for route in routes)
         self._cache_store: MemoryStore | RedisStore | None = None
         if caching:
             backend = config.cache.backend
             self._cache_store = MemoryStore(config.cache.max_bytes) if backend == "memory" else RedisStore(backend)
         # Caching needs the key database too: key permissions, and `gwd cache flush` requests.
-        needs_keys = caching or any(route.api_key_required for route in config.routes)
+        needs_keys = caching or any(route.api_key_required for route in routes)
         self._keys = KeyCache(config.server.state_dir) if needs_keys else None
         if self._keys is not None and isinstance(self._cache_store, MemoryStore):
             # Redis entries are flushed by `gwd cache flush` itself.
             self._keys.on_cache_flush = self._flush_cache
-        self._stage_names = [stage.name for stage in config.stages]
+        self._stage_names = {api.name: [stage.name for stage in api.stages] for api in config.apis}
         if config.throttle.backend == "memory":
             self._limiter: MemoryLimiter | RedisLimiter = MemoryLimiter(buckets)
         else:
             self._limiter = RedisLimiter(config.throttle.backend, config.throttle.fail_open)
-        self._authorizers: dict[str, JwtVerifier | RequestAuthorizerClient] = {
-            authorizer.name: JwtVerifier(authorizer)
-            if isinstance(authorizer, JwtAuthorizer)
-            else RequestAuthorizerClient(authorizer, config.server.trusted_proxies)
-            for authorizer in config.authorizers
-        }
-        functions = any(isinstance(route.integration, FunctionIntegration) for route in config.routes)
+        self._authorizers: list[JwtVerifier | RequestAuthorizerClient] = []
+        functions = any(isinstance(route.integration, FunctionIntegration) for route in routes)
         self._functions = FunctionRuntimes(config.server.function_threads) if functions else None
-        resources = Resources(
+        shared = Resources(
             self._pools,
             self._limiter,
             config.server.trusted_proxies,
             self._keys,
-            {plan.name: plan for plan in config.usage_plans},
+            {},
             cache_store=self._cache_store,
-            authorizers=self._authorizers,
             max_body=config.server.max_body,
             body_timeout=config.server.body_timeout,
             functions=self._functions,
             invocations=invocations if functions else None,
-            binary_types=BinaryTypes(config.binary_media_types),
-            compression=Compressor(config.compression) if config.compression is not None else None,
         )
-        self._metrics = RequestMetrics(resources, config.metrics.per_key) if config.metrics.enabled else None
-        metrics = self._metrics
-        api_cors = CorsPolicy(config.cors) if config.cors is not None else None
-        route_cors = [CorsPolicy(route.cors) if route.cors is not None else api_cors for route in config.routes]
-        routers: dict[str, Router[RouteTarget]] = {}
-        for stage in config.stages:
-            targets = [
-                (
-                    route.key,
-                    RouteTarget(
-                        str(route.key),
-                        route.key.param_names,
-                        build_route_handler(route, stage, resources),
-                        metrics.counts_for(stage.name, str(route.key)) if metrics is not None else None,
-                        cors,
-                    ),
-                )
-                for route, cors in zip(config.routes, route_cors)
-            ]
-            routers[stage.name] = Router(targets)
+        self._metrics = RequestMetrics(shared, config.metrics.per_key) if config.metrics.enabled else None
+        stages: dict[tuple[str, str], tuple[ApiStage, Router[RouteTarget]]] = {}
+        errors = {NOWHERE.api: GatewayResponses(None)}
+        unmatched = {NOWHERE.api: NOWHERE}  # by API: where a path none of its stages takes is
+        preflights = False
+        for api in config.apis:
+            resources = replace(shared, api=api.name, **self._api_resources(api, config))
+            api_cors = CorsPolicy(api.cors) if api.cors is not None else None
+            route_cors = [CorsPolicy(route.cors) if route.cors is not None else api_cors for route in api.routes]
+            preflights = preflights or any(cors is not None for cors in route_cors) or api_cors is not None
+            for stage in api.stages:
+                targets = [
+                    (route.key, self._target(route, stage, resources, api.name, cors))
+                    for route, cors in zip(api.routes, route_cors)
+                ]
+                stages[api.name, stage.name] = (ApiStage(api.name, stage.name, api_cors), Router(targets))
+            errors[api.name] = GatewayResponses(api)
+            unmatched[api.name] = ApiStage(api.name, "-", api_cors)
         client_certs = config.server.tls is not None and config.server.tls.client_auth != "none"
         # Request ids look like UUIDs: a random prefix per gateway (so per worker and
         # per reload) and a counter, which costs far less than uuid4()'s syscall.
         ids = (str(uuid.uuid4())[:24], itertools.count())
-        gateway_responses = GatewayResponses(config)
         domains = None
         if config.domains:
             domains = Domains(
                 {
-                    domain.name: [(mapping.base_path, mapping.stage, routers[mapping.stage]) for mapping in domain.mappings]
+                    domain.name: [(mapping.base_path, *stages[mapping.api, mapping.stage]) for mapping in domain.mappings]
                     for domain in config.domains
                 }
             )
-        self._entries = {
-            address: Entry(
-                {name: routers[name] for name in config.stages_served_on(address)},
+        self._entries = {}
+        for address in config.listen_addresses:
+            served = config.stages_served_on(address)
+            if address == config.server.listen:
+                default = config.default_api or NOWHERE.api
+            else:
+                default = served[0][0].name  # a private listener serves one API
+            self._entries[address] = Entry(
+                {stage.name: stages[api.name, stage.name] for api, stage in served},
+                unmatched[default],
                 access_log,
                 self._metrics,
                 client_certs,
                 ids,
                 config.metrics.server_timing,
-                gateway_responses,
-                api_cors,
-                any(cors is not None for cors in route_cors) or api_cors is not None,
+                errors,
+                preflights,
                 domains if address == config.server.listen else None,
-                config.unmapped_hosts == "stages",
             )
-            for address in config.listen_addresses
+
+    def _api_resources(self, api: ApiConfig, config: Config) -> dict[str, Any]:
+        """What :class:`Resources` holds of one API's own: its plans, authorizers and body settings."""
+        authorizers = {
+            authorizer.name: JwtVerifier(authorizer)
+            if isinstance(authorizer, JwtAuthorizer)
+            else RequestAuthorizerClient(authorizer, config.server.trusted_proxies)
+            for authorizer in api.authorizers
         }
+        self._authorizers += authorizers.values()
+        return {
+            "usage_plans": {plan.name: plan for plan in api.usage_plans},
+            "authorizers": authorizers,
+            "binary_types": BinaryTypes(api.binary_media_types),
+            "compression": Compressor(api.compression) if api.compression is not None else None,
+        }
+
+    def _target(self, route: RouteConfig, stage: StageConfig, resources: Resources, api: str, cors: CorsPolicy | None) -> RouteTarget:
+        """One route under one stage of an API, built."""
+        counts = self._metrics.counts_for(api, stage.name, str(route.key)) if self._metrics is not None else None
+        return RouteTarget(str(route.key), route.key.param_names, build_route_handler(route, stage, resources), counts, cors)
 
     async def close(self) -> None:
         """Close backend connections, the key database, Redis and authorizers' sessions; once no request is in flight."""
@@ -180,7 +216,7 @@ class Gateway:
         await self._limiter.close()
         if isinstance(self._cache_store, RedisStore):
             await self._cache_store.close()
-        for authorizer in self._authorizers.values():
+        for authorizer in self._authorizers:
             await authorizer.close()
         if self._functions is not None:
             self._functions.close()
@@ -200,53 +236,52 @@ class Gateway:
 class Entry:
     """One listener's way into the gateway: the stages served there, as the HTTP server's :class:`~gwd.http.server.Service`.
 
-    A private stage (one with ``listen``) is served only on its own
-    addresses; ``server.listen`` serves the other stages.  A request whose
-    chain answers without waiting (a cache hit, a mock, a refusal) is
-    answered at once, inside the connection's read; any other gets a task.
+    On ``server.listen``, a request whose ``Host`` is a custom domain reaches
+    the API stage its base path maps to; any other reaches the default API's
+    stages by path prefix.  A private stage (one with ``listen``) is served
+    only on its own addresses.  A request whose chain answers without
+    waiting (a cache hit, a mock, a refusal) is answered at once, inside the
+    connection's read; any other gets a task.
     """
 
     __slots__ = (
         "_stages",
         "_exact_paths",
+        "_unmatched",
         "_access_log",
         "_metrics",
         "_client_certs",
         "_ids",
         "_server_timing",
         "_errors",
-        "_cors",
         "_preflights",
         "_domains",
-        "_unmapped_stages",
     )
 
     def __init__(
         self,
-        routers: dict[str, Router[RouteTarget]],
+        stages: dict[str, tuple[ApiStage, Router[RouteTarget]]],
+        unmatched: ApiStage,
         access_log: AccessLog | None,
         metrics: RequestMetrics | None,
         client_certs: bool,
         ids: tuple[str, Iterator[int]],
         server_timing: bool,
-        gateway_responses: GatewayResponses,
-        cors: CorsPolicy | None,
+        gateway_responses: dict[str, GatewayResponses],
         preflights: bool,
-        domains: Domains[RouteTarget] | None,
-        unmapped_stages: bool,
+        domains: Domains[ApiStage, RouteTarget] | None,
     ) -> None:
-        self._stages = StageResolver({name: (name, router) for name, router in routers.items()})
-        self._exact_paths = ExactPaths(routers)
+        self._stages = StageResolver(stages)
+        self._exact_paths = ExactPaths(stages)
+        self._unmatched = unmatched  # where a path no stage here takes is: the default API, or none
         self._access_log = access_log
         self._metrics = metrics
         self._client_certs = client_certs  # the listener verifies client certificates
         self._ids = ids  # request ids: a prefix and a counter shared by all entries
         self._server_timing = server_timing  # responses say how long gwd and the backend took
-        self._errors = gateway_responses  # how gateway errors are answered
-        self._cors = cors  # the API's CORS policy, for requests no route takes
+        self._errors = gateway_responses  # how gateway errors are answered, by API ("-": none's)
         self._preflights = preflights  # some route has a CORS policy: the gateway answers preflights
         self._domains = domains  # custom domain names (server.listen's entry only)
-        self._unmapped_stages = unmapped_stages  # with domains: another Host reaches the stages by prefix
 
     def respond(self, request: Request) -> Response | Awaitable[Response]:
         """The request's response, or an awaitable of it; errors become their responses here."""
@@ -262,14 +297,14 @@ class Entry:
             elif target is not None:
                 answer = target.handler(exchange)
             elif exchange.method in HTTP_METHODS:
-                answer = self._errors.render(NOT_FOUND, exchange)
+                answer = self._error(NOT_FOUND, exchange)
             else:
-                answer = self._errors.render(NOT_IMPLEMENTED, exchange)  # a method no route takes (RFC 9110 §9.1)
+                answer = self._error(NOT_IMPLEMENTED, exchange)  # a method no route takes (RFC 9110 §9.1)
         except GatewayError as error:
-            answer = self._errors.render(error, exchange)
+            answer = self._error(error, exchange)
         except Exception:
             log.exception("request %s %s %s failed", exchange.request_id, request.method, request.path)
-            answer = self._errors.render(INTERNAL_ERROR, exchange)
+            answer = self._error(INTERNAL_ERROR, exchange)
         if isinstance(answer, Response):
             return self._stamp(exchange, answer)
         return self._later(exchange, answer)
@@ -278,13 +313,17 @@ class Entry:
         try:
             response = await answer
         except GatewayError as error:
-            response = self._errors.render(error, exchange)
+            response = self._error(error, exchange)
         except (asyncio.CancelledError, ClientGone):
             raise  # the client went away, or the worker gave up on the request: see finished()
         except Exception:
             log.exception("request %s %s %s failed", exchange.request_id, exchange.method, exchange.raw_path)
-            response = self._errors.render(INTERNAL_ERROR, exchange)
+            response = self._error(INTERNAL_ERROR, exchange)
         return self._stamp(exchange, response)
+
+    def _error(self, error: GatewayError, exchange: Exchange) -> Response:
+        """The response for a gateway error, as the API the request reached configures it."""
+        return self._errors[exchange.api].render(error, exchange)
 
     def finished(self, request: Request, response: Response | None, body_bytes: int, client_closed: bool) -> None:
         """Write the access log line and count the request, once it is over.
@@ -347,29 +386,34 @@ class Entry:
         requested = headers.text(b"access-control-request-method")
         if requested is None or headers.get(b"origin") is None:
             return None
-        stage, target, _ = self._match(requested, exchange)
-        policy = target.cors if target is not None else self._cors
+        place, target, _ = self._match(requested, exchange)
+        policy = target.cors if target is not None else place.cors
         if policy is None:
             return None
-        exchange.stage = stage
+        exchange.api, exchange.stage = place.api, place.stage
         return policy.preflight(headers)
 
     def _route(self, exchange: Exchange) -> RouteTarget | None:
-        """The matched route, with the exchange's stage, route key and parameters set."""
-        stage, target, values = self._match(exchange.method, exchange)
-        _enter(exchange, stage, target, values)
-        exchange.cors = target.cors if target is not None else self._cors
+        """The matched route, with the exchange's API, stage, route key and parameters set."""
+        place, target, values = self._match(exchange.method, exchange)
+        exchange.api, exchange.stage = place.api, place.stage
+        if target is not None:
+            exchange.route_key = target.route_key
+            exchange.route_counts = target.counts
+            if values:
+                exchange.path_params = dict(zip(target.param_names, values))
+            exchange.cors = target.cors
+        else:
+            exchange.cors = place.cors
         return target
 
-    def _match(self, method: str, exchange: Exchange) -> tuple[str, RouteTarget | None, list[str] | None]:
-        """The stage ("-" when none serves the path), the route matched there, and its parameters' values."""
+    def _match(self, method: str, exchange: Exchange) -> tuple[ApiStage, RouteTarget | None, list[str] | None]:
+        """Where the request is served, the route matched there, and its parameters' values."""
         raw_path = exchange.raw_path
         if self._domains is not None:
             paths = self._domains.lookup(exchange.request.headers.get(b"host"))
             if paths is not None:
                 return self._match_mapped(method, exchange, paths)
-            if not self._unmapped_stages:
-                return "-", None, None
         exact = self._exact_paths.match(method, raw_path)
         if exact is not None:
             return exact[0], exact[1], None
@@ -379,48 +423,38 @@ class Entry:
             raise BAD_PATH from None
         found = self._stages.resolve(segments)
         if found is None:
-            return "-", None, None
-        (stage_name, router), segments = found
+            return self._unmatched, None, None
+        (place, router), segments = found
         matched = router.match(method, segments)
         if matched is None:
-            return stage_name, None, None
-        return stage_name, matched[0], matched[1]
+            return place, None, None
+        return place, matched[0], matched[1]
 
     def _match_mapped(
-        self, method: str, exchange: Exchange, paths: BasePaths[RouteTarget]
-    ) -> tuple[str, RouteTarget | None, list[str] | None]:
-        """:meth:`_match` on a custom domain: its longest matching base path picks the stage, and is removed from the path."""
+        self, method: str, exchange: Exchange, paths: BasePaths[ApiStage, RouteTarget]
+    ) -> tuple[ApiStage, RouteTarget | None, list[str] | None]:
+        """:meth:`_match` on a custom domain: its longest matching base path picks the API stage, and is removed from the path."""
         request = exchange.request
         exact = paths.match_exact(method, exchange.raw_path)
         if exact is not None:
             # The API sees its own path, as on AWS (a function event's rawPath leaves the base path out).
-            stage_name, target, request.path = exact
-            return stage_name, target, None
+            place, target, request.path = exact
+            return place, target, None
         try:
             segments = split_path(exchange.raw_path)
         except UnsafePath:
             raise BAD_PATH from None
         found = paths.resolve(segments)
         if found is None:
-            return "-", None, None
-        stage_name, router, segments, base_segments = found
+            return NOWHERE, None, None
+        place, router, segments, base_segments = found
         if base_segments:
             path = request.path
             request.path = "/" + path[1:].split("/", base_segments)[-1] if path.count("/") > base_segments else "/"
         matched = router.match(method, segments)
         if matched is None:
-            return stage_name, None, None
-        return stage_name, matched[0], matched[1]
-
-
-def _enter(exchange: Exchange, stage: str, target: RouteTarget | None, values: list[str] | None) -> None:
-    """Note on the exchange where routing took it."""
-    exchange.stage = stage
-    if target is not None:
-        exchange.route_key = target.route_key
-        exchange.route_counts = target.counts
-        if values:
-            exchange.path_params = dict(zip(target.param_names, values))
+            return place, None, None
+        return place, matched[0], matched[1]
 
 
 def _server_timing(exchange: Exchange, seconds: float) -> bytes:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from gwd.config.model import Config, GatewayResponseConfig
+from gwd.config.model import ApiConfig, GatewayResponseConfig
 from gwd.config.validation import RESPONSE_TYPES
 from gwd.http.message import Response
 from gwd.mapping.variables import UTIL
@@ -47,18 +47,19 @@ class _Configured:
 
 
 class GatewayResponses:
-    """Renders gateway errors by the config's ``[gateway_responses]``."""
+    """Renders gateway errors by an API's ``[gateway_responses]`` (None: the errors' own bodies)."""
 
     __slots__ = ("_by_type", "_stage_variables", "_any")
 
-    def __init__(self, config: Config) -> None:
-        configured = {entry.response_type: _Configured(entry) for entry in config.gateway_responses}
+    def __init__(self, config: ApiConfig | None) -> None:
+        entries = config.gateway_responses if config is not None else ()
+        configured = {entry.response_type: _Configured(entry) for entry in entries}
         self._by_type: dict[tuple[str, bool], _Configured | None] = {}
         for response_type in RESPONSE_TYPES:
             for server_error in (False, True):
                 choices = (response_type, *STANDS_FOR.get(response_type, ()), "DEFAULT_5XX" if server_error else "DEFAULT_4XX")
                 self._by_type[response_type, server_error] = next((configured[c] for c in choices if c in configured), None)
-        self._stage_variables = {stage.name: dict(stage.variables) for stage in config.stages}
+        self._stage_variables = {stage.name: dict(stage.variables) for stage in config.stages} if config is not None else {}
         self._any = bool(configured)
 
     def render(self, error: GatewayError, exchange: Exchange) -> Response:

@@ -1,4 +1,9 @@
-"""What a worker's route handlers share: backend pools, buckets, keys, settings."""
+"""What a worker's route handlers share: backend pools, buckets, keys, settings.
+
+Each API's routes get a copy (:func:`dataclasses.replace`) holding that
+API's own plans, authorizers and settings, and the same pools, stores and
+counts as every other API's.
+"""
 
 from __future__ import annotations
 
@@ -33,13 +38,13 @@ class Resources:
     usage_plans: Mapping[str, UsagePlan]
     max_body: int  # server.max_body: request body bytes forwarded at most
     body_timeout: float  # server.body_timeout: the longest pause in a request body
-    # Refused requests by (stage, route key, reason: "client", "key", "route" or "quota"),
+    # Refused requests by (API, stage, route key, reason: "client", "key", "route" or "quota"),
     # kept for the metrics endpoint.
-    throttled: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    throttled: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     cache_store: MemoryStore | RedisStore | None = None  # None when no route caches
-    # Cache look-up results by (stage, route key), kept for the metrics endpoint.
-    cache_results: dict[tuple[str, str], CacheCounts] = field(default_factory=dict)
-    # The config's [[authorizers]], by name: one verifier or client per worker, shared by routes.
+    # Cache look-up results by (API, stage, route key), kept for the metrics endpoint.
+    cache_results: dict[tuple[str, str, str], CacheCounts] = field(default_factory=dict)
+    # The API's [[authorizers]], by name: one verifier or client per worker, shared by routes.
     authorizers: Mapping[str, JwtVerifier | RequestAuthorizerClient] = field(default_factory=dict)
     # Function integrations: the worker's imported handlers, the daemon's running-invocation counts
     # (None when no route has one), and each function's counts since the last metrics flush, by name.
@@ -50,6 +55,8 @@ class Resources:
     binary_types: BinaryTypes = field(default_factory=lambda: BinaryTypes(()))
     # The API's compression table, compiled; None when responses go as the integrations sent them.
     compression: Compressor | None = None
+    # The API whose routes these serve (its name keys buckets, cache entries and counts); "" in the daemon's own.
+    api: str = ""
 
     def authorizer_kind(self, route: RouteConfig) -> str | None:
         """What the route's authorizer is, as events and templates show it: "jwt", "request", or None."""

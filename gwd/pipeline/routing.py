@@ -22,6 +22,7 @@ from gwd.config.model import ANY_METHOD, DEFAULT_ROUTE, DEFAULT_STAGE, RouteKey
 from gwd.config.values import DomainNames
 
 T = TypeVar("T")
+P = TypeVar("P")  # where a router's routes are served (an API's stage), as the caller describes it
 
 
 class _Node(Generic[T]):
@@ -164,7 +165,7 @@ class StageResolver(Generic[T]):
         return None
 
 
-class ExactPaths(Generic[T]):
+class ExactPaths(Generic[P, T]):
     """The routes without parameters of every stage, by the raw request path that reaches them.
 
     A path is indexed only when :func:`split_path` and :class:`StageResolver`
@@ -175,19 +176,20 @@ class ExactPaths(Generic[T]):
 
     __slots__ = ("_nodes",)
 
-    def __init__(self, routers: dict[str, Router[T]]) -> None:
-        self._nodes: dict[str, tuple[str, _Node[T]]] = {}
-        named = {name for name in routers if name != DEFAULT_STAGE}
-        for stage, router in routers.items():
+    def __init__(self, stages: dict[str, tuple[P, Router[T]]]) -> None:
+        """``stages``: by stage name, where it is served and its router."""
+        self._nodes: dict[str, tuple[P, _Node[T]]] = {}
+        named = {name for name in stages if name != DEFAULT_STAGE}
+        for stage, (place, router) in stages.items():
             prefix = () if stage == DEFAULT_STAGE else (stage,)
             for segments, node in router.literal_paths.items():
                 path = "/" + "/".join(prefix + segments)
                 if "%" in path or (not prefix and segments and segments[0] in named):
                     continue  # a decoded request could reach it another way, or a stage shadows it
-                self._nodes[path] = (stage, node)
+                self._nodes[path] = (place, node)
 
-    def match(self, method: str, raw_path: str) -> tuple[str, T] | None:
-        """The stage name and target for ``method`` at exactly ``raw_path``, or None."""
+    def match(self, method: str, raw_path: str) -> tuple[P, T] | None:
+        """Where the stage is served and the target for ``method`` at exactly ``raw_path``, or None."""
         found = self._nodes.get(raw_path)
         if found is None:
             return None
@@ -195,7 +197,7 @@ class ExactPaths(Generic[T]):
         return None if target is None else (found[0], target)
 
 
-class Domains(Generic[T]):
+class Domains(Generic[P, T]):
     """Custom domain names: ``Host`` picks a domain, the longest base path that prefixes the path picks its stage.
 
     What a ``Host`` value resolves to is remembered (up to
@@ -204,19 +206,19 @@ class Domains(Generic[T]):
 
     __slots__ = ("_names", "_remembered")
 
-    def __init__(self, domains: dict[str, list[tuple[str, str, Router[T]]]]) -> None:
-        """``domains``: each name's (base path, stage name, its router); ``*.example.com`` matches one label more."""
+    def __init__(self, domains: dict[str, list[tuple[str, P, Router[T]]]]) -> None:
+        """``domains``: each name's (base path, where it is served, its router); ``*.example.com`` matches one label more."""
         self._names = DomainNames({name: BasePaths(mappings) for name, mappings in domains.items()})
-        self._remembered: dict[bytes | None, BasePaths[T] | None] = {}
+        self._remembered: dict[bytes | None, BasePaths[P, T] | None] = {}
 
-    def lookup(self, host: bytes | None) -> BasePaths[T] | None:
+    def lookup(self, host: bytes | None) -> BasePaths[P, T] | None:
         """The base paths of the domain a ``Host`` header names; None when it names none."""
         try:
             return self._remembered[host]
         except KeyError:
             return self._remember(host)
 
-    def _remember(self, host: bytes | None) -> BasePaths[T] | None:
+    def _remember(self, host: bytes | None) -> BasePaths[P, T] | None:
         paths = None
         if host:
             name = host.decode("latin-1")
@@ -230,35 +232,35 @@ class Domains(Generic[T]):
 _REMEMBERED_HOSTS = 1024
 
 
-class BasePaths(Generic[T]):
+class BasePaths(Generic[P, T]):
     """One domain's base paths, longest first, and (as :class:`ExactPaths` does) its routes without parameters by raw path."""
 
     __slots__ = ("_mappings", "_exact")
 
-    def __init__(self, mappings: list[tuple[str, str, Router[T]]]) -> None:
-        split = [(tuple(base_path.split("/")) if base_path else (), stage, router) for base_path, stage, router in mappings]
+    def __init__(self, mappings: list[tuple[str, P, Router[T]]]) -> None:
+        split = [(tuple(base_path.split("/")) if base_path else (), place, router) for base_path, place, router in mappings]
         self._mappings = sorted(split, key=lambda mapping: -len(mapping[0]))
-        # Raw path -> (stage, route node, the path the API sees), where the walk would take that path too.
-        self._exact: dict[str, tuple[str, _Node[T], str]] = {}
-        for base, stage, router in self._mappings:
+        # Raw path -> (where, route node, the path the API sees), where the walk would take that path too.
+        self._exact: dict[str, tuple[P, _Node[T], str]] = {}
+        for base, place, router in self._mappings:
             for segments, node in router.literal_paths.items():
                 raw = "/" + "/".join(base + segments)
                 found = self.resolve(list(base + segments))
                 if "%" not in raw and found is not None and found[3] == len(base):
-                    self._exact.setdefault(raw, (stage, node, "/" + "/".join(segments)))
+                    self._exact.setdefault(raw, (place, node, "/" + "/".join(segments)))
 
-    def match_exact(self, method: str, raw_path: str) -> tuple[str, T, str] | None:
-        """(stage, target, the path the API sees) for a route without parameters; None: walk."""
+    def match_exact(self, method: str, raw_path: str) -> tuple[P, T, str] | None:
+        """(where, target, the path the API sees) for a route without parameters; None: walk."""
         hit = self._exact.get(raw_path)
         if hit is None:
             return None
         target = hit[1].target(method)
         return None if target is None else (hit[0], target, hit[2])
 
-    def resolve(self, segments: list[str]) -> tuple[str, Router[T], list[str], int] | None:
-        """(stage, its router, the segments after the base path, how many the base path has); None: none matches."""
-        for base, stage, router in self._mappings:
+    def resolve(self, segments: list[str]) -> tuple[P, Router[T], list[str], int] | None:
+        """(where, its router, the segments after the base path, how many the base path has); None: none matches."""
+        for base, place, router in self._mappings:
             if tuple(segments[: len(base)]) == base:
                 rest = segments[len(base) :]
-                return stage, router, rest if rest != [""] or not base else [], len(base)
+                return place, router, rest if rest != [""] or not base else [], len(base)
         return None

@@ -83,11 +83,12 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         return next_handler
     keys = resources.keys
     assert keys is not None, "the gateway opens the key cache when a route needs keys"
+    plans = resources.usage_plans  # a key on a plan opens only its plan's API; a key on none, any
 
     def require_key(exchange: Exchange) -> Response | Awaitable[Response]:
         value = exchange.request.headers.text(API_KEY_HEADER)
         key = keys.lookup(value) if value else None
-        if key is None:
+        if key is None or (key.plan is not None and key.plan not in plans):
             raise FORBIDDEN
         exchange.api_key = key
         return next_handler(exchange)

@@ -36,7 +36,7 @@ import asyncio
 import hashlib
 import re
 import time
-from typing import Awaitable
+from typing import Awaitable, Mapping
 
 from gwd.config.model import API_KEY_HEADER, CachePolicy, RouteConfig, StageConfig
 from gwd.http.message import Headers, Response, date_line
@@ -69,8 +69,8 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     assert store is not None  # the gateway makes one when any route caches
     shared = isinstance(store, RedisStore)  # its calls are coroutines
     keys = resources.keys
-    counts = resources.cache_results[stage.name, str(route.key)] = CacheCounts()
-    prefix = f"{stage.name}\0{route.key}\0"
+    counts = resources.cache_results[resources.api, stage.name, str(route.key)] = CacheCounts()
+    prefix = f"{resources.api}\0{stage.name}\0{route.key}\0"
     key_headers = tuple(name.lower().encode("latin-1") for name in policy.headers)
     in_flight: dict[str, asyncio.Future[CachedResponse | None]] = {}
 
@@ -215,7 +215,7 @@ def cache_key(
     """The request's cache key under ``policy``, or None when it must not share cached responses.
 
     ``key_headers`` are the policy's header names, lower-cased bytes.  Keys
-    start with ``prefix``, ``STAGE\\0ROUTE\\0``, which is what a flush drops.
+    start with ``prefix``, ``API\\0STAGE\\0ROUTE\\0``, which is what a flush drops.
     """
     request = exchange.request
     headers = request.headers
@@ -235,11 +235,19 @@ def cache_key(
     return key
 
 
-def flush_prefixes(stages: list[str], stage: str | None, route: str | None) -> list[str]:
-    """The key prefixes (see :func:`cache_key`) of a flush of ``stage`` and ``route`` (None: all)."""
-    if route is None:
-        return [""] if stage is None else [f"{stage}\0"]
-    return [f"{name}\0{route}\0" for name in ([stage] if stage is not None else stages)]
+def flush_prefixes(stages: Mapping[str, list[str]], stage: str | None, route: str | None) -> list[str]:
+    """The key prefixes (see :func:`cache_key`) of a flush of ``stage`` and ``route`` (None: all) in every API.
+
+    ``stages``: each API's stage names.
+    """
+    if stage is None and route is None:
+        return [""]
+    return [
+        f"{api}\0{name}\0" + ("" if route is None else f"{route}\0")
+        for api, names in stages.items()
+        for name in names
+        if stage is None or name == stage
+    ]
 
 
 class CacheCounts:

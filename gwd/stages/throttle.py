@@ -93,7 +93,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
     if route_limit is None and client_limit is None and not plan_buckets and not quotas:
         return next_handler
     keys = resources.keys
-    scope = f"{stage.name}\0{route.key}".encode()
+    scope = f"{resources.api}\0{stage.name}\0{route.key}".encode()
     route_bucket = _Bucket("route", route_limit) if route_limit else None
     route_key = b"route\0" + scope
     client_bucket = _Bucket("client", client_limit) if client_limit else None
@@ -152,7 +152,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             def throttle_one(exchange: Exchange) -> Response | Awaitable[Response]:
                 left = take(client_key(exchange) if per_client else route_key, rate, burst)
                 if left < 0.0:
-                    throttled[stage.name, route_name, only.name] += 1
+                    throttled[resources.api, stage.name, route_name, only.name] += 1
                     raise only.refusal(-left, policy)
                 exchange.add_header_lines(lines_format % only.state(left))
                 return next_handler(exchange)
@@ -165,7 +165,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
             except LimitsUnavailable:
                 raise UNAVAILABLE from None
             if left < 0.0:
-                throttled[stage.name, route_name, only.name] += 1
+                throttled[resources.api, stage.name, route_name, only.name] += 1
                 raise only.refusal(-left, policy)
             exchange.add_header_lines(lines_format % only.state(left))
             response = next_handler(exchange)
@@ -190,7 +190,7 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources, next_han
         return checks, this_policy, quotas.get(plan) if plan is not None else None
 
     def refused(reason: str, refusal: GatewayError) -> GatewayError:
-        throttled[stage.name, route_name, reason] += 1
+        throttled[resources.api, stage.name, route_name, reason] += 1
         return refusal
 
     if not asynchronous:

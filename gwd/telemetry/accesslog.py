@@ -99,6 +99,7 @@ class AccessLog:
         fields["integrationError"] = exchange.integration_error
         user_agent = request.headers.get(b"user-agent")
         fields["userAgent"] = user_agent.decode("utf-8", "backslashreplace") if user_agent is not None else None
+        fields["api"] = exchange.api
         fields["stage"] = exchange.stage
         fields["apiKeyId"] = exchange.api_key.id if exchange.api_key is not None else None
         fields["principalId"] = exchange.principal_id

@@ -33,9 +33,9 @@ UNMATCHED = "$unmatched"
 BATCH = 256  # requests queued before they are counted: about 0.1 ms of counting at a time (94 µs in a loop)
 _SLOTS = len(DURATION_BUCKETS) + 1  # bucket counts, the last one +Inf
 
-# What counting one request needs: its route's counts (None when unmatched), stage, method, status,
+# What counting one request needs: its route's counts (None when unmatched), API, stage, method, status,
 # seconds, integration milliseconds and error, and API key.
-_Finished = tuple["RouteCounts | None", str, str, int, float, "float | None", "str | None", "ApiKey | None"]
+_Finished = tuple["RouteCounts | None", str, str, str, int, float, "float | None", "str | None", "ApiKey | None"]
 
 
 class RequestMetrics:
@@ -62,19 +62,19 @@ class RequestMetrics:
         self._resources = resources
         self._per_key = per_key
         self._dirty: list[RouteCounts] = []  # the routes counted since the last flush
-        self._unmatched: dict[str, RouteCounts] = {}  # by stage
+        self._unmatched: dict[tuple[str, str], RouteCounts] = {}  # by API and stage
         self._keys: dict[str, int] = {}
-        self._throttled_seen: Counter[tuple[str, str, str]] = Counter()
-        self._cache_seen: dict[tuple[str, str], tuple[int, int, int]] = {}
+        self._throttled_seen: Counter[tuple[str, str, str, str]] = Counter()
+        self._cache_seen: dict[tuple[str, str, str], tuple[int, int, int]] = {}
         self._evictions_seen = 0
         self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._flush_periodically)
         self.inflight = 0
         self._pending: list[_Finished] = []  # answered requests not yet counted
         self._failing = False  # the last flush could not write (it was logged)
 
-    def counts_for(self, stage: str, route: str) -> RouteCounts:
-        """The counts of one route under one stage, made at config load (the gateway keeps them with the route)."""
-        return RouteCounts(stage, route)
+    def counts_for(self, api: str, stage: str, route: str) -> RouteCounts:
+        """The counts of one route under one API stage, made at config load (the gateway keeps them with the route)."""
+        return RouteCounts(api, stage, route)
 
     def record(self, exchange: Exchange, status: int, seconds: float) -> None:
         """Count one answered request: queue what counting needs, count the queue when it is full."""
@@ -82,6 +82,7 @@ class RequestMetrics:
         pending.append(
             (
                 exchange.route_counts,
+                exchange.api,
                 exchange.stage,
                 exchange.method,
                 status,
@@ -99,12 +100,12 @@ class RequestMetrics:
         pending, self._pending = self._pending, []
         dirty = self._dirty
         per_key = self._per_key
-        for counts, stage, method, status, seconds, latency, error, api_key in pending:
+        for counts, api, stage, method, status, seconds, latency, error, api_key in pending:
             if counts is None:
-                stage = UNMATCHED if stage == "-" else stage
-                counts = self._unmatched.get(stage)
+                where = (UNMATCHED if api == "-" else api, UNMATCHED if stage == "-" else stage)
+                counts = self._unmatched.get(where)
                 if counts is None:
-                    counts = self._unmatched[stage] = RouteCounts(stage, UNMATCHED)
+                    counts = self._unmatched[where] = RouteCounts(*where, UNMATCHED)
             if not counts.dirty:
                 counts.dirty = True
                 dirty.append(counts)
@@ -183,17 +184,15 @@ class RequestMetrics:
         additions: list[tuple[Any, float]] = []
         histograms: list[tuple[Any, list[int], float]] = []
         for counts in self._dirty:
-            stage, route = counts.stage, counts.route
+            where = (counts.api, counts.stage, counts.route)
             for (method, status), count in counts.requests.items():
                 label = method if method in HTTP_METHODS else "OTHER"
-                additions.append((metrics.requests.labels(stage, route, label, str(status)), count))
-            histograms.append((metrics.request_duration.labels(stage, route), counts.durations, counts.duration_sum))
+                additions.append((metrics.requests.labels(*where, label, str(status)), count))
+            histograms.append((metrics.request_duration.labels(*where), counts.durations, counts.duration_sum))
             if any(counts.integration):
-                histograms.append(
-                    (metrics.integration_duration.labels(stage, route), counts.integration, counts.integration_sum)
-                )
+                histograms.append((metrics.integration_duration.labels(*where), counts.integration, counts.integration_sum))
             for kind, count in counts.errors.items():
-                additions.append((metrics.integration_errors.labels(stage, route, kind), count))
+                additions.append((metrics.integration_errors.labels(*where, kind), count))
         for key_id, count in self._keys.items():
             additions.append((metrics.api_key_requests.labels(key_id), count))
         resources = self._resources
@@ -228,9 +227,10 @@ class RequestMetrics:
 
 
 class RouteCounts:
-    """One (stage, route)'s counts since the last flush."""
+    """One (API, stage, route)'s counts since the last flush."""
 
     __slots__ = (
+        "api",
         "stage",
         "route",
         "requests",
@@ -242,7 +242,8 @@ class RouteCounts:
         "dirty",
     )
 
-    def __init__(self, stage: str, route: str) -> None:
+    def __init__(self, api: str, stage: str, route: str) -> None:
+        self.api = api
         self.stage = stage
         self.route = route
         self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)  # (method, status) -> requests

@@ -173,16 +173,16 @@ class WorkerMetrics:
     """What workers count (created in each worker, after :func:`prepare_directory`)."""
 
     def __init__(self) -> None:
-        self.requests = _counter("gwd_requests", "Requests answered.", ("stage", "route", "method", "code"))
+        self.requests = _counter("gwd_requests", "Requests answered.", ("api", "stage", "route", "method", "code"))
         self.request_duration = _histogram(
-            "gwd_request_duration_seconds", "Time from a request's arrival to its response.", ("stage", "route")
+            "gwd_request_duration_seconds", "Time from a request's arrival to its response.", ("api", "stage", "route")
         )
         self.integration_duration = _histogram(
-            "gwd_integration_duration_seconds", "Time from sending a request to its backend to the response head.", ("stage", "route")
+            "gwd_integration_duration_seconds", "Time from sending a request to its backend to the response head.", ("api", "stage", "route")
         )
-        self.integration_errors = _counter("gwd_integration_errors", "Backend failures, by kind.", ("stage", "route", "kind"))
-        self.throttled = _counter("gwd_throttled_requests", "Requests refused by a limit or quota.", ("stage", "route", "reason"))
-        self.cache_requests = _counter("gwd_cache_requests", "Response cache look-ups.", ("stage", "route", "result"))
+        self.integration_errors = _counter("gwd_integration_errors", "Backend failures, by kind.", ("api", "stage", "route", "kind"))
+        self.throttled = _counter("gwd_throttled_requests", "Requests refused by a limit or quota.", ("api", "stage", "route", "reason"))
+        self.cache_requests = _counter("gwd_cache_requests", "Response cache look-ups.", ("api", "stage", "route", "result"))
         self.cache_evictions = _counter("gwd_cache_evictions", "Cached responses evicted to make room.")
         self.cache_entries = _gauge("gwd_cache_entries", "Responses held in the workers' memory caches.")
         self.cache_bytes = _gauge("gwd_cache_stored_bytes", "Bytes the workers' memory caches hold (counted toward max_bytes).")

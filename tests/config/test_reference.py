@@ -26,6 +26,7 @@ TABLES = [  # (tables, qualified names, a default column): each of the README's 
     (("gateway_response",), False, True),
     (("backend_tls",), False, True),
     (("cache_policy",), False, True),
+    (("api",), False, True),
     (("domain",), False, True),
     (("cors",), False, True),
     (("compression",), False, True),
@@ -76,7 +77,7 @@ def test_routes_that_set_nothing_get_the_declared_defaults(tmp_path):
         '[[routes]]\nroute = "GET /mock"\nintegration = { type = "mock" }\ncache = {}\n\n'
         '[[routes]]\nroute = "GET /http"\nintegration = { type = "http", uri = "https://127.0.0.1:9/", tls = {} }\n'
     )
-    mock_route, http_route = load_config(str(path)).routes
+    mock_route, http_route = load_config(str(path)).apis[0].routes
     declared = {table: {name: key.default for name, key in keys.items()} for table, keys in BY_TABLE.items()}
     mock = mock_route.integration
     assert (mock.status, mock.body, mock.delay) == tuple(declared["mock"][name] for name in ("status", "body", "delay"))
@@ -110,7 +111,7 @@ def test_the_reader_refuses_a_value_past_a_declared_range(tmp_path, key):
 def test_every_table_with_declared_keys_is_listed():
     per_route = {"listener_tls", "stage", "mock", "http", "function", "backend_tls", "cache_policy", "jwt_authorizer", "request_authorizer"}
     per_route |= {"route", "usage_plan", "aws", "mapping", "integration_response", "gateway_response"}
-    per_api = {"domain", "cors", "compression"}
+    per_api = {"api", "domain", "cors", "compression"}
     assert set(BY_TABLE) == DAEMON_WIDE | per_route | per_api
 
 
@@ -118,7 +119,7 @@ def test_an_empty_compression_table_gets_the_declared_defaults_and_bad_values_ar
     path = tmp_path / "gwd.toml"
     route = '[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\n'
     path.write_text("compression = {}\n" + route)
-    compression = load_config(str(path)).compression
+    compression = load_config(str(path)).apis[0].compression
     declared = {name: key.default for name, key in BY_TABLE["compression"].items()}
     assert compression is not None
     assert {name: getattr(compression, name) for name in declared} == declared
@@ -164,7 +165,7 @@ def test_authorizers_that_set_nothing_get_the_declared_defaults(tmp_path):
         '[[authorizers]]\nname = "decide"\ntype = "request"\nuri = "http://127.0.0.1:9/"\nidentity_sources = ["ip"]\n\n'
         '[[routes]]\nroute = "GET /x"\nintegration = { type = "mock" }\n'
     )
-    jwt, request = load_config(str(path)).authorizers
+    jwt, request = load_config(str(path)).apis[0].authorizers
     declared = {table: {name: key.default for name, key in keys.items()} for table, keys in BY_TABLE.items()}
     expected = declared["jwt_authorizer"]
     assert (jwt.leeway, jwt.header, jwt.algorithms) == (expected["leeway"], expected["header"], expected["algorithms"])

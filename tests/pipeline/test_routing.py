@@ -114,8 +114,9 @@ def test_exact_paths_find_what_the_walk_finds_first():
     """Every path the index answers, it answers as stage resolution and the trie walk do; the rest it leaves to them."""
     stage_routes = {"$default": ROUTES + ["GET /prod/shadowed", "GET /caf%C3%A9"], "prod": ["GET /pets", "ANY /", "GET /x/{y}"]}
     routers = {name: make_router(keys) for name, keys in stage_routes.items()}
-    index = ExactPaths(routers)
-    resolver = StageResolver({name: (name, router) for name, router in routers.items()})
+    stages = {name: (name, router) for name, router in routers.items()}
+    index = ExactPaths(stages)
+    resolver = StageResolver(stages)
     paths = [case[1] for case in CASES] + ["/prod", "/prod/", "/prod/pets", "/prod/x/1", "/prod/shadowed", "/caf%C3%A9", "/pets/"]
     answered = set()
     for method in ("GET", "HEAD", "POST", "DELETE", "PATCH"):

@@ -344,7 +344,7 @@ def test_pipelined_requests_keep_their_order_around_hits(gateway, backend):
     logged = {line["requestId"]: line for line in gateway.access_lines()}
     assert [logged[i]["routeKey"] for i in ids] == ["ANY /any/{proxy+}", "GET /plain/{proxy+}", "ANY /any/{proxy+}", "ANY /any/{proxy+}"]
     assert [logged[i]["httpMethod"] for i in ids] == ["GET", "GET", "GET", "HEAD"]
-    hits = 'gwd_cache_requests_total{result="hit",route="ANY /any/{proxy+}",stage="$default"}'
+    hits = 'gwd_cache_requests_total{api="default",result="hit",route="ANY /any/{proxy+}",stage="$default"}'
     wait_for(lambda: f"{hits} 5.0" in scrape(gateway), 5, "five hits counted: one warming, four here")
 
 

@@ -86,11 +86,11 @@ def test_a_wildcard_name_matches_one_label_more(daemon):
     assert get(daemon, "example.org", "/items/1").status == 404
 
 
-def test_an_unknown_host_gets_404_unless_unmapped_hosts_reach_the_stages(daemon, start_daemon):
+def test_an_unknown_host_gets_404_unless_a_default_api_takes_it(daemon, start_daemon):
     for host in ("unknown.test", f"127.0.0.1:{daemon.port}"):
         reply = get(daemon, host, "/prod/items/1")
         assert reply.status == 404 and orjson.loads(reply.body) == {"message": "Not Found"}
-    open_daemon = start_daemon(CONFIG.format(unmapped='unmapped_hosts = "stages"'), workers=1)
+    open_daemon = start_daemon(CONFIG.format(unmapped='default_api = "default"'), workers=1)
     assert reached(get(open_daemon, "unknown.test", "/prod/items/1")) == ("prod", "/prod/items/1")
     assert reached(get(open_daemon, "api.example.com", "/v1/items/2")) == ("prod", "/items/2")
 

@@ -93,6 +93,7 @@ def test_access_log_lines_have_the_context_fields(start_daemon, tmp_path):
         "integrationLatency",
         "integrationError",
         "userAgent",
+        "api",
         "stage",
         "apiKeyId",
         "principalId",
@@ -107,7 +108,7 @@ def test_access_log_lines_have_the_context_fields(start_daemon, tmp_path):
     assert hit["responseLength"] == len(b'{"id": "9", "stage": "prod"}')
     assert isinstance(hit["responseLatency"], float) and 0 <= hit["responseLatency"] < 5000
     assert hit["userAgent"] == "test-agent/1.0"
-    assert hit["stage"] == "prod"
+    assert hit["api"] == "default" and hit["stage"] == "prod"
     assert isinstance(hit["requestTimeEpoch"], int)
     assert abs(hit["requestTimeEpoch"] / 1000 - time.time()) < 60
     assert time.strftime("%d/%b/%Y:", time.gmtime(hit["requestTimeEpoch"] / 1000)) in hit["requestTime"]

@@ -104,7 +104,7 @@ def test_ten_thousand_paths_of_a_proxy_route_make_one_series(daemon):
     wait_for(lambda: total(scrape(daemon), "gwd_requests_total", route="ANY /files/{proxy+}") == 10_000, 5, "all counted")
     text = scrape(daemon)
     assert series(text, "gwd_requests_total") == [
-        'gwd_requests_total{code="201",method="GET",route="ANY /files/{proxy+}",stage="$default"}'
+        'gwd_requests_total{api="default",code="201",method="GET",route="ANY /files/{proxy+}",stage="$default"}'
     ]
     assert "dir7" not in text
 

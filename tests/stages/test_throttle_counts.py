@@ -25,7 +25,7 @@ async def _run() -> tuple[list[int], Resources]:
         client_throttle=ClientLimit(0.001, 2, "header:X-Client"),
     )
     stage = StageConfig("$default", {})
-    resources = Resources(UpstreamPools(1), MemoryLimiter(BucketTable(64)), (), None, {}, max_body=1024, body_timeout=5.0)
+    resources = Resources(UpstreamPools(1), MemoryLimiter(BucketTable(64)), (), None, {}, max_body=1024, body_timeout=5.0, api="pets")
     handler = throttle.build(route, stage, resources, mock.build(route, stage, resources))
 
     statuses = []
@@ -44,4 +44,4 @@ def test_refusals_are_counted_by_reason():
     # Client a: 2 pass, the third is refused by its own bucket. Client b: 1 passes
     # (the route's burst of 3 is then spent), the next is refused by the route.
     assert statuses == [200, 200, 429, 200, 429]
-    assert resources.throttled == {("$default", "GET /x", "client"): 1, ("$default", "GET /x", "route"): 1}
+    assert resources.throttled == {("pets", "$default", "GET /x", "client"): 1, ("pets", "$default", "GET /x", "route"): 1}

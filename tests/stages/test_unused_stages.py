@@ -16,8 +16,8 @@ def test_a_plain_route_is_handed_back_unwrapped(tmp_path):
         'integration = { type = "http", uri = "http://127.0.0.1:9/", request_templates = { "application/json" = "{}" } }\n'
     )
     config = load_config(str(path))
-    plain, mapped = config.routes
-    stage = config.stages[0]
+    plain, mapped = config.apis[0].routes
+    stage = config.apis[0].stages[0]
 
     def integration(exchange):
         return None
