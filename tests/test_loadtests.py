@@ -15,7 +15,7 @@ import pytest
 from support import ROOT
 
 
-@pytest.mark.parametrize("script", ["accesslog.py", "throttle.py", "proxy.py", "cache.py", "metrics.py", "core.py", "functions.py", "mapping.py", "domains.py"])
+@pytest.mark.parametrize("script", ["accesslog.py", "throttle.py", "proxy.py", "cache.py", "metrics.py", "core.py", "functions.py", "mapping.py", "domains.py", "upstreams.py"])
 def test_load_test_script_runs(script):
     result = subprocess.run(
         [sys.executable, str(ROOT / "loadtests" / script), "--seconds", "1", "--rounds", "1"],

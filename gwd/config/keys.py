@@ -893,6 +893,93 @@ KEYS: tuple[Key, ...] = (
             "access-log field, and `gwd export --api` use it."
         ),
     ),
+    Key("upstream", "name", "custom", None, shown='(required)',
+        meaning=(
+            'What `http` integrations call it: `uri = "http://upstream:NAME/path/{proxy}"` (`https://` for an '
+            'upstream whose `scheme` is `"https"`).'
+        ),
+    ),
+    Key("upstream", "targets", "custom", None, shown='(required)',
+        meaning=(
+            '`[{ address = "10.0.0.7:8080", weight = 2 }, ...]`: the backends (`HOST:PORT`, `[IPV6]:PORT`), each '
+            'taking requests in proportion to its `weight` (1 to 1000, default 1). A `HOST` name is resolved '
+            'when connecting.'
+        ),
+    ),
+    Key("upstream", "scheme", "string", "http",
+        meaning=(
+            '`"http"` or `"https"`: how gwd speaks to every target.'
+        ),
+    ),
+    Key("upstream", "tls", "custom", None, shown="the stage's `backend_tls`",
+        meaning=(
+            'Backend TLS for an https upstream, as an `http` integration\'s `tls`; a route\'s own `tls` wins over '
+            'it, and it over the stage\'s `backend_tls`.'
+        ),
+    ),
+    Key("upstream", "algorithm", "string", "round_robin",
+        meaning=(
+            '`"round_robin"` (smooth weighted, as nginx\'s), `"least_requests"` (the target with the fewest '
+            'requests in flight for its weight, in each worker), or `"consistent_hash"` (by `hash_on`; a '
+            'target that leaves moves only its own keys, and a target past 1.25x the average load passes the '
+            'key on, so one hot key cannot melt it).'
+        ),
+    ),
+    Key("upstream", "hash_on", "string", "ip",
+        meaning=(
+            'For `consistent_hash`: `"ip"` (the client\'s address), `"header:NAME"`, `"cookie:NAME"` or '
+            '`"path:NAME"` (a path parameter); a request without the value hashes as an empty one.'
+        ),
+    ),
+    Key("upstream", "eject_after", "integer", 5, low=0, high=1000,
+        meaning=(
+            'Consecutive failures of a target (connect failures, resets, timeouts, 5xx answers) after which a '
+            'worker stops sending it requests for `eject_for`; `0`: never.'
+        ),
+    ),
+    Key("upstream", "eject_for", "duration", 30.0, low=0.1, high=3600.0,
+        meaning=(
+            'How long the first ejection lasts; each ejection of the same target doubles it (up to 10 times the '
+            'setting); a success resets it.'
+        ),
+    ),
+    Key("upstream", "max_ejected_percent", "integer", 50, low=0, high=100,
+        meaning=(
+            'At most this share of the targets is ejected at once (at least one target stays), so a fault that '
+            'fails every target cannot leave none.'
+        ),
+    ),
+    Key("upstream", "max_requests", "integer", 0, low=0, high=1000000,
+        meaning=(
+            'Requests in flight to the upstream, counted across all workers; more get `503 {"message":"Service '
+            'Unavailable"}` at once (circuit breaking). `0`: no limit.'
+        ),
+    ),
+    Key("upstream", "retries", "custom", None, shown='none',
+        meaning=(
+            'When a failed request is tried again on another target (below).'
+        ),
+    ),
+    Key("retries", "attempts", "integer", 2, low=1, high=10,
+        meaning=(
+            'Tries after the first, each on a target not yet tried, while the route\'s `timeout` has time left.'
+        ),
+    ),
+    Key("retries", "on", "custom", ("connect-failure", "refused", "reset"),
+        shown='`["connect-failure", "refused", "reset"]`',
+        meaning=(
+            'What is retried: `"connect-failure"` (no connection made: refused, timed out, unresolvable), '
+            '`"refused"` (refused only), `"reset"` (the connection broke before any response byte), '
+            '`"timeout"` (no response within `timeout`), and the statuses `"502"`, `"503"`, `"504"`. Only '
+            'requests without a body and with an idempotent method are retried.'
+        ),
+    ),
+    Key("retries", "budget", "custom", 0.2, shown='`"20%"`',
+        meaning=(
+            "Each worker's retries are at most this share of its requests to the upstream, plus 10, so retries "
+            "cannot multiply an outage."
+        ),
+    ),
     Key("cors", "allow_origins", "custom", (), shown='`[]`',
         meaning=(
             'Origins (`"https://app.example.com"`, scheme, host and port as a browser sends them) whose pages may '

@@ -312,10 +312,11 @@ class BackendUri:
     """An http(s) URI split for the proxy; ``path`` may still hold ``{param}`` slots."""
 
     scheme: str
-    host: str
-    port: int
+    host: str  # "" for an upstream
+    port: int  # 0 for an upstream
     path: str
     query: str
+    upstream: str | None = None  # ``http://upstream:NAME/...``: an [[upstreams]] entry's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +375,44 @@ class AwsIntegration:
 
 
 Integration = MockIntegration | HttpIntegration | FunctionIntegration | AwsIntegration
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """One backend of an upstream, and its share of the traffic."""
+
+    host: str
+    port: int
+    weight: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When a failed attempt is tried again on another target."""
+
+    attempts: int  # tries after the first
+    on: frozenset[str]  # "connect-failure", "refused", "reset", "timeout", and statuses as "502", "503", "504"
+    budget: float  # retries at most this share of the upstream's requests (0.2), past a small floor
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """``[[upstreams]]``: backends that share a route's traffic, and how gwd keeps it off the failing ones."""
+
+    name: str
+    targets: tuple[UpstreamTarget, ...]
+    scheme: str  # "http" or "https"
+    tls: BackendTls | None
+    algorithm: str  # "round_robin", "least_requests" or "consistent_hash"
+    hash_on: str | None  # consistent_hash: "ip", "header:NAME", "cookie:NAME" or "path:NAME"
+    eject_after: int  # consecutive failures (connect failures, 5xx, timeouts) that eject a target; 0: never
+    eject_for: float  # the first ejection's length; each repeat doubles it
+    max_ejected_percent: int  # at most this share of the targets is ejected at once
+    max_requests: int  # requests in flight to the upstream per daemon; more get 503 at once; 0: no limit
+    retries: RetryPolicy | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,6 +537,7 @@ class Config:
     metrics: MetricsConfig
     admin: AdminConfig
     domains: tuple[DomainConfig, ...] = ()  # custom domain names
+    upstreams: tuple[UpstreamConfig, ...] = ()
     default_api: str | None = None  # what requests for no custom domain reach, by stage prefix; None: nothing (404)
 
     @property

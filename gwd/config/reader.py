@@ -62,6 +62,9 @@ from gwd.config.model import (
     ServerConfig,
     StageConfig,
     ThrottleConfig,
+    UpstreamConfig,
+    UpstreamTarget,
+    RetryPolicy,
     UsagePlan,
 )
 from gwd.config.parameters import read_parameters
@@ -90,6 +93,7 @@ _ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BINARY_TYPE = re.compile(r"^([A-Za-z0-9!#$&^_.+-]+|\*)/([A-Za-z0-9!#$&^_.+-]+|\*)$")
 _DOMAIN_NAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$")
+_RETRY_ON = ("connect-failure", "refused", "reset", "timeout", "502", "503", "504")
 _API_KEYS = (
     "name", "stages", "routes", "authorizers", "usage_plans", "models", "gateway_responses", "binary_media_types", "cors",
     "compression",
@@ -265,6 +269,7 @@ class _ConfigReader:
         self._client_certs = False  # the listener verifies client certificates (read with [server])
         # Function integrations by name, in every API: routes naming one function must agree.
         self._functions: dict[str, FunctionIntegration] = {}
+        self._upstream_schemes: dict[str, str] = {}  # [[upstreams]] by name (read before the APIs that use them)
         # Relative file names in the config are relative to its directory.
         self.base_dir = os.getcwd() if source == BUILTIN_SOURCE else os.path.dirname(os.path.abspath(source))
 
@@ -299,6 +304,8 @@ class _ConfigReader:
         if cache.max_bytes < 1024**2:
             cache_table.problem("max_bytes", f"must be at least 1MiB, got {cache.max_bytes} bytes")
         cache_table.finish()
+        upstreams = self._upstreams(root.tables("upstreams"))
+        self._upstream_schemes = {upstream.name: upstream.scheme for upstream in upstreams}
         apis: list[ApiConfig] = []
         if server.apis == () or any(root.has(key) for key in _API_KEYS):
             apis.append(self._api(root, server, "default"))
@@ -323,7 +330,8 @@ class _ConfigReader:
             raise ConfigError(self.problems)
         self._warn_of_unreachable(apis, domains, default_api)
         return Config(
-            self.source, server, log, throttle, tuple(apis), cache, tuple(self.warnings), metrics, admin, domains, default_api
+            self.source, server, log, throttle, tuple(apis), cache, tuple(self.warnings), metrics, admin,
+            domains=domains, default_api=default_api, upstreams=upstreams,
         )
 
     def _api(self, root: _Table, server: ServerConfig, default_name: str) -> ApiConfig:
@@ -459,6 +467,84 @@ class _ConfigReader:
             if name:
                 domains.append(DomainConfig(name, tuple(mappings), tls))
         return tuple(domains)
+
+    def _upstreams(self, tables: list[_Table]) -> tuple[UpstreamConfig, ...]:
+        """``[[upstreams]]``: named groups of backend targets that http integrations balance over."""
+        upstreams: list[UpstreamConfig] = []
+        keys = BY_TABLE["upstream"]
+        for table in tables:
+            name = self._unique_name(table, [u.name for u in upstreams], "upstream", ', which uri = "http://upstream:NAME/" uses')
+            if name is not None and not _STAGE_NAME.match(name):
+                table.problem("name", f"{name!r} is not an upstream name (letters, digits, '-', '_')")
+            targets = self._targets(table)
+            scheme = table.read(keys["scheme"])
+            if scheme not in ("http", "https"):
+                table.problem("scheme", f'expected "http" or "https", got {scheme!r}')
+            tls = self._backend_tls(table, "tls")
+            if tls is not None and scheme != "https":
+                table.problem("tls", 'applies to scheme = "https" only')
+            algorithm = table.read(keys["algorithm"])
+            if algorithm not in ("round_robin", "least_requests", "consistent_hash"):
+                table.problem("algorithm", f'expected "round_robin", "least_requests" or "consistent_hash", got {algorithm!r}')
+            hash_on = table.read(keys["hash_on"])
+            if hash_on != "ip" and not re.fullmatch(r"(header|cookie|path):[!#$%&'*+.^_`|~0-9A-Za-z-]+", hash_on):
+                table.problem("hash_on", f'expected "ip", "header:NAME", "cookie:NAME" or "path:NAME", got {hash_on!r}')
+            elif table.has("hash_on") and algorithm != "consistent_hash":
+                table.problem("hash_on", 'applies to algorithm = "consistent_hash" only')
+            upstream = UpstreamConfig(
+                name=name or "",
+                targets=targets,
+                scheme=scheme,
+                tls=tls,
+                algorithm=algorithm,
+                hash_on=hash_on if algorithm == "consistent_hash" else None,
+                eject_after=table.read(keys["eject_after"]),
+                eject_for=table.read(keys["eject_for"]),
+                max_ejected_percent=table.read(keys["max_ejected_percent"]),
+                max_requests=table.read(keys["max_requests"]),
+                retries=self._retries(table.table("retries")) if table.has("retries") else None,
+            )
+            table.finish()
+            if name is not None and targets:
+                upstreams.append(upstream)
+        return tuple(upstreams)
+
+    def _targets(self, table: _Table) -> tuple[UpstreamTarget, ...]:
+        """An upstream's ``targets``: addresses and weights, each address once."""
+        targets: list[UpstreamTarget] = []
+        if not table.require("targets", '[{ address = "127.0.0.1:9001" }, ...]: the backends'):
+            return ()
+        for target in table.tables("targets"):
+            address = target.parsed("address", None, parse_address) if target.require("address", "HOST:PORT") else None
+            weight = target.integer("weight", 1, 1, 1000)
+            target.finish()
+            if address is None:
+                continue
+            if any((t.host, t.port) == (address.host, address.port) for t in targets):
+                target.problem("address", f"{address} is listed twice")
+                continue
+            targets.append(UpstreamTarget(address.host, address.port, weight))
+        if not targets and table.has("targets"):
+            table.problem("targets", "an upstream needs at least one target")
+        return tuple(targets)
+
+    def _retries(self, table: _Table) -> RetryPolicy:
+        """An upstream's ``retries`` table."""
+        keys = BY_TABLE["retries"]
+        attempts = table.read(keys["attempts"])
+        on = self._names(
+            table, "on", lambda item: item in _RETRY_ON, invalid=lambda item: f"{item!r} is not one of {', '.join(_RETRY_ON)}"
+        ) if table.has("on") else list(keys["on"].default)
+        budget = keys["budget"].default
+        text = table.string("budget", None)
+        if text is not None:
+            match = re.fullmatch(r"(\d{1,3})%", text)
+            if match is None or int(match.group(1)) > 100:
+                table.problem("budget", f'expected a share such as "20%", got {text!r}')
+            else:
+                budget = int(match.group(1)) / 100
+        table.finish()
+        return RetryPolicy(attempts, frozenset(on), budget)
 
     def _mapped_api(self, mapping: _Table, apis: list[ApiConfig]) -> ApiConfig | None:
         """A base path mapping's ``api``: named, or the daemon's only one."""
@@ -1078,6 +1164,11 @@ class _ConfigReader:
                 return None
             if backend.scheme == "http" and integration.tls is not None:
                 table.problem("tls", "applies to https:// backends only, and this one is http://")
+                return None
+            if backend.upstream is not None and self._upstream_schemes.get(backend.upstream) != backend.scheme:
+                scheme = self._upstream_schemes.get(backend.upstream)
+                why = f"its scheme is {scheme}: write {scheme}://upstream:{backend.upstream}/" if scheme else "no [[upstreams]] entry has it"
+                table.problem("uri", f"upstream {backend.upstream!r}: {why}")
                 return None
         return integration
 

@@ -53,11 +53,20 @@ def parse_address(text: str) -> Address:
     return Address(host, int(port))
 
 
+UPSTREAM_PREFIX = "upstream:"
+"""A backend URI's host part naming an upstream: ``http://upstream:NAME/...``."""
+
+
 def parse_backend_uri(text: str) -> BackendUri:
-    """An ``http://host[:port]/path[?query]`` URI (stage variables already substituted)."""
+    """An ``http://host[:port]/path[?query]`` URI, or ``http://upstream:NAME/...`` (stage variables already substituted)."""
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"{text!r} must be an http:// or https:// URI")
+    if parts.netloc.startswith(UPSTREAM_PREFIX):
+        name = parts.netloc[len(UPSTREAM_PREFIX) :]
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", name) or parts.fragment:
+            raise ValueError(f"{text!r}: expected {parts.scheme}://upstream:NAME/path, NAME an [[upstreams]] entry's")
+        return BackendUri(parts.scheme, "", 0, parts.path or "/", parts.query, name)
     if not parts.hostname:
         raise ValueError(f"{text!r} has no host")
     if parts.username is not None or parts.password is not None:

@@ -66,11 +66,15 @@ def connection_options(value: bytes) -> set[bytes]:
 
 
 class UpstreamError(Exception):
-    """A backend failure; ``kind`` says which: refused, reset, timeout, tls, dns, protocol, or descriptors (gwd's own)."""
+    """A backend failure; ``kind`` says which: refused, reset, timeout, tls, dns, protocol, or descriptors (gwd's own).
 
-    def __init__(self, kind: str, detail: str) -> None:
+    ``connecting``: no connection was made (nothing of the request was sent).
+    """
+
+    def __init__(self, kind: str, detail: str, connecting: bool = False) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
+        self.connecting = connecting
 
 
 class _HeadTooLarge(Exception):
@@ -434,21 +438,21 @@ class UpstreamPool:
                     server_hostname=self._server_hostname,
                 )
         except TimeoutError:
-            raise UpstreamError("timeout", f"connect to {self.host}:{self.port} timed out after {timeout:g}s") from None
+            raise UpstreamError("timeout", f"connect to {self.host}:{self.port} timed out after {timeout:g}s", True) from None
         except ConnectionRefusedError:
-            raise UpstreamError("refused", f"{self.host}:{self.port} refused the connection") from None
+            raise UpstreamError("refused", f"{self.host}:{self.port} refused the connection", True) from None
         except ssl.SSLCertVerificationError as exc:
             raise UpstreamError(
-                "tls", f"the certificate of {self.host}:{self.port} was refused: {exc.verify_message or exc.reason}"
+                "tls", f"the certificate of {self.host}:{self.port} was refused: {exc.verify_message or exc.reason}", True
             ) from None
         except ssl.SSLError as exc:
-            raise UpstreamError("tls", f"TLS handshake with {self.host}:{self.port} failed: {exc.reason or exc}") from None
+            raise UpstreamError("tls", f"TLS handshake with {self.host}:{self.port} failed: {exc.reason or exc}", True) from None
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 # The gateway's own shortage, not the backend's fault: 503, not 502.
-                raise UpstreamError("descriptors", f"no file descriptor left to connect to {self.host}:{self.port}") from None
+                raise UpstreamError("descriptors", f"no file descriptor left to connect to {self.host}:{self.port}", True) from None
             kind = "dns" if isinstance(exc, socket.gaierror) else "refused"
-            raise UpstreamError(kind, f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
+            raise UpstreamError(kind, f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}", True) from None
         self._all.add(connection)
         self._pools.start_sweeping()
         return connection

@@ -12,20 +12,30 @@ Failures: a refused, reset or broken backend is ``502 Bad Gateway``; one
 that does not answer within ``timeout`` is ``504``.  An idempotent request
 that failed on a reused keep-alive connection before any response byte
 arrived is retried once on a new connection (the backend may have closed
-the idle connection just as it was reused); nothing else is retried.
+the idle connection just as it was reused).
+
+A URI naming an upstream (``http://upstream:NAME/...``) sends each request
+to one of its targets, as its :class:`~gwd.http.balancer.Balancer` picks;
+a failed attempt of an idempotent request without a body is retried on a
+target not yet tried when the upstream's ``retries`` cover the failure, its
+budget has a retry left and the route's ``timeout`` has time left.  Past
+the upstream's ``max_requests``, or with no target to try, the answer is
+``503`` at once.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 from urllib.parse import quote
 
 from gwd.config.model import HOP_BY_HOP_HEADERS, RESERVED_BACKEND_HEADERS, HttpIntegration, RouteConfig, RouteKey, StageConfig
 from gwd.config.values import parse_backend_uri, substitute_stage_variables
 from gwd.http.message import BodyAborted, RequestBody, RequestBodyError, Response
-from gwd.http.upstream import UpstreamConnection, UpstreamError, UpstreamResponse, connection_options
-from gwd.pipeline.clientip import Networks, peer_in
+from gwd.http.balancer import Balancer
+from gwd.http.upstream import UpstreamConnection, UpstreamError, UpstreamPool, UpstreamResponse, connection_options
+from gwd.pipeline.clientip import Networks, client_address, peer_in
 from gwd.pipeline.errors import BODY_TOO_LARGE, GatewayError, body_error
 from gwd.pipeline.exchange import Exchange
 from gwd.pipeline.handler import Handler
@@ -41,6 +51,8 @@ BUFFER_LIMIT = 64 * 1024
 TIMED_OUT = GatewayError(504, "Endpoint request timed out", response_type="INTEGRATION_TIMEOUT")
 BAD_GATEWAY = GatewayError(502, "Bad Gateway", response_type="INTEGRATION_FAILURE")
 NO_DESCRIPTORS = GatewayError(503, "Service Unavailable")
+NO_CAPACITY = GatewayError(503, "Service Unavailable")
+"""An upstream at its ``max_requests``, or with no target left to try."""
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -60,18 +72,17 @@ _SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
 class ProxyTarget:
     """A backend URI template made ready for one (stage, route) at config load."""
 
-    __slots__ = ("path_parts", "query", "host_header", "greedy_names", "pool_key")
+    __slots__ = ("path_parts", "query", "host_header", "greedy_names", "pool_key", "upstream", "tls")
 
     def __init__(self, integration: HttpIntegration, key: RouteKey, stage: StageConfig) -> None:
         backend = parse_backend_uri(substitute_stage_variables(integration.uri, stage))
         self.path_parts = split_params(backend.path, key.param_names)
         self.query = backend.query
-        default_port = 443 if backend.scheme == "https" else 80
-        host = f"[{backend.host}]" if ":" in backend.host else backend.host
-        self.host_header = host if backend.port == default_port else f"{host}:{backend.port}"
+        self.host_header = _host_header(backend.scheme, backend.host, backend.port)
         self.greedy_names = frozenset(s.text for s in key.segments if s.kind == "greedy")
-        tls = (integration.tls or stage.backend_tls) if backend.scheme == "https" else None
-        self.pool_key = (backend.scheme, backend.host, backend.port, tls)
+        self.tls = (integration.tls or stage.backend_tls) if backend.scheme == "https" else None
+        self.pool_key = (backend.scheme, backend.host, backend.port, self.tls)
+        self.upstream = backend.upstream  # an [[upstreams]] entry's name: the backend is one of its targets
 
     def request_target(self, exchange: Exchange) -> str:
         parts = self.path_parts
@@ -95,6 +106,12 @@ class ProxyTarget:
         return path
 
 
+def _host_header(scheme: str, host: str, port: int) -> str:
+    """``Host`` for a backend: its host, and its port unless the scheme's default."""
+    host = f"[{host}]" if ":" in host else host
+    return host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
+
+
 def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handler:
     """A handler forwarding every request of the route to its backend.
 
@@ -108,47 +125,20 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
     """
     integration = route.integration
     assert isinstance(integration, HttpIntegration)
-    injected = resources.injected_header_names(route)
     target = ProxyTarget(integration, route.key, stage)
+    if target.upstream is not None:
+        return _balanced(route, stage, target, resources.balancers[target.upstream], resources)
     pool = resources.pools.get(*target.pool_key)
-    trusted_proxies = resources.trusted_proxies
-    max_body = resources.max_body
-    method_override = integration.method
-    timeout = integration.timeout
-    connect_timeout = integration.connect_timeout
-    preserve_host = integration.preserve_host
+    settings = _Settings(route, resources)
     host_header = target.host_header.encode()
 
     async def forward(exchange: Exchange) -> Response:
-        request = exchange.request
-        method = method_override or request.method
+        method, head, body_mode = settings.head(exchange, target, host_header)
         head_only = method == "HEAD"
-        head, body_mode = _request_head(
-            exchange, method, target.request_target(exchange), host_header, preserve_host, trusted_proxies, injected
-        )
-        if body_mode == "length" and (request.content_length or 0) > max_body:
-            raise BODY_TOO_LARGE
-        connection = pool.take_idle()
-        reused = connection is not None
         sent_at = time.perf_counter()
+        connection = None
         try:
-            while True:
-                if connection is None:
-                    connection = await pool.connect(connect_timeout)
-                try:
-                    connection.send_head(head, head_only, timeout)
-                    if body_mode:
-                        await _send_body(connection, request.body, body_mode == "chunked")
-                    response = await connection.read_head()
-                    break
-                except UpstreamError as error:
-                    # The backend may have closed an idle connection just as we reused it.
-                    stale = error.kind == "reset" and reused and not connection.received_any
-                    if not (stale and method in IDEMPOTENT and not body_mode):
-                        raise
-                    log.debug("request %s: retrying on a new connection after %s", exchange.request_id, error)
-                    connection.close()
-                    connection, reused = None, False
+            connection, response = await _attempt(exchange, pool, head, head_only, body_mode, settings.timeout, settings)
             exchange.integration_latency = int((time.perf_counter() - sent_at) * 1_000_000) / 1000
             return await _respond(exchange, connection, response, head_only)
         except UpstreamError as error:
@@ -164,6 +154,183 @@ def build(route: RouteConfig, stage: StageConfig, resources: Resources) -> Handl
             raise
 
     return forward
+
+
+class _Settings:
+    """What every request of a route sends the same way, read from its config once."""
+
+    __slots__ = ("injected", "trusted_proxies", "max_body", "method_override", "timeout", "connect_timeout", "preserve_host")
+
+    def __init__(self, route: RouteConfig, resources: Resources) -> None:
+        integration = route.integration
+        assert isinstance(integration, HttpIntegration)
+        self.injected = resources.injected_header_names(route)
+        self.trusted_proxies = resources.trusted_proxies
+        self.max_body = resources.max_body
+        self.method_override = integration.method
+        self.timeout = integration.timeout
+        self.connect_timeout = integration.connect_timeout
+        self.preserve_host = integration.preserve_host
+
+    def head(self, exchange: Exchange, target: ProxyTarget, host_header: bytes) -> tuple[str, bytes, str | None]:
+        """The method, the request head for the backend and how the body travels; 413 for a declared body too large."""
+        request = exchange.request
+        method = self.method_override or request.method
+        head, body_mode = _request_head(
+            exchange, method, target.request_target(exchange), host_header, self.preserve_host, self.trusted_proxies, self.injected
+        )
+        if body_mode == "length" and (request.content_length or 0) > self.max_body:
+            raise BODY_TOO_LARGE
+        return method, head, body_mode
+
+
+async def _attempt(
+    exchange: Exchange,
+    pool: UpstreamPool,
+    head: bytes,
+    head_only: bool,
+    body_mode: str | None,
+    timeout: float,
+    settings: _Settings,
+) -> tuple[UpstreamConnection, UpstreamResponse]:
+    """Send the request to one backend and read its response head; on failure the connection is closed.
+
+    An idempotent request without a body that failed on a reused keep-alive
+    connection before any response byte is sent again on a new connection
+    (the backend may have closed the idle connection just as it was reused).
+    """
+    method = settings.method_override or exchange.request.method
+    connection = pool.take_idle()
+    reused = connection is not None
+    try:
+        while True:
+            if connection is None:
+                connection = await pool.connect(settings.connect_timeout)
+            try:
+                connection.send_head(head, head_only, timeout)
+                if body_mode:
+                    await _send_body(connection, exchange.request.body, body_mode == "chunked")
+                return connection, await connection.read_head()
+            except UpstreamError as error:
+                stale = error.kind == "reset" and reused and not connection.received_any
+                if not (stale and method in IDEMPOTENT and not body_mode):
+                    raise
+                log.debug("request %s: retrying on a new connection after %s", exchange.request_id, error)
+                connection.close()
+                connection, reused = None, False
+    except BaseException:
+        if connection is not None:
+            connection.close()
+        raise
+
+
+def _balanced(route: RouteConfig, stage: StageConfig, target: ProxyTarget, balancer: Balancer, resources: Resources) -> Handler:
+    """A handler forwarding each request to a target of an upstream, retrying on another as its policy allows."""
+    upstream = resources.upstreams[balancer.name]
+    settings = _Settings(route, resources)
+    integration = route.integration
+    assert isinstance(integration, HttpIntegration)
+    # The route's own TLS settings, else the upstream's, else the stage's default.
+    tls = (integration.tls or upstream.tls or stage.backend_tls) if upstream.scheme == "https" else None
+    pools = [resources.pools.get(upstream.scheme, t.host, t.port, tls) for t in upstream.targets]
+    host_headers = [_host_header(upstream.scheme, t.host, t.port).encode() for t in upstream.targets]
+    retries = upstream.retries
+    retry_on = retries.on if retries is not None else frozenset()
+    attempts = retries.attempts if retries is not None else 0
+    key_of = _hash_key(upstream.hash_on, resources.trusted_proxies)
+
+    async def forward(exchange: Exchange) -> Response:
+        method = settings.method_override or exchange.request.method
+        head_only = method == "HEAD"
+        if not balancer.admit():
+            exchange.integration_error = "overflow"
+            raise NO_CAPACITY
+        try:
+            key = key_of(exchange) if key_of is not None else None
+            retryable = bool(attempts) and method in IDEMPOTENT and not exchange.request.has_body
+            tried: list[int] = []
+            sent_at = time.perf_counter()
+            deadline = sent_at + settings.timeout
+            while True:
+                index = balancer.pick(key, tried)
+                if index is None:
+                    exchange.integration_error = "unavailable"
+                    raise NO_CAPACITY
+                _, head, body_mode = settings.head(exchange, target, host_headers[index])
+                balancer.started(index)
+                connection = None
+                try:
+                    connection, response = await _attempt(
+                        exchange, pools[index], head, head_only, body_mode, deadline - time.perf_counter(), settings
+                    )
+                except UpstreamError as error:
+                    balancer.failed(index)
+                    again = retryable and _retried_for(error, retry_on) and len(tried) < attempts
+                    if again and deadline - time.perf_counter() > 0 and balancer.may_retry(index):
+                        log.info("request %s: retrying on another target of %s after %s", exchange.request_id, balancer.name, error)
+                        tried.append(index)
+                        continue
+                    raise _failure(exchange, None, error) from None
+                except BaseException:
+                    balancer.failed(index)
+                    raise
+                if response.status >= 500:
+                    balancer.failed(index)
+                    again = retryable and str(response.status) in retry_on and len(tried) < attempts
+                    if again and deadline - time.perf_counter() > 0 and balancer.may_retry(index):
+                        connection.close()
+                        tried.append(index)
+                        continue
+                else:
+                    balancer.succeeded(index)
+                exchange.integration_latency = int((time.perf_counter() - sent_at) * 1_000_000) / 1000
+                try:
+                    return await _respond(exchange, connection, response, head_only)
+                except UpstreamError as error:
+                    raise _failure(exchange, connection, error) from None
+                except BaseException:
+                    connection.close()
+                    raise
+        except RequestBodyError as error:
+            raise body_error(error) from None
+        finally:
+            balancer.release()
+
+    return forward
+
+
+def _retried_for(error: UpstreamError, retry_on: frozenset[str]) -> bool:
+    """Whether a retry policy's ``on`` list covers a failed attempt."""
+    if error.kind == "descriptors":
+        return False  # gwd's own shortage: another target would not help
+    if error.connecting and ("connect-failure" in retry_on or (error.kind == "refused" and "refused" in retry_on)):
+        return True
+    return error.kind in retry_on and error.kind in ("reset", "timeout")
+
+
+def _hash_key(hash_on: str | None, trusted: Networks) -> Callable[[Exchange], bytes] | None:
+    """What consistent_hash hashes for a request: the client's address, a header, a cookie or a path parameter."""
+    if hash_on is None:
+        return None
+    if hash_on == "ip":
+        return lambda exchange: client_address(exchange.request, trusted).encode()
+    kind, _, name = hash_on.partition(":")
+    if kind == "header":
+        header = name.lower().encode()
+        return lambda exchange: exchange.request.headers.get(header) or b""
+    if kind == "cookie":
+        return lambda exchange: _cookie(exchange.request.headers.getall(b"cookie"), name).encode()
+    return lambda exchange: exchange.path_params.get(name, "").encode()
+
+
+def _cookie(headers: list[bytes], name: str) -> str:
+    """A cookie's value in the request's ``Cookie`` headers; "" without it."""
+    for header in headers:
+        for pair in header.decode("latin-1").split(";"):
+            key, _, value = pair.strip().partition("=")
+            if key == name:
+                return value
+    return ""
 
 
 def _failure(exchange: Exchange, connection: UpstreamConnection | None, error: UpstreamError) -> GatewayError:

@@ -31,6 +31,7 @@ from gwd.config.model import (
 )
 from gwd.functions.runtimes import FunctionRuntimes
 from gwd.http.message import ClientGone, Request, Response
+from gwd.http.balancer import Balancer
 from gwd.http.upstream import UpstreamPools
 from gwd.mapping.binary import BinaryTypes
 from gwd.pipeline.chain import build_route_handler
@@ -134,6 +135,8 @@ class Gateway:
             body_timeout=config.server.body_timeout,
             functions=self._functions,
             invocations=invocations if functions else None,
+            upstreams={upstream.name: upstream for upstream in config.upstreams},
+            balancers={upstream.name: Balancer(upstream, invocations) for upstream in config.upstreams},
         )
         self._metrics = RequestMetrics(shared, config.metrics.per_key) if config.metrics.enabled else None
         stages: dict[tuple[str, str], tuple[ApiStage, Router[RouteTarget]]] = {}
@@ -186,7 +189,7 @@ class Gateway:
             )
 
     def _api_resources(self, api: ApiConfig, config: Config) -> dict[str, Any]:
-        """What :class:`Resources` holds of one API's own: its plans, authorizers and body settings."""
+        """What :class:`Resources` holds of one API's own: plans, authorizers (kept to close too), media types, compression."""
         authorizers = {
             authorizer.name: JwtVerifier(authorizer)
             if isinstance(authorizer, JwtAuthorizer)

@@ -11,7 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from gwd.config.model import JwtAuthorizer, RouteConfig, UsagePlan
+from gwd.config.model import JwtAuthorizer, RouteConfig, UpstreamConfig, UsagePlan
+from gwd.http.balancer import Balancer
 from gwd.http.upstream import UpstreamPools
 from gwd.mapping.binary import BinaryTypes
 from gwd.pipeline.clientip import Networks
@@ -55,6 +56,9 @@ class Resources:
     binary_types: BinaryTypes = field(default_factory=lambda: BinaryTypes(()))
     # The API's compression table, compiled; None when responses go as the integrations sent them.
     compression: Compressor | None = None
+    # [[upstreams]] by name, and the worker's balancer of each (shared by every route and API).
+    upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
+    balancers: Mapping[str, Balancer] = field(default_factory=dict)
     # The API whose routes these serve (its name keys buckets, cache entries and counts); "" in the daemon's own.
     api: str = ""
 

@@ -170,6 +170,9 @@ class RequestMetrics:
         self._dirty = []
         for function in self._resources.function_counts.values():
             function.reset()
+        for balancer in self._resources.balancers.values():
+            for target in balancer.targets:
+                target.reset_counts()
         self._keys = {}
         resources = self._resources
         for labels, total in resources.throttled.items():
@@ -223,6 +226,19 @@ class RequestMetrics:
             settings += [(metrics.cache_entries, len(store)), (metrics.cache_bytes, store.stored_bytes)]
         for backend, count in resources.pools.connection_counts().items():
             settings.append((metrics.upstream_connections.labels(backend), count))
+        for balancer in resources.balancers.values():
+            for target in balancer.targets:
+                where = (balancer.name, target.name)
+                settings.append((metrics.target_healthy.labels(*where), 1 if target.healthy else 0))
+                settings.append((metrics.target_inflight.labels(*where), target.inflight))
+                for series, count in (
+                    (metrics.target_requests, target.requests),
+                    (metrics.target_errors, target.errors),
+                    (metrics.target_ejections, target.ejected_total),
+                    (metrics.target_retries, target.retries),
+                ):
+                    if count:
+                        additions.append((series.labels(*where), count))
         return additions, histograms, settings
 
 

@@ -189,6 +189,17 @@ class WorkerMetrics:
         self.api_key_requests = _counter("gwd_api_key_requests", "Requests by API key id ([metrics] per_key).", ("key_id",))
         self.inflight = _gauge("gwd_inflight_requests", "Requests being answered.")
         self.upstream_connections = _gauge("gwd_upstream_connections", "Open connections to backends.", ("backend",))
+        target = ("upstream", "target")
+        self.target_healthy = _gauge(
+            "gwd_upstream_target_healthy", "1 while no worker has the upstream's target ejected.", target, mode="livemin"
+        )
+        self.target_inflight = _gauge("gwd_upstream_target_inflight", "Requests in flight to an upstream's target.", target)
+        self.target_requests = _counter("gwd_upstream_requests", "Attempts sent to an upstream's target.", target)
+        self.target_errors = _counter(
+            "gwd_upstream_errors", "Failed attempts: no connection, a broken one, a timeout or a 5xx.", target
+        )
+        self.target_ejections = _counter("gwd_upstream_ejections", "Times a worker ejected the target.", target)
+        self.target_retries = _counter("gwd_upstream_retries", "Failed attempts on the target tried again elsewhere.", target)
         self.function_invocations = _counter(
             "gwd_function_invocations", "Function invocations, by outcome.", ("function", "outcome")
         )

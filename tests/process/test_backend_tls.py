@@ -235,3 +235,25 @@ def test_an_expiring_client_certificate_is_logged_and_a_renewal_is_used_after_re
 
         wait_for(renewed_certificate_presented, 20, "the renewed certificate to reach the backend")
         assert daemon.stderr().count("expires in 4 days") == 1  # not again at the reload: the renewal is good for years
+
+
+def test_an_https_upstream_presents_its_client_certificate_to_every_target(pki, start_daemon):
+    with Backend(ssl_context=server_context(pki, client_ca=pki / "ca.pem")) as first, Backend(
+        ssl_context=server_context(pki, client_ca=pki / "ca.pem")
+    ) as second:
+        config = f"""
+[[upstreams]]
+name = "secure"
+scheme = "https"
+targets = [{{ address = "127.0.0.1:{first.port}" }}, {{ address = "127.0.0.1:{second.port}" }}]
+tls = {{ {mtls(pki)} }}
+
+[[routes]]
+route = "GET /echo"
+integration = {{ type = "http", uri = "https://upstream:secure/echo" }}
+"""
+        daemon = start_daemon(config, workers=1)
+        assert [daemon.get("/echo").status for _ in range(4)] == [200] * 4
+        gateway = x509.load_pem_x509_certificate((pki / "gateway.pem").read_bytes())
+        for backend in (first, second):
+            assert [int(r.client_cert_serial, 16) for r in backend.received] == [gateway.serial_number] * 2
