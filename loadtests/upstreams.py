@@ -31,6 +31,7 @@ from harness import (
 )
 
 PLAIN = "gwd, one backend"
+SINGLE = "gwd, upstream of 1"
 BALANCED = "gwd, upstream of 3"
 QUIET = '[log]\naccess = "off"\n\n[metrics]\nenabled = false\n\n'
 
@@ -55,8 +56,9 @@ def main() -> int:
     with ExitStack() as stack:
         stack.enter_context(running_nginx("".join(backend_server(port) for port in ports), 1, ports))
         plain = stack.enter_context(running_gwd(plain_config(ports[0]), args.workers))
+        single = stack.enter_context(running_gwd(balanced_config(ports[:1]), args.workers))
         balanced = stack.enter_context(running_gwd(balanced_config(ports), args.workers))
-        summaries = measure({PLAIN: plain, BALANCED: balanced}, args.seconds, args.rounds)
+        summaries = measure({PLAIN: plain, SINGLE: single, BALANCED: balanced}, args.seconds, args.rounds)
     reference = summaries[PLAIN]
     print(f"wrk -t1 -c64 -d{args.seconds}s, {args.rounds} interleaved rounds, {args.workers} workers per gwd")
     print_table(list(summaries.values()), reference, "one backend")

@@ -82,7 +82,7 @@ class Balancer:
     """Picks targets of one upstream; see the module's description."""
 
     __slots__ = (
-        "name", "targets", "_pick", "_ring", "_ring_targets", "_next", "_eject_after", "_eject_for", "_max_ejected",
+        "name", "targets", "_pick", "_ring", "_ring_targets", "_next", "_every", "_ejections_end", "_eject_after", "_eject_for", "_max_ejected",
         "_slots", "_slot_row", "_max_requests", "_retry_tokens", "_retry_share",
     )
 
@@ -102,6 +102,8 @@ class Balancer:
             self._ring = [point for point, _ in points]
             self._ring_targets = [index for _, index in points]
         self._next = 0
+        self._every = list(range(len(self.targets)))
+        self._ejections_end = 0.0  # time.monotonic() when the last ejection now known ends
         self._eject_after = config.eject_after
         self._eject_for = config.eject_for
         self._max_ejected = min(len(self.targets) - 1, len(self.targets) * config.max_ejected_percent // 100)
@@ -114,9 +116,12 @@ class Balancer:
     def pick(self, key: bytes | None, tried: list[int]) -> int | None:
         """The index of the target for a request (``key`` for consistent_hash), skipping ``tried`` and ejected ones."""
         now = time.monotonic()
-        eligible = [
-            index for index, target in enumerate(self.targets) if target.ejected_until <= now and index not in tried
-        ]
+        if not tried and now >= self._ejections_end:
+            eligible = self._every  # the common case: nothing ejected, nothing tried yet
+        else:
+            eligible = [
+                index for index, target in enumerate(self.targets) if target.ejected_until <= now and index not in tried
+            ]
         if not eligible:
             return None
         if self._pick is not None:
@@ -200,6 +205,7 @@ class Balancer:
         if sum(1 for t in self.targets if t.ejected_until > now) >= self._max_ejected:
             return
         target.ejected_until = now + self._eject_for * min(2**target.ejections, MAX_BACKOFF)
+        self._ejections_end = max(self._ejections_end, target.ejected_until)
         target.ejections += 1
         target.ejected_total += 1
         target.failures = 0
