@@ -193,6 +193,10 @@ class Balancer:
         target.failures = 0
         target.ejections = 0
 
+    def abandoned(self, index: int) -> None:
+        """An attempt ended for a reason of the client's (it went away, its body was refused): counts for nothing."""
+        self.targets[index].inflight -= 1
+
     def failed(self, index: int) -> None:
         """An attempt on the target failed (no connection, a broken one, a timeout or a 5xx): maybe eject it."""
         target = self.targets[index]

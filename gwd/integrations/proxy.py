@@ -272,7 +272,8 @@ def _balanced(route: RouteConfig, stage: StageConfig, target: ProxyTarget, balan
                         continue
                     raise _failure(exchange, None, error) from None
                 except BaseException:
-                    balancer.failed(index)
+                    # The client went away or sent a bad body: not the target's fault.
+                    balancer.abandoned(index)
                     raise
                 if response.status >= 500:
                     balancer.failed(index)

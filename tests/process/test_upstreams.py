@@ -248,3 +248,14 @@ def test_an_ejected_target_takes_traffic_again_once_its_ejection_is_over(start_d
         assert statuses.count(502) == 2 and statuses[-6:] == [200] * 6, statuses
         backends.start(1)
         wait_for(lambda: port_of(request(daemon.port, "GET", "/x")) == backends.ports[1], 5, "the target back in rotation")
+
+
+def test_a_client_that_goes_away_does_not_count_against_the_target(start_daemon):
+    with Backend() as first, Backend() as second:
+        daemon = start_daemon(upstream_config([first.port, second.port], "eject_after = 1"), workers=1)
+        for _ in range(4):
+            with pytest.raises(TimeoutError):
+                request(daemon.port, "GET", "/slow/2", timeout=0.3)
+        wait_for(lambda: len(first.cancelled) + len(second.cancelled) == 4, 10, "the abandoned requests cancelled")
+        assert [status for status, _ in gets(daemon.port, "/x", 4)] == [200] * 4
+        assert (len(first.received), len(second.received)) == (2, 2)  # neither was ejected
