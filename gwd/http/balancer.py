@@ -10,7 +10,9 @@ across workers (in the daemon's shared slots, as function concurrency is).
 - ``least_requests`` takes the target with the fewest requests in flight
   for its weight, starting the scan where the last one ended so ties rotate.
 - ``consistent_hash`` places each target on a ring at 100 points per unit of
-  weight (CRC-32 of its address, the same in every worker and daemon): a
+  weight (BLAKE2b of its address, the same in every worker and daemon; CRC-32
+  left some targets a fraction of their share, its outputs for similar
+  inputs being alike): a
   key goes to the first target clockwise of its hash, so a target leaving
   moves only its own keys.  A target with more than 1.25 times the average
   requests in flight passes the key on clockwise (bounded loads).
@@ -28,8 +30,8 @@ from __future__ import annotations
 
 import bisect
 import math
+import hashlib
 import time
-import zlib
 from typing import TYPE_CHECKING
 
 from gwd.config.model import UpstreamConfig
@@ -45,6 +47,11 @@ RETRY_FLOOR = 10.0
 """Retry tokens a worker starts with and always gets back to: the first retries of a quiet upstream are free."""
 MAX_BACKOFF = 10
 """An ejection lasts at most this many times ``eject_for``."""
+
+
+def _ring_hash(data: bytes) -> int:
+    """A point on the consistent-hash ring: 64 well-mixed bits, the same in every process."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
 class TargetState:
@@ -95,7 +102,7 @@ class Balancer:
         self._ring_targets: list[int] = []
         if config.algorithm == "consistent_hash":
             points = sorted(
-                (zlib.crc32(f"{target}#{n}".encode()), index)
+                (_ring_hash(f"{target}#{n}".encode()), index)
                 for index, target in enumerate(config.targets)
                 for n in range(RING_POINTS * target.weight)
             )
@@ -109,7 +116,7 @@ class Balancer:
         self._max_ejected = min(len(self.targets) - 1, len(self.targets) * config.max_ejected_percent // 100)
         self._max_requests = config.max_requests
         self._slots = slots if config.max_requests else None
-        self._slot_row = slots.row(f"upstream:{config.name}") if self._slots is not None and slots is not None else 0
+        self._slot_row = slots.row(f"upstream:{config.name}") if config.max_requests and slots is not None else 0
         self._retry_share = config.retries.budget if config.retries is not None else 0.0
         self._retry_tokens = RETRY_FLOOR
 
@@ -154,7 +161,7 @@ class Balancer:
         load = sum(targets[index].inflight for index in eligible)
         cap = math.ceil(LOAD_FACTOR * (load + 1) / len(eligible))
         ring, owners = self._ring, self._ring_targets
-        position = bisect.bisect(ring, zlib.crc32(key))
+        position = bisect.bisect(ring, _ring_hash(key))
         seen: set[int] = set()
         for step in range(len(ring)):
             index = owners[(position + step) % len(ring)]

@@ -1,5 +1,8 @@
 """How many invocations of each function run now, whichever worker runs them: shared memory.
 
+The same table counts the requests in flight to each upstream with a
+``max_requests`` (rows named ``upstream:NAME``).
+
 A function's ``concurrency`` is a limit per daemon, so the count lives in
 an anonymous shared mapping made before the workers fork (as the throttle
 buckets do, and it outlives reloads the same way).  Each function has a
@@ -20,7 +23,7 @@ import mmap
 import os
 
 ROWS = 1024
-"""Function names the table holds over the daemon's life (rows are never freed)."""
+"""Function and upstream names the table holds over the daemon's life (rows are never freed)."""
 CELLS = 64
 """Processes that may run one function at once (workers of all generations still draining)."""
 
@@ -116,7 +119,7 @@ class InvocationSlots:
             self._clear_dead(row)
             pids = self._pids[first : first + CELLS].tolist()
             if 0 not in pids:
-                log.error("function row %d: more than %d processes run it at once; refusing", row, CELLS)
+                log.error("shared count row %d: more than %d processes hold it at once; refusing", row, CELLS)
                 return -1
             cell = first + pids.index(0)
         self._totals[row] -= self._counts[cell]
