@@ -949,6 +949,13 @@ KEYS: tuple[Key, ...] = (
             'fails every target cannot leave none.'
         ),
     ),
+    Key("upstream", "slow_start", "duration", 0.0, low=0.0, high=3600.0,
+        meaning=(
+            'A target back from ejection takes a share of its weight growing from 5% to all of it over this time, '
+            'so a backend that has just recovered is not flooded (`round_robin` and `least_requests`); `0`: its '
+            'whole share at once.'
+        ),
+    ),
     Key("upstream", "max_requests", "integer", 0, low=0, high=1000000,
         meaning=(
             'Requests in flight to the upstream, counted across all workers; more get `503 {"message":"Service '

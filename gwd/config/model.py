@@ -411,6 +411,7 @@ class UpstreamConfig:
     eject_after: int  # consecutive failures (connect failures, 5xx, timeouts) that eject a target; 0: never
     eject_for: float  # the first ejection's length; each repeat doubles it
     max_ejected_percent: int  # at most this share of the targets is ejected at once
+    slow_start: float  # a target back from ejection ramps up to its weight over this; 0: at once
     max_requests: int  # requests in flight to the upstream per daemon; more get 503 at once; 0: no limit
     retries: RetryPolicy | None
 

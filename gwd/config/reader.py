@@ -501,6 +501,7 @@ class _ConfigReader:
                 eject_after=table.read(keys["eject_after"]),
                 eject_for=table.read(keys["eject_for"]),
                 max_ejected_percent=table.read(keys["max_ejected_percent"]),
+                slow_start=table.read(keys["slow_start"]),
                 max_requests=table.read(keys["max_requests"]),
                 retries=self._retries(table.table("retries")) if table.has("retries") else None,
             )

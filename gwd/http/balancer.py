@@ -20,7 +20,10 @@ across workers (in the daemon's shared slots, as function concurrency is).
 Passive outlier detection: ``eject_after`` consecutive failures of a
 target eject it for ``eject_for``, doubled for each ejection since its last
 success (at most 10 times), never more than ``max_ejected_percent`` of the
-targets at once and never the last one.  A retry budget gives each request
+targets at once and never the last one.  With ``slow_start``, a target
+back from ejection takes a share of its weight growing from 5% to all of
+it over that time (round robin and least requests; a hash ring cannot
+share a key).  A retry budget gives each request
 ``budget`` of a retry token (from a floor of ``RETRY_FLOOR``); a retry
 takes a whole one, and tokens never pile up past the floor: in an outage
 retries are at most ``RETRY_FLOOR`` plus ``budget`` of the requests.
@@ -45,6 +48,8 @@ LOAD_FACTOR = 1.25
 """consistent_hash: a target past this times the average in-flight load passes keys on."""
 RETRY_FLOOR = 10.0
 """Retry tokens a worker starts with and always gets back to: the first retries of a quiet upstream are free."""
+MIN_SHARE = 0.05
+"""Slow start: the share of its weight a target has the moment its ejection ends."""
 MAX_BACKOFF = 10
 """An ejection lasts at most this many times ``eject_for``."""
 
@@ -58,14 +63,15 @@ class TargetState:
     """One target as a worker sees it; also its counts since the last metrics flush."""
 
     __slots__ = (
-        "name", "weight", "current", "inflight", "failures", "ejected_until", "ejections", "requests", "errors", "retries",
+        "name", "weight", "share", "current", "inflight", "failures", "ejected_until", "ejections", "requests", "errors", "retries",
         "ejected_total",
     )
 
     def __init__(self, name: str, weight: int) -> None:
         self.name = name  # "host:port"
         self.weight = weight
-        self.current = 0  # smooth weighted round robin's running weight
+        self.share = float(weight)  # the weight it has now: less while it ramps up after an ejection (slow start)
+        self.current = 0.0  # smooth weighted round robin's running weight
         self.inflight = 0
         self.failures = 0  # consecutive
         self.ejected_until = 0.0  # time.monotonic(); 0: not ejected
@@ -89,7 +95,7 @@ class Balancer:
     """Picks targets of one upstream; see the module's description."""
 
     __slots__ = (
-        "name", "targets", "_pick", "_ring", "_ring_targets", "_next", "_every", "_ejections_end", "_eject_after", "_eject_for", "_max_ejected",
+        "name", "targets", "_pick", "_ring", "_ring_targets", "_next", "_every", "_quiet_from", "_slow_start", "_ramping", "_eject_after", "_eject_for", "_max_ejected",
         "_slots", "_slot_row", "_max_requests", "_retry_tokens", "_retry_share",
     )
 
@@ -110,7 +116,10 @@ class Balancer:
             self._ring_targets = [index for _, index in points]
         self._next = 0
         self._every = list(range(len(self.targets)))
-        self._ejections_end = 0.0  # time.monotonic() when the last ejection now known ends
+        self._slow_start = config.slow_start
+        # time.monotonic() from which no target is ejected or ramping up (the last known ejection's end + slow_start).
+        self._quiet_from = 0.0
+        self._ramping = False  # some target's share is below its weight (slow start)
         self._eject_after = config.eject_after
         self._eject_for = config.eject_for
         self._max_ejected = min(len(self.targets) - 1, len(self.targets) * config.max_ejected_percent // 100)
@@ -123,9 +132,13 @@ class Balancer:
     def pick(self, key: bytes | None, tried: list[int]) -> int | None:
         """The index of the target for a request (``key`` for consistent_hash), skipping ``tried`` and ejected ones."""
         now = time.monotonic()
-        if not tried and now >= self._ejections_end:
-            eligible = self._every  # the common case: nothing ejected, nothing tried yet
+        if now >= self._quiet_from:
+            if self._ramping:
+                self._ramp(now)
+            eligible = self._every if not tried else [index for index in self._every if index not in tried]
         else:
+            if self._slow_start:
+                self._ramp(now)
             eligible = [
                 index for index, target in enumerate(self.targets) if target.ejected_until <= now and index not in tried
             ]
@@ -135,14 +148,26 @@ class Balancer:
             return self._pick(eligible)
         return self._hashed(key or b"", eligible)
 
+    def _ramp(self, now: float) -> None:
+        """Slow start: a target back from ejection has a share of its weight growing to all of it over ``slow_start``."""
+        ramping = False
+        for target in self.targets:
+            since = now - target.ejected_until
+            if target.ejected_until and 0 <= since < self._slow_start:
+                target.share = target.weight * max(MIN_SHARE, since / self._slow_start)
+                ramping = True
+            else:
+                target.share = target.weight
+        self._ramping = ramping
+
     def _round_robin(self, eligible: list[int]) -> int:
         targets = self.targets
-        total = 0
+        total = 0.0
         best = eligible[0]
         for index in eligible:
             target = targets[index]
-            target.current += target.weight
-            total += target.weight
+            target.current += target.share
+            total += target.share
             if target.current > targets[best].current:
                 best = index
         targets[best].current -= total
@@ -152,7 +177,7 @@ class Balancer:
         targets = self.targets
         start = self._next % len(eligible)
         order = eligible[start:] + eligible[:start]
-        best = min(order, key=lambda index: (targets[index].inflight + 1) / targets[index].weight)
+        best = min(order, key=lambda index: (targets[index].inflight + 1) / targets[index].share)
         self._next += 1
         return best
 
@@ -216,7 +241,7 @@ class Balancer:
         if sum(1 for t in self.targets if t.ejected_until > now) >= self._max_ejected:
             return
         target.ejected_until = now + self._eject_for * min(2**target.ejections, MAX_BACKOFF)
-        self._ejections_end = max(self._ejections_end, target.ejected_until)
+        self._quiet_from = max(self._quiet_from, target.ejected_until + self._slow_start)
         target.ejections += 1
         target.ejected_total += 1
         target.failures = 0

@@ -259,3 +259,26 @@ def test_a_client_that_goes_away_does_not_count_against_the_target(start_daemon)
         wait_for(lambda: len(first.cancelled) + len(second.cancelled) == 4, 10, "the abandoned requests cancelled")
         assert [status for status, _ in gets(daemon.port, "/x", 4)] == [200] * 4
         assert (len(first.received), len(second.received)) == (2, 2)  # neither was ejected
+
+
+def test_a_target_back_from_ejection_ramps_up_over_slow_start(start_daemon):
+    with TargetBackends(2) as backends:
+        settings = 'eject_after = 2\neject_for = "1s"\nslow_start = "4s"'
+        daemon = start_daemon(upstream_config(backends.ports, settings), workers=1)
+        back = backends.ports[1]
+        backends.kill(1)
+        assert [status for status, _ in gets(daemon.port, "/x", 6)].count(502) == 2
+        backends.start(1)
+        wait_for(lambda: port_of(request(daemon.port, "GET", "/x")) == back, 10, "the target's first request back")
+        # Its first second back: a share growing from 5% to 25% of its weight, so well under half the requests.
+        first_second = []
+        until = time.monotonic() + 1
+        while time.monotonic() < until:
+            first_second += [orjson.loads(body)["port"] for _, body in gets(daemon.port, "/x", 10)]
+        assert first_second.count(back) < 0.3 * len(first_second), Counter(first_second)
+
+        def even_share() -> bool:
+            ports = [orjson.loads(body)["port"] for _, body in gets(daemon.port, "/x", 40)]
+            return ports.count(back) == 20  # smooth round robin at equal weights: exactly every other request
+
+        wait_for(even_share, 10, "its whole share")
