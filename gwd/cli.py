@@ -518,6 +518,7 @@ def _run(args: argparse.Namespace) -> int:
     # Imported here so that `gwd check` stays light.
     from gwd.privileges import PrivilegeError
     from gwd.stores.buckets import BucketTable
+    from gwd.stores.health import HealthTable
     from gwd.stores.invocations import InvocationSlots
     from gwd.supervisor import Supervisor
     from gwd.worker import run_worker
@@ -525,6 +526,7 @@ def _run(args: argparse.Namespace) -> int:
     # Created before any fork, so every worker of every generation shares it.
     buckets = BucketTable(config.throttle.table_size)
     invocations = InvocationSlots()
+    health = HealthTable()
     events = None
     if config.metrics.enabled:
         from gwd.telemetry.prometheus import SupervisorEvents, prepare_directory
@@ -536,7 +538,7 @@ def _run(args: argparse.Namespace) -> int:
         supervisor = Supervisor(
             config,
             lambda: _log_warnings(load_config(args.config, overrides)),
-            functools.partial(run_worker, buckets=buckets, invocations=invocations),
+            functools.partial(run_worker, buckets=buckets, invocations=invocations, health=health),
             events,
         )
         if config.admin.listen is not None:

@@ -23,6 +23,7 @@ from gwd.http.server import HttpServer, Limits
 from gwd.http.tlsaccept import TlsListener
 from gwd.pipeline.gateway import Gateway
 from gwd.stores.buckets import BucketTable
+from gwd.stores.health import HealthTable
 from gwd.stores.invocations import InvocationSlots
 from gwd.supervisor import HANDLED_SIGNALS, QUICK_DRAIN_TIMEOUT, WORKER_BOOT_ERROR
 from gwd.telemetry.accesslog import AccessLog
@@ -48,13 +49,15 @@ def run_worker(
     *,
     buckets: BucketTable,
     invocations: InvocationSlots,
+    health: HealthTable,
 ) -> int:
     """Serve until told to stop; return the process's exit code.
 
     Writes one byte to ``ready_fd`` once it accepts connections, then one
     byte a heartbeat while the event loop runs.  ``buckets`` (the throttle
-    table) and ``invocations`` (running function invocations) are the
-    shared tables the CLI created before the supervisor forked.
+    table), ``invocations`` (running function invocations and upstream
+    requests) and ``health`` (upstream targets' health) are the shared
+    tables the CLI created before the supervisor forked.
     """
     setproctitle(f"gwd: worker {slot}")
     # Reloading and resizing are the supervisor's job; a worker must not die
@@ -64,7 +67,7 @@ def run_worker(
         signal.signal(signum, signal.SIG_IGN)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    worker = Worker(config, listeners, supervisor_pid, buckets, invocations)
+    worker = Worker(config, listeners, supervisor_pid, buckets, invocations, health)
     try:
         # One run of the loop from start to exit: uvloop listens for signals
         # only while it runs, and one that came between two runs would wait
@@ -100,6 +103,7 @@ class Worker:
         "_drain_timeout",
         "_buckets",
         "_invocations",
+        "_health",
     )
 
     def __init__(
@@ -109,10 +113,12 @@ class Worker:
         supervisor_pid: int,
         buckets: BucketTable,
         invocations: InvocationSlots,
+        health: HealthTable,
     ) -> None:
         self._config = config
         self._buckets = buckets
         self._invocations = invocations
+        self._health = health
         self._listeners = listeners
         self._supervisor_pid = supervisor_pid
         self._access_log: AccessLog | None = None
@@ -157,7 +163,7 @@ class Worker:
         # The supervisor forked this process with its signals blocked: a stop
         # sent meanwhile is delivered now, to the handlers above.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-        self._gateway = Gateway(self._config, self._access_log, self._buckets, self._invocations)
+        self._gateway = Gateway(self._config, self._access_log, self._buckets, self._invocations, self._health)
         server_config = self._config.server
         tls = server_config.tls
         context = listener_context(tls.cert, tls.key, tls.client_ca, tls.client_auth) if tls is not None else None
@@ -216,6 +222,7 @@ class Worker:
         """
         assert self._stop is not None and self._gateway is not None and self._server is not None
         await self._stop.wait()
+        self._gateway.draining()
         server = self._server
         for listening in self._listening:
             listening.close()

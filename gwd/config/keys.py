@@ -967,6 +967,44 @@ KEYS: tuple[Key, ...] = (
             'When a failed request is tried again on another target (below).'
         ),
     ),
+    Key("upstream", "health", "custom", None, shown='none',
+        meaning=(
+            'Active health checks (below).'
+        ),
+    ),
+    Key("health", "path", "string", "/healthz",
+        meaning=(
+            'What is fetched from each target (`GET`, `Host` the target\'s address, `Connection: close`).'
+        ),
+    ),
+    Key("health", "interval", "duration", 5.0, low=0.1, high=3600.0,
+        meaning=(
+            "Time between two checks of a target. One worker of the daemon runs them all (another takes over "
+            "within a second when it exits or drains); every worker reads the results several times an interval."
+        ),
+    ),
+    Key("health", "timeout", "duration", 2.0, low=0.05, high=600.0,
+        meaning=(
+            'A check not answered (status line read) within this fails.'
+        ),
+    ),
+    Key("health", "healthy_threshold", "integer", 2, low=1, high=100,
+        meaning=(
+            'Consecutive passes that bring an unhealthy target back (with `slow_start`, gradually).'
+        ),
+    ),
+    Key("health", "unhealthy_threshold", "integer", 3, low=1, high=100,
+        meaning=(
+            'Consecutive failures (a refused or broken connection, a timeout, a status not in `expect_status`) '
+            'after which a target gets no requests. If every target is unhealthy, requests go to all of them, '
+            'as if none were.'
+        ),
+    ),
+    Key("health", "expect_status", "custom", (200,), shown='`[200]`',
+        meaning=(
+            'Statuses that pass.'
+        ),
+    ),
     Key("retries", "attempts", "integer", 2, low=1, high=10,
         meaning=(
             'Tries after the first, each on a target not yet tried, while the route\'s `timeout` has time left.'

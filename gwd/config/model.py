@@ -399,6 +399,18 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """An upstream's active health check: a GET of ``path`` on each target, run once per daemon."""
+
+    path: str
+    interval: float
+    timeout: float
+    healthy_threshold: int  # consecutive passes that bring a target back
+    unhealthy_threshold: int  # consecutive failures that take it out
+    expect_status: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     """``[[upstreams]]``: backends that share a route's traffic, and how gwd keeps it off the failing ones."""
 
@@ -414,6 +426,7 @@ class UpstreamConfig:
     slow_start: float  # a target back from ejection ramps up to its weight over this; 0: at once
     max_requests: int  # requests in flight to the upstream per daemon; more get 503 at once; 0: no limit
     retries: RetryPolicy | None
+    health: HealthCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)

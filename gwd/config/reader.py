@@ -62,6 +62,7 @@ from gwd.config.model import (
     ServerConfig,
     StageConfig,
     ThrottleConfig,
+    HealthCheck,
     UpstreamConfig,
     UpstreamTarget,
     RetryPolicy,
@@ -504,6 +505,7 @@ class _ConfigReader:
                 slow_start=table.read(keys["slow_start"]),
                 max_requests=table.read(keys["max_requests"]),
                 retries=self._retries(table.table("retries")) if table.has("retries") else None,
+                health=self._health(table.table("health")) if table.has("health") else None,
             )
             table.finish()
             if name is not None and targets:
@@ -528,6 +530,28 @@ class _ConfigReader:
         if not targets and table.has("targets"):
             table.problem("targets", "an upstream needs at least one target")
         return tuple(targets)
+
+    def _health(self, table: _Table) -> HealthCheck:
+        """An upstream's ``health`` table."""
+        keys = BY_TABLE["health"]
+        path = table.read(keys["path"])
+        if not path.startswith("/") or any(c in path for c in " \r\n#"):
+            table.problem("path", f'expected a path such as "/healthz", got {path!r}')
+        statuses = self._names(
+            table, "expect_status", lambda status: 100 <= status <= 599, kind=int, invalid=lambda status: f"{status} is no HTTP status"
+        ) if table.has("expect_status") else list(keys["expect_status"].default)
+        check = HealthCheck(
+            path=path,
+            interval=table.read(keys["interval"]),
+            timeout=table.read(keys["timeout"]),
+            healthy_threshold=table.read(keys["healthy_threshold"]),
+            unhealthy_threshold=table.read(keys["unhealthy_threshold"]),
+            expect_status=frozenset(statuses),
+        )
+        if check.timeout >= check.interval:
+            table.problem("timeout", f"must be shorter than interval ({check.interval:g}s), or checks would overlap")
+        table.finish()
+        return check
 
     def _retries(self, table: _Table) -> RetryPolicy:
         """An upstream's ``retries`` table."""

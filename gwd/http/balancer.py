@@ -63,7 +63,7 @@ class TargetState:
     """One target as a worker sees it; also its counts since the last metrics flush."""
 
     __slots__ = (
-        "name", "weight", "share", "current", "inflight", "failures", "ejected_until", "ejections", "requests", "errors", "retries",
+        "name", "weight", "share", "current", "inflight", "unhealthy", "failures", "ejected_until", "ejections", "requests", "errors", "retries",
         "ejected_total",
     )
 
@@ -73,6 +73,7 @@ class TargetState:
         self.share = float(weight)  # the weight it has now: less while it ramps up after an ejection (slow start)
         self.current = 0.0  # smooth weighted round robin's running weight
         self.inflight = 0
+        self.unhealthy = False  # the daemon's active health checks found it failing
         self.failures = 0  # consecutive
         self.ejected_until = 0.0  # time.monotonic(); 0: not ejected
         self.ejections = 0  # since its last success: each doubles the next ejection
@@ -87,15 +88,15 @@ class TargetState:
 
     @property
     def healthy(self) -> bool:
-        """Not ejected now."""
-        return self.ejected_until <= time.monotonic()
+        """Neither ejected now nor failing its health checks."""
+        return not self.unhealthy and self.ejected_until <= time.monotonic()
 
 
 class Balancer:
     """Picks targets of one upstream; see the module's description."""
 
     __slots__ = (
-        "name", "targets", "_pick", "_ring", "_ring_targets", "_next", "_every", "_quiet_from", "_slow_start", "_ramping", "_eject_after", "_eject_for", "_max_ejected",
+        "name", "targets", "_pick", "_ring", "_ring_targets", "_next", "_every", "_quiet_from", "_slow_start", "_ramping", "_unhealthy", "_eject_after", "_eject_for", "_max_ejected",
         "_slots", "_slot_row", "_max_requests", "_retry_tokens", "_retry_share",
     )
 
@@ -120,6 +121,7 @@ class Balancer:
         # time.monotonic() from which no target is ejected or ramping up (the last known ejection's end + slow_start).
         self._quiet_from = 0.0
         self._ramping = False  # some target's share is below its weight (slow start)
+        self._unhealthy = 0  # targets the health checks take out
         self._eject_after = config.eject_after
         self._eject_for = config.eject_for
         self._max_ejected = min(len(self.targets) - 1, len(self.targets) * config.max_ejected_percent // 100)
@@ -132,7 +134,7 @@ class Balancer:
     def pick(self, key: bytes | None, tried: list[int]) -> int | None:
         """The index of the target for a request (``key`` for consistent_hash), skipping ``tried`` and ejected ones."""
         now = time.monotonic()
-        if now >= self._quiet_from:
+        if now >= self._quiet_from and not self._unhealthy:
             if self._ramping:
                 self._ramp(now)
             eligible = self._every if not tried else [index for index in self._every if index not in tried]
@@ -142,6 +144,10 @@ class Balancer:
             eligible = [
                 index for index, target in enumerate(self.targets) if target.ejected_until <= now and index not in tried
             ]
+            live = [index for index in eligible if not self.targets[index].unhealthy]
+            # With every target failing its checks, the checks are more likely wrong than every backend: use them all.
+            if live or len(self._every) > self._unhealthy:
+                eligible = live
         if not eligible:
             return None
         if self._pick is not None:
@@ -224,6 +230,17 @@ class Balancer:
         target.inflight -= 1
         target.failures = 0
         target.ejections = 0
+
+    def set_unhealthy(self, index: int, unhealthy: bool) -> None:
+        """What the daemon's health checks last found; a target back from failing them ramps up as after an ejection."""
+        target = self.targets[index]
+        if target.unhealthy == unhealthy:
+            return
+        target.unhealthy = unhealthy
+        self._unhealthy += 1 if unhealthy else -1
+        if not unhealthy and self._slow_start:
+            target.ejected_until = max(target.ejected_until, time.monotonic())
+            self._quiet_from = max(self._quiet_from, target.ejected_until + self._slow_start)
 
     def abandoned(self, index: int) -> None:
         """An attempt ended for a reason of the client's (it went away, its body was refused): counts for nothing."""

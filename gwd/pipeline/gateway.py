@@ -32,6 +32,7 @@ from gwd.config.model import (
 from gwd.functions.runtimes import FunctionRuntimes
 from gwd.http.message import ClientGone, Request, Response
 from gwd.http.balancer import Balancer
+from gwd.http.health import HealthChecker
 from gwd.http.upstream import UpstreamPools
 from gwd.mapping.binary import BinaryTypes
 from gwd.pipeline.chain import build_route_handler
@@ -48,6 +49,7 @@ from gwd.stages.cache import flush_prefixes
 from gwd.stages.compression import Compressor
 from gwd.stores.buckets import BucketTable
 from gwd.stores.cachestore import MemoryStore, RedisStore
+from gwd.stores.health import HealthTable
 from gwd.stores.invocations import InvocationSlots
 from gwd.stores.keystore import CacheFlush
 from gwd.stores.limiters import MemoryLimiter, RedisLimiter
@@ -98,11 +100,14 @@ class Gateway:
         "_authorizers",
         "_metrics",
         "_functions",
+        "_health",
     )
 
-    def __init__(self, config: Config, access_log: AccessLog | None, buckets: BucketTable, invocations: InvocationSlots) -> None:
+    def __init__(
+        self, config: Config, access_log: AccessLog | None, buckets: BucketTable, invocations: InvocationSlots, health: HealthTable
+    ) -> None:
         """``buckets`` is the daemon's shared throttle table (used unless Redis holds the buckets), ``invocations``
-        its count of running function invocations."""
+        its count of running function invocations (and upstream requests), ``health`` its upstream targets' health."""
         self._pools = UpstreamPools(config.server.upstream_keepalive)
         routes = [route for api in config.apis for route in api.routes]
         caching = any(stage.cache for api in config.apis for stage in api.stages) or any(route.cache for route in routes)
@@ -139,6 +144,7 @@ class Gateway:
             balancers={upstream.name: Balancer(upstream, invocations) for upstream in config.upstreams},
         )
         self._metrics = RequestMetrics(shared, config.metrics.per_key) if config.metrics.enabled else None
+        self._health = HealthChecker(config.upstreams, health, dict(shared.balancers))
         stages: dict[tuple[str, str], tuple[ApiStage, Router[RouteTarget]]] = {}
         errors = {NOWHERE.api: GatewayResponses(None)}
         unmatched = {NOWHERE.api: NOWHERE}  # by API: where a path none of its stages takes is
@@ -209,8 +215,13 @@ class Gateway:
         counts = self._metrics.counts_for(api, stage.name, str(route.key)) if self._metrics is not None else None
         return RouteTarget(str(route.key), route.key.param_names, build_route_handler(route, stage, resources), counts, cors)
 
+    def draining(self) -> None:
+        """The worker stops taking connections: another worker runs the daemon's health checks from now on."""
+        self._health.stop()
+
     async def close(self) -> None:
         """Close backend connections, the key database, Redis and authorizers' sessions; once no request is in flight."""
+        self._health.stop()
         if self._metrics is not None:
             self._metrics.close()
         self._pools.close()

@@ -20,6 +20,7 @@ TABLES = [  # (tables, qualified names, a default column): each of the README's 
     (("mock",), False, True),
     (("http",), False, True),
     (("upstream",), False, True),
+    (("health",), False, True),
     (("retries",), False, True),
     (("function",), False, True),
     (("mapping",), False, True),
@@ -113,7 +114,7 @@ def test_the_reader_refuses_a_value_past_a_declared_range(tmp_path, key):
 def test_every_table_with_declared_keys_is_listed():
     per_route = {"listener_tls", "stage", "mock", "http", "function", "backend_tls", "cache_policy", "jwt_authorizer", "request_authorizer"}
     per_route |= {"route", "usage_plan", "aws", "mapping", "integration_response", "gateway_response"}
-    per_api = {"api", "domain", "cors", "compression", "upstream", "retries"}
+    per_api = {"api", "domain", "cors", "compression", "upstream", "retries", "health"}
     assert set(BY_TABLE) == DAEMON_WIDE | per_route | per_api
 
 

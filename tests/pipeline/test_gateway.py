@@ -11,6 +11,7 @@ from gwd.http.message import Headers, Request, Response
 from gwd.pipeline import chain
 from gwd.pipeline.gateway import Gateway
 from gwd.stores.buckets import BucketTable
+from gwd.stores.health import HealthTable
 from gwd.stores.invocations import InvocationSlots
 
 
@@ -20,7 +21,7 @@ async def _answer_with_failing_integration(monkeypatch) -> Response:
 
     monkeypatch.setitem(chain.INTEGRATIONS, MockIntegration, lambda route, stage, resources: broken)
     config = load_config(None)
-    gateway = Gateway(config, access_log=None, buckets=BucketTable(64), invocations=InvocationSlots())
+    gateway = Gateway(config, access_log=None, buckets=BucketTable(64), invocations=InvocationSlots(), health=HealthTable())
     try:
         entry = gateway.entry(config.listen_addresses[0])
         request = Request("GET", b"/hello", "1.1", Headers([(b"Host", b"gwd"), (b"X-Request-Id", b"boom-1")]))
@@ -45,7 +46,7 @@ def test_unexpected_exception_is_a_500_without_traceback(monkeypatch, caplog):
 
 async def _answer_mock() -> tuple[Response | object, Response | object]:
     config = load_config(None)
-    gateway = Gateway(config, access_log=None, buckets=BucketTable(64), invocations=InvocationSlots())
+    gateway = Gateway(config, access_log=None, buckets=BucketTable(64), invocations=InvocationSlots(), health=HealthTable())
     try:
         entry = gateway.entry(config.listen_addresses[0])
         found = entry.respond(Request("GET", b"/hello", "1.1", Headers([(b"Host", b"gwd")])))

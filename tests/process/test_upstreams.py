@@ -20,13 +20,17 @@ from support import ROOT, LoadClient, free_port, request, scrape, total, wait_fo
 class TargetBackends:
     """Backends in processes of their own, each answering its port; ``delays`` by index."""
 
-    def __init__(self, count: int, delays: dict[int, float] | None = None) -> None:
+    def __init__(self, count: int, delays: dict[int, float] | None = None, health: dict[int, int] | None = None) -> None:
         self.ports = [free_port() for _ in range(count)]
         self.delays = delays or {}
+        self.health = health or {}  # the status each answers health checks with (200 unless given)
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(self, index: int) -> None:
-        command = [sys.executable, str(ROOT / "tests" / "target_backend.py"), str(self.ports[index]), str(self.delays.get(index, 0))]
+        command = [
+            sys.executable, str(ROOT / "tests" / "target_backend.py"), str(self.ports[index]), str(self.delays.get(index, 0)),
+            str(self.health.get(index, 200)),
+        ]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         assert process.stdout is not None and process.stdout.readline() == b"ready\n"
         self.processes[index] = process
@@ -282,3 +286,30 @@ def test_a_target_back_from_ejection_ramps_up_over_slow_start(start_daemon):
             return ports.count(back) == 20  # smooth round robin at equal weights: exactly every other request
 
         wait_for(even_share, 10, "its whole share")
+
+
+def test_a_target_failing_its_health_checks_gets_no_traffic_and_checks_run_once_per_daemon(start_daemon):
+    with TargetBackends(2, health={1: 500}) as backends:
+        health = 'health = { path = "/healthz", interval = "500ms", timeout = "200ms", unhealthy_threshold = 2, healthy_threshold = 2 }'
+        daemon = start_daemon(upstream_config(backends.ports, health), workers=2)
+        failing = backends.ports[1]
+        # interval x unhealthy_threshold = 1 s, plus a tick for every worker to read it.
+        started = time.monotonic()
+        wait_for(lambda: all(p != failing for p in (port_of(r) for r in (request(daemon.port, "GET", "/x") for _ in range(10)))),
+                 5, "no request to the failing target")
+        assert time.monotonic() - started < 2.5
+        assert failing not in [orjson.loads(body)["port"] for _, body in gets(daemon.port, "/x", 100)]
+        # Checked once per daemon, not once per worker: 6 more checks take about 3 s (two checkers: 1.5 s).
+        def checks() -> int:
+            return request(backends.ports[0], "GET", "/health-checks").json()["checks"]
+
+        before, started = checks(), time.monotonic()
+        wait_for(lambda: checks() >= before + 6, 10, "6 more health checks", interval=0.05)
+        assert time.monotonic() - started > 2.2
+        # Healthy again: back within interval x healthy_threshold (plus a tick).
+        backends.kill(1)
+        backends.health[1] = 200
+        backends.start(1)
+        wait_for(lambda: failing in [orjson.loads(body)["port"] for _, body in gets(daemon.port, "/x", 10)], 5, "the target back")
+        wait_for(lambda: total(scrape(daemon), "gwd_upstream_target_healthy", upstream="pool", target=f"127.0.0.1:{failing}") == 1,
+                 10, "the healthy gauge")
