@@ -15,13 +15,11 @@ import fcntl
 import mmap
 import os
 
+from gwd.stores.rows import claim_row
+
 ROWS = 4096
 """Checked targets the table holds over the daemon's life."""
 UNKNOWN, HEALTHY, UNHEALTHY = 0, 1, 2
-
-
-class TableFull(Exception):
-    """Every row is taken by another target."""
 
 
 class HealthTable:
@@ -41,20 +39,7 @@ class HealthTable:
 
     def row(self, name: str) -> int:
         """The row of a checked target, claimed on first use; raises TableFull."""
-        key = (hash(name) & 0xFFFFFFFFFFFFFFFF) or 1
-        start = key % ROWS
-        fcntl.lockf(self._lock_fd, fcntl.LOCK_EX, 1, 1)
-        try:
-            for probe in range(ROWS):
-                row = (start + probe) % ROWS
-                if self._keys[row] == key:
-                    return row
-                if self._keys[row] == 0:
-                    self._keys[row] = key
-                    return row
-        finally:
-            fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, 1)
-        raise TableFull(f"more than {ROWS} checked targets in this daemon's life; restart it")
+        return claim_row(self._keys, self._lock_fd, 1, name, "checked targets")
 
     def lead(self) -> bool:
         """Whether this process runs the checks: it holds the leader lock, or takes it now that nobody does."""

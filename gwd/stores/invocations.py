@@ -22,16 +22,14 @@ import logging
 import mmap
 import os
 
+from gwd.stores.rows import claim_row
+
 ROWS = 1024
 """Function and upstream names the table holds over the daemon's life (rows are never freed)."""
 CELLS = 64
 """Processes that may run one function at once (workers of all generations still draining)."""
 
 log = logging.getLogger("gwd.functions")
-
-
-class TableFull(Exception):
-    """Every row is taken by another function's name."""
 
 
 class InvocationSlots:
@@ -53,21 +51,8 @@ class InvocationSlots:
         self._own: dict[int, int] = {}  # row -> this process's cell in it
 
     def row(self, name: str) -> int:
-        """The row of the function ``name``, claimed on first use; raises TableFull."""
-        key = (hash(name) & 0xFFFFFFFFFFFFFFFF) or 1
-        start = key % ROWS
-        fcntl.lockf(self._lock_fd, fcntl.LOCK_EX, 1, ROWS)
-        try:
-            for probe in range(ROWS):
-                row = (start + probe) % ROWS
-                if self._keys[row] == key:
-                    return row
-                if self._keys[row] == 0:
-                    self._keys[row] = key
-                    return row
-        finally:
-            fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, ROWS)
-        raise TableFull(f"more than {ROWS} function names in this daemon's life; restart it")
+        """The row of the function (or ``upstream:NAME``) ``name``, claimed on first use; raises TableFull."""
+        return claim_row(self._keys, self._lock_fd, ROWS, name, "function and upstream names")
 
     def take(self, row: int, limit: int) -> bool:
         """Count one more invocation of the row's function, unless ``limit`` run already."""
