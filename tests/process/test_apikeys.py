@@ -169,7 +169,7 @@ state_dir = "{state_dir}"
 
 [[usage_plans]]
 name = "silver"
-throttle = {{ rate = 50, burst = 50 }}
+throttle = {{ rate = 50, burst = 100 }}
 
 [[routes]]
 route = "GET /secret"
@@ -189,8 +189,9 @@ api_key_required = true
         # 403s come only while the workers have not yet read the new keys; they take no tokens.
         assert set(hammer.statuses) <= {200, 429, 403}, hammer.statuses
         accepted = hammer.statuses.get(200, 0)
-        # The key's bucket is full at its first accepted request and refills from then on.
-        expected = 50 + 50 * (hammer.last_ok - hammer.first_ok)
+        # The key's bucket is full at its first accepted request and refills from then on. A burst of two
+        # seconds' refill keeps a stall of either side (a loaded CI machine) shorter than that from losing tokens.
+        expected = 100 + 50 * (hammer.last_ok - hammer.first_ok)
         assert abs(accepted - expected) <= 0.05 * expected, (accepted, expected, hammer.statuses)
 
 
