@@ -12,6 +12,8 @@ written as the socket takes it, then the connection is closed.
 - ``/healthz``: 200 while the supervisor runs.
 - ``/readyz``: 200 when every worker of the current config accepts
   connections, 503 while starting, reloading into a broken state, or draining.
+- ``/upstreams``: each upstream target's health as the daemon's active
+  checks last found it (JSON).
 """
 
 from __future__ import annotations
@@ -43,10 +45,14 @@ class _Client:
 
 
 class AdminServer:
-    """The admin endpoints on ``address``; ``ready`` says whether /readyz is 200, ``metrics`` renders /metrics."""
+    """The admin endpoints on ``address``; ``ready`` says whether /readyz is 200, ``metrics`` and ``upstreams`` render theirs."""
 
     def __init__(
-        self, address: Address, ready: Callable[[], bool], metrics: Callable[[str | None], tuple[bytes, str]] | None
+        self,
+        address: Address,
+        ready: Callable[[], bool],
+        metrics: Callable[[str | None], tuple[bytes, str]] | None,
+        upstreams: Callable[[], bytes] | None = None,
     ) -> None:
         try:
             self._listener = bind_listener(address, 64)
@@ -57,6 +63,7 @@ class AdminServer:
             ) from None
         self._ready = ready
         self._metrics = metrics
+        self._upstreams = upstreams  # renders /upstreams
         self._clients: dict[int, _Client] = {}
         self.address = address
 
@@ -162,6 +169,8 @@ class AdminServer:
                 log.exception("admin listener: /metrics failed")
                 return _response(500, "text/plain; charset=utf-8", b"metrics unavailable\n", head_only)
             return _response(200, content_type, body, head_only)
+        if target == b"/upstreams" and self._upstreams is not None:
+            return _response(200, "application/json", self._upstreams(), head_only)
         return _response(404, "text/plain; charset=utf-8", b"not found\n", head_only)
 
 

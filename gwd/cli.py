@@ -542,7 +542,10 @@ def _run(args: argparse.Namespace) -> int:
             events,
         )
         if config.admin.listen is not None:
+            import orjson
+
             from gwd.admin import AdminServer
+            from gwd.stores.health import upstreams_report
             from gwd.telemetry.prometheus import exposition
 
             supervisor.add_service(
@@ -550,6 +553,7 @@ def _run(args: argparse.Namespace) -> int:
                     config.admin.listen,
                     lambda: supervisor.ready,
                     functools.partial(exposition, buckets=buckets) if config.metrics.enabled else None,
+                    lambda: orjson.dumps(upstreams_report(supervisor.config.upstreams, health)),
                 )
             )
         if config.server.user is not None:

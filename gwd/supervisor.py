@@ -185,6 +185,11 @@ class Supervisor:
         self._services.append(service)
 
     @property
+    def config(self) -> Config:
+        """The config being served (the last one a reload accepted)."""
+        return self._current.config
+
+    @property
     def ready(self) -> bool:
         """Every worker of the config being served accepts connections, and no stop is under way."""
         generation = self._current

@@ -219,7 +219,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("admin", "listen", "custom", Address("127.0.0.1", 9180), shown='`"127.0.0.1:9180"`',
         meaning=(
-            'Where the supervisor answers `GET /metrics`, `/healthz` and `/readyz`; `"off"` for none. Keep it'
+            'Where the supervisor answers `GET /metrics`, `/healthz`, `/readyz` and `/upstreams`; `"off"` for none. Keep it'
             ' on loopback or a management network. Read at start (a reload does not move it).'
         ),
     ),

@@ -19,7 +19,7 @@ import time
 
 from gwd.config.model import HealthCheck, UpstreamConfig, UpstreamTarget
 from gwd.http.balancer import Balancer
-from gwd.stores.health import HEALTHY, UNHEALTHY, HealthTable
+from gwd.stores.health import HEALTHY, UNHEALTHY, HealthTable, target_row_name
 from gwd.tls import backend_context
 
 log = logging.getLogger("gwd.health")
@@ -31,22 +31,27 @@ TICK = 0.25
 class _Checked:
     """One target of one upstream under active checks."""
 
-    __slots__ = ("upstream", "target", "index", "check", "row", "passes", "failures", "due", "running", "context")
+    __slots__ = ("upstream", "target", "index", "check", "row", "passes", "failures", "due", "running", "context", "server_name")
 
     def __init__(self, upstream: UpstreamConfig, index: int, check: HealthCheck, table: HealthTable) -> None:
         self.upstream = upstream.name
         self.target: UpstreamTarget = upstream.targets[index]
         self.index = index
         self.check = check
-        self.row = table.row(f"{upstream.name}\0{self.target}\0{check.path}")
+        self.row = table.row(target_row_name(upstream.name, str(self.target), check.path))
         self.passes = 0
         self.failures = 0
         self.due = 0.0  # time.monotonic() of the next check
         self.running = False
         tls = upstream.tls
         self.context: ssl.SSLContext | None = None
+        self.server_name: str | None = None
         if upstream.scheme == "https":
-            self.context = backend_context(*(tls.client_cert, tls.client_key, tls.ca, tls.insecure_skip_verify) if tls else (None, None, None, False))
+            if tls is None:
+                self.context = backend_context(None, None, None, False)
+            else:
+                self.context = backend_context(tls.client_cert, tls.client_key, tls.ca, tls.insecure_skip_verify)
+            self.server_name = tls.server_name if tls is not None and tls.server_name else self.target.host
 
 
 class HealthChecker:
@@ -78,25 +83,25 @@ class HealthChecker:
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
         for checked in self._checked:
-            state, _ = self._table.state(checked.row)
-            self._balancers[checked.upstream].set_unhealthy(checked.index, state == UNHEALTHY)
+            self._balancers[checked.upstream].set_unhealthy(checked.index, self._table.state(checked.row) == UNHEALTHY)
 
     async def _check(self, checked: _Checked) -> None:
         try:
             passed, why = await _probe(checked)
         finally:
             checked.running = False
-        state, _ = self._table.state(checked.row)
+        state = self._table.state(checked.row)
         check = checked.check
         if passed:
             checked.passes, checked.failures = checked.passes + 1, 0
-            if state == UNHEALTHY and checked.passes >= check.healthy_threshold:
-                self._table.set(checked.row, HEALTHY, time.time())
-                log.warning("upstream %s: target %s is healthy again", checked.upstream, checked.target)
+            if state != HEALTHY and checked.passes >= check.healthy_threshold:
+                self._table.set(checked.row, HEALTHY, time.time(), why)
+                if state == UNHEALTHY:
+                    log.warning("upstream %s: target %s is healthy again", checked.upstream, checked.target)
         else:
             checked.passes, checked.failures = 0, checked.failures + 1
             if state != UNHEALTHY and checked.failures >= check.unhealthy_threshold:
-                self._table.set(checked.row, UNHEALTHY, time.time())
+                self._table.set(checked.row, UNHEALTHY, time.time(), why)
                 log.warning("upstream %s: target %s is unhealthy: %s", checked.upstream, checked.target, why)
 
     def stop(self) -> None:
@@ -116,7 +121,7 @@ async def _probe(checked: _Checked) -> tuple[bool, str]:
     try:
         async with asyncio.timeout(check.timeout):
             reader, writer = await asyncio.open_connection(
-                target.host, target.port, ssl=checked.context, server_hostname=target.host if checked.context else None
+                target.host, target.port, ssl=checked.context, server_hostname=checked.server_name
             )
             try:
                 writer.write(

@@ -299,6 +299,15 @@ def test_a_target_failing_its_health_checks_gets_no_traffic_and_checks_run_once_
                  5, "no request to the failing target")
         assert time.monotonic() - started < 2.5
         assert failing not in [orjson.loads(body)["port"] for _, body in gets(daemon.port, "/x", 100)]
+
+        def admin_view() -> dict[int, dict]:
+            (pool,) = request(daemon.admin_port, "GET", "/upstreams").json()["upstreams"]
+            return {int(target["address"].rsplit(":", 1)[1]): target for target in pool["targets"]}
+
+        wait_for(lambda: admin_view()[backends.ports[0]]["health"] == "healthy", 5, "the passing target confirmed")
+        view = admin_view()
+        assert view[failing]["health"] == "unhealthy" and view[failing]["why"] == "status 500", view
+        assert view[failing]["since"].endswith("+00:00") and view[backends.ports[0]]["why"] == "status 200"
         # Checked once per daemon, not once per worker: 6 more checks take about 3 s (two checkers: 1.5 s).
         def checks() -> int:
             return request(backends.ports[0], "GET", "/health-checks").json()["checks"]
@@ -313,3 +322,4 @@ def test_a_target_failing_its_health_checks_gets_no_traffic_and_checks_run_once_
         wait_for(lambda: failing in [orjson.loads(body)["port"] for _, body in gets(daemon.port, "/x", 10)], 5, "the target back")
         wait_for(lambda: total(scrape(daemon), "gwd_upstream_target_healthy", upstream="pool", target=f"127.0.0.1:{failing}") == 1,
                  10, "the healthy gauge")
+        assert admin_view()[failing]["health"] == "healthy"
