@@ -19,8 +19,8 @@ import time
 
 from gwd.config.model import HealthCheck, UpstreamConfig, UpstreamTarget
 from gwd.http.balancer import Balancer
+from gwd.http.upstream import client_tls
 from gwd.stores.health import HEALTHY, UNHEALTHY, HealthTable, target_row_name
-from gwd.tls import backend_context
 
 log = logging.getLogger("gwd.health")
 
@@ -43,15 +43,7 @@ class _Checked:
         self.failures = 0
         self.due = 0.0  # time.monotonic() of the next check
         self.running = False
-        tls = upstream.tls
-        self.context: ssl.SSLContext | None = None
-        self.server_name: str | None = None
-        if upstream.scheme == "https":
-            if tls is None:
-                self.context = backend_context(None, None, None, False)
-            else:
-                self.context = backend_context(tls.client_cert, tls.client_key, tls.ca, tls.insecure_skip_verify)
-            self.server_name = tls.server_name if tls is not None and tls.server_name else self.target.host
+        self.context, self.server_name = client_tls(upstream.scheme, self.target.host, upstream.tls)
 
 
 class HealthChecker:

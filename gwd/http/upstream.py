@@ -487,6 +487,15 @@ class UpstreamPool:
         self._idle.clear()
 
 
+def client_tls(scheme: str, host: str, tls: BackendTls | None) -> tuple[ssl.SSLContext | None, str | None]:
+    """The TLS context and server name (SNI, and the name verified) for connecting to a backend; (None, None) for http."""
+    if scheme != "https":
+        return None, None
+    if tls is None:
+        return backend_context(None, None, None, False), host
+    return backend_context(tls.client_cert, tls.client_key, tls.ca, tls.insecure_skip_verify), tls.server_name or host
+
+
 class UpstreamPools:
     """Every backend pool of one worker, so routes to the same backend share connections."""
 
@@ -502,13 +511,7 @@ class UpstreamPools:
         key = (scheme, host, port, tls)
         pool = self._pools.get(key)
         if pool is None:
-            if scheme != "https":
-                context, server_name = None, None
-            elif tls is None:
-                context, server_name = backend_context(None, None, None, False), host
-            else:
-                context = backend_context(tls.client_cert, tls.client_key, tls.ca, tls.insecure_skip_verify)
-                server_name = tls.server_name or host
+            context, server_name = client_tls(scheme, host, tls)
             pool = self._pools[key] = UpstreamPool(self, host, port, context, server_name, self._max_idle)
         return pool
 

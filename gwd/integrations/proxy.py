@@ -264,9 +264,11 @@ def _balanced(route: RouteConfig, stage: StageConfig, target: ProxyTarget, balan
                         exchange, pools[index], head, head_only, body_mode, deadline - time.perf_counter(), settings
                     )
                 except UpstreamError as error:
-                    balancer.failed(index)
-                    again = retryable and _retried_for(error, retry_on) and len(tried) < attempts
-                    if again and deadline - time.perf_counter() > 0 and balancer.may_retry(index):
+                    if error.kind == "descriptors":
+                        balancer.abandoned(index)  # gwd's own shortage, not the target's fault
+                    else:
+                        balancer.failed(index)
+                    if retryable and _try_again(balancer, index, _retried_for(error, retry_on), tried, attempts, deadline):
                         log.info("request %s: retrying on another target of %s after %s", exchange.request_id, balancer.name, error)
                         tried.append(index)
                         continue
@@ -277,8 +279,7 @@ def _balanced(route: RouteConfig, stage: StageConfig, target: ProxyTarget, balan
                     raise
                 if response.status >= 500:
                     balancer.failed(index)
-                    again = retryable and str(response.status) in retry_on and len(tried) < attempts
-                    if again and deadline - time.perf_counter() > 0 and balancer.may_retry(index):
+                    if retryable and _try_again(balancer, index, str(response.status) in retry_on, tried, attempts, deadline):
                         connection.close()
                         tried.append(index)
                         continue
@@ -298,6 +299,11 @@ def _balanced(route: RouteConfig, stage: StageConfig, target: ProxyTarget, balan
             balancer.release()
 
     return forward
+
+
+def _try_again(balancer: Balancer, index: int, covered: bool, tried: list[int], attempts: int, deadline: float) -> bool:
+    """Whether a failed attempt is tried again: the policy covers it, and attempts, time and budget are left."""
+    return covered and len(tried) < attempts and deadline - time.perf_counter() > 0 and balancer.may_retry(index)
 
 
 def _retried_for(error: UpstreamError, retry_on: frozenset[str]) -> bool:

@@ -12,6 +12,7 @@ from collections import Counter
 
 import orjson
 import pytest
+from process.test_domains import gwd_certs
 from support import ROOT, request, scrape, total, wait_for
 
 
@@ -29,11 +30,6 @@ def write_apis(directory) -> None:
     (directory / "apis" / "pets.toml").write_text(api_file("pets", ("prod", "beta")))
     (directory / "apis" / "admin.toml").write_text(api_file("admin", ("$default",)))
     (directory / "apis" / "shop.toml").write_text(api_file("shop", ("live",)))
-
-
-def gwd_certs(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "gwd", "certs", *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture
